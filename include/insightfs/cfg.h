@@ -1,0 +1,109 @@
+/* cfg - the configuration file (libconfig syntax) -> an immutable, validated struct cfg.
+ *
+ * Every setting of SPEC section 3, with its default and range. Errors come back as one
+ * line in the forms of SPEC section 2, without the "insightfs: " prefix:
+ *   "FILE:LINE: SETTING: MESSAGE"  (a setting with a line)
+ *   "FILE: SETTING: MESSAGE"       (no line: missing setting, unreadable file, bad mode)
+ *   "FILE:LINE: MESSAGE"           (libconfig's parser: syntax errors)
+ * A loaded struct cfg is never modified; SIGHUP builds a new one. Secrets live only here
+ * and are wiped with OPENSSL_cleanse by cfg_free.
+ */
+#ifndef INSIGHTFS_CFG_H
+#define INSIGHTFS_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "insightfs/log.h"
+#include "insightfs/vpath.h"
+
+struct cfg_widget {
+    char *name; /* the configured name, or the id when none was given */
+    char *id;
+};
+
+struct cfg_dashboard {
+    char *name;
+    char *id;
+    struct cfg_widget *widgets;
+    size_t n_widgets;
+};
+
+struct cfg {
+    char *path; /* absolute path of the file, or NULL when loaded without one */
+
+    /* api */
+    char *endpoint;   /* "scheme://host[:port]", trailing '/' dropped */
+    char *access_key; /* never logged but its last 4 characters */
+    char *secret_key; /* never logged, wiped on free */
+    char *ca_file;    /* absolute, or NULL */
+    int timeout_ms, connect_timeout_ms, retries, max_connections, max_requests_per_second;
+    int64_t max_image_bytes;
+    enum vpath_res resolution;
+
+    /* cache */
+    int64_t max_bytes;
+    int live_ttl_s, settle_s, error_ttl_s, stale_if_error_s;
+
+    /* time */
+    int align_s;
+    char *timezone; /* "local", "UTC" or an IANA name */
+
+    char **presets; /* relative names without ".png", in config order */
+    size_t n_presets;
+    int history_days;
+
+    struct cfg_dashboard *dashboards;
+    size_t n_dashboards;
+    bool discover;
+    int discover_ttl_s;
+    enum log_level log_level;
+};
+
+/* Credentials taken from the environment once at start (see cfg_env_take). */
+struct cfg_env {
+    char *access_key; /* NCLOUD_ACCESS_KEY or NULL */
+    char *secret_key; /* NCLOUD_SECRET_KEY or NULL */
+};
+
+/* Copy NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY into env, overwrite their bytes in the
+ * environment block with zeros and unset them. Call before any thread or child starts.
+ * Returns 0 or -ENOMEM. Not thread-safe. */
+int cfg_env_take(struct cfg_env *env) __attribute__((warn_unused_result));
+/* Wipe and free what cfg_env_take copied. NULL-safe. */
+void cfg_env_cleanup(struct cfg_env *env);
+
+enum cfg_mode {
+    CFG_MODE_MOUNT, /* dashboards required unless discover = true */
+    CFG_MODE_API,   /* --discover, --check-config: only the api group matters */
+};
+
+/* Load and validate path (absolute or relative to the cwd; NULL only in CFG_MODE_API:
+ * defaults plus the environment credentials). env may be NULL.
+ * Returns 0 and *out (caller frees with cfg_free), or a negative errno and *err, a
+ * malloc'd one-line message in the forms above (caller frees). Thread-safe. */
+int cfg_load(const char *path, enum cfg_mode mode, const struct cfg_env *env, struct cfg **out,
+             char **err) __attribute__((warn_unused_result));
+
+/* Free a cfg, wiping the secret. NULL-safe. */
+void cfg_free(struct cfg *cfg);
+
+/* The configuration file to use when none was named on the command line: $INSIGHTFS_CONFIG
+ * if set and non-empty (even when missing), else the first that exists of
+ * ${XDG_CONFIG_HOME:-$HOME/.config}/insightfs/insightfs.conf and
+ * /etc/insightfs/insightfs.conf. Returns 0 and *out (malloc'd), or -ENOENT and *tried,
+ * a malloc'd ", "-separated list of the paths tried. */
+int cfg_find(char **out, char **tried) __attribute__((warn_unused_result));
+
+/* The configuration in force as libconfig text, defaults filled in, without secret_key
+ * or secret_key_file, the access key shown as "..." plus its last 4 characters.
+ * Returns a malloc'd string or NULL. */
+char *cfg_dump(const struct cfg *cfg);
+
+/* Sanitize an API-supplied name (SPEC 4, discovery): '/', NUL, 0x01-0x1f, 0x7f -> '_',
+ * a leading '.' -> '_', cut to 200 bytes at a UTF-8 boundary; empty -> NULL.
+ * Returns a malloc'd string, or NULL when the result would be empty (use the id). */
+char *cfg_sanitize_name(const char *name);
+
+#endif
