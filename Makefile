@@ -31,7 +31,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg sign http api cache fs main
+MODULES := log vpath cfg sign http api cache ns fs main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
@@ -100,7 +100,7 @@ check: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	/usr/bin/python3 tests/demo.py --bin $(CURDIR)/$(B)/insightfs
+	/usr/bin/python3 tests/demo.py --bin $(CURDIR)/$(B)/insightfs $(DEMO_ARGS)
 
 install: $(B)/insightfs
 	install -d $(DESTDIR)$(PREFIX)/bin

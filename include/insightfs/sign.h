@@ -1,0 +1,27 @@
+/* sign - the NAVER Cloud API gateway v2 request signature (SPEC section 1).
+ *
+ *   signature = base64(HMAC-SHA256(secret_key, METHOD " " TARGET "\n" TIMESTAMP "\n" ACCESS_KEY))
+ *
+ * TARGET is the request target exactly as sent on the wire (path and query, already
+ * percent-encoded); TIMESTAMP is the x-ncp-apigw-timestamp header value (Unix ms as
+ * decimal text). Pure functions of their arguments: no state, thread-safe. The module
+ * keeps no copy of the secret (OpenSSL's MAC context is freed, and cleansed by OpenSSL).
+ */
+#ifndef INSIGHTFS_SIGN_H
+#define INSIGHTFS_SIGN_H
+
+/* Characters of a v2 signature: base64 of a 32-byte SHA-256 MAC. */
+#define SIGN_V2_LEN 44
+
+/* Sign one request. secret, method, target, timestamp and access_key are borrowed,
+ * NUL-terminated strings (secret: the key's bytes as configured, any encoding).
+ * Writes SIGN_V2_LEN characters and a NUL into out.
+ * Returns 0, -EINVAL (a NULL argument or an empty secret), -ENOMEM, or -EIO (OpenSSL
+ * failed); out is then "". Thread-safe. */
+int sign_v2(const char *secret, const char *method, const char *target, const char *timestamp,
+            const char *access_key, char out[SIGN_V2_LEN + 1]) __attribute__((warn_unused_result));
+
+/* OpenSSL's version text ("OpenSSL 3.0.x ..."), for --version. Static storage. */
+const char *sign_openssl_version(void);
+
+#endif

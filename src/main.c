@@ -1,0 +1,752 @@
+/* main - the command line: parse options, pick the configuration, run one mode.
+ *
+ * Modes: mount (fs_run), --fetch PATH, --discover, --check-config, --help, --version.
+ * Every message here is one line in a form of SPEC section 2. Credentials in the
+ * environment are taken (copied, zeroed, unset) before anything else can start a
+ * thread or a child. Exit statuses: 0 success, 1 any failure.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include "insightfs/api.h"
+#include "insightfs/cfg.h"
+#include "insightfs/fs.h"
+#include "insightfs/log.h"
+#include "insightfs/ns.h"
+#include "insightfs/vpath.h"
+
+enum mode { MODE_MOUNT, MODE_FETCH, MODE_DISCOVER, MODE_CHECK, MODE_HELP, MODE_VERSION };
+
+struct opts {
+    enum mode mode;
+    const char *fetch_path;
+    const char *config;     /* -c, --config, -o config= */
+    const char *positional[2];
+    int n_positional;
+    struct fs_opts fs;
+};
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("insightfs: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see insightfs --help)\n", stderr);
+    va_end(ap);
+}
+
+static void print_help(void)
+{
+    fputs("usage: insightfs [OPTIONS] [CONFIG] MOUNTPOINT\n"
+          "       insightfs --fetch PATH [--config FILE]\n"
+          "       insightfs --discover [--config FILE]\n"
+          "       insightfs --check-config [--config FILE]\n"
+          "       insightfs --help | --version\n"
+          "\n"
+          "Mounts NAVER Cloud Insight dashboards read-only: every widget is a directory of\n"
+          "800x600 PNG graphs, one file per time range.\n"
+          "\n"
+          "options:\n"
+          "  -c, --config FILE     the configuration file (also -o config=FILE)\n"
+          "  -f                    stay in the foreground, log to stderr\n"
+          "  -d                    debug: libfuse and insightfs debug output (implies -f)\n"
+          "  -s                    single-threaded dispatch\n"
+          "  -o OPT[,OPT...]       mount options: allow_other, auto_unmount, uid=N, gid=N,\n"
+          "                        config=FILE; ro, rw, dev, suid and the generic mount\n"
+          "                        options are accepted (the mount is always ro,nosuid,nodev)\n"
+          "  --fetch PATH          write the PNG of PATH (as under the mount point) to stdout\n"
+          "  --discover            print a dashboards = (...); block for everything the key sees\n"
+          "  --check-config        validate the configuration and the credentials\n"
+          "  -h, --help            this text\n"
+          "  -V, --version         versions of insightfs, libfuse, libcurl and OpenSSL\n"
+          "\n"
+          "Configuration search order: -c/--config/-o config, the positional CONFIG,\n"
+          "$INSIGHTFS_CONFIG, ${XDG_CONFIG_HOME:-$HOME/.config}/insightfs/insightfs.conf,\n"
+          "/etc/insightfs/insightfs.conf. Credentials may come from NCLOUD_ACCESS_KEY and\n"
+          "NCLOUD_SECRET_KEY.\n",
+          stdout);
+}
+
+static int parse_id(const char *s, unsigned long *out)
+{
+    if (!*s)
+        return -1;
+    unsigned long v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        if (v > (UINT_MAX - (unsigned long)(*p - '0')) / 10)
+            return -1;
+        v = v * 10 + (unsigned long)(*p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Generic mount(8) options: accepted and left to the fixed ro,nosuid,nodev mount. */
+static const char *const generic_mount_opts[] = {
+    "ro", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
+    "relatime", "norelatime", "strictatime", "diratime", "nodiratime", "sync", "async",
+    "dirsync", "auto", "noauto", "user", "users", "nouser", "defaults", "_netdev", "nofail",
+    "lazytime", "nolazytime", "default_permissions", NULL,
+};
+
+/* One -o option; 0 or -1 after printing a usage error. */
+static int parse_mount_opt(struct opts *o, const char *opt)
+{
+    unsigned long v;
+    if (strncmp(opt, "config=", 7) == 0) {
+        o->config = opt + 7;
+        return 0;
+    }
+    if (strncmp(opt, "uid=", 4) == 0 || strncmp(opt, "gid=", 4) == 0) {
+        if (parse_id(opt + 4, &v) != 0) {
+            usage_error("-o %s: not a number", opt);
+            return -1;
+        }
+        if (opt[0] == 'u') {
+            o->fs.set_uid = 1;
+            o->fs.uid = (uid_t)v;
+        } else {
+            o->fs.set_gid = 1;
+            o->fs.gid = (gid_t)v;
+        }
+        return 0;
+    }
+    if (strcmp(opt, "allow_other") == 0) {
+        o->fs.allow_other = 1;
+        return 0;
+    }
+    if (strcmp(opt, "auto_unmount") == 0) {
+        o->fs.auto_unmount = 1;
+        return 0;
+    }
+    if (strcmp(opt, "debug") == 0) {
+        o->fs.debug = o->fs.foreground = 1;
+        return 0;
+    }
+    for (size_t i = 0; generic_mount_opts[i]; i++)
+        if (strcmp(opt, generic_mount_opts[i]) == 0)
+            return 0;
+    usage_error("unknown mount option '%s'", opt);
+    return -1;
+}
+
+/* A comma-separated -o list; "\," escapes a comma. */
+static int parse_mount_opts(struct opts *o, const char *list)
+{
+    char *buf = strdup(list);
+    if (!buf)
+        return -1;
+    int rc = 0;
+    char *w = buf;
+    char *start = buf;
+    for (const char *p = list;; p++) {
+        if (*p == '\\' && p[1]) {
+            *w++ = *++p;
+            continue;
+        }
+        if (*p == ',' || *p == '\0') {
+            *w = '\0';
+            if (*start && (rc = parse_mount_opt(o, start)) != 0)
+                break;
+            if (*p == '\0')
+                break;
+            start = ++w;
+            continue;
+        }
+        *w++ = *p;
+    }
+    /* Options point into buf (config=); it lives until exit on purpose. */
+    if (rc != 0)
+        free(buf);
+    return rc;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--fetch") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0 ||
+            strcmp(a, "-o") == 0) {
+            if (!next) {
+                usage_error("%s needs a value", a);
+                return -1;
+            }
+            i++;
+            if (a[1] == 'o') {
+                if (parse_mount_opts(o, next) != 0)
+                    return -1;
+            } else if (strcmp(a, "--fetch") == 0) {
+                o->mode = MODE_FETCH;
+                o->fetch_path = next;
+            } else {
+                o->config = next;
+            }
+        } else if (strncmp(a, "--fetch=", 8) == 0) {
+            o->mode = MODE_FETCH;
+            o->fetch_path = a + 8;
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            o->config = a + 9;
+        } else if (strncmp(a, "-o", 2) == 0 && a[2]) {
+            if (parse_mount_opts(o, a + 2) != 0)
+                return -1;
+        } else if (strcmp(a, "--discover") == 0) {
+            o->mode = MODE_DISCOVER;
+        } else if (strcmp(a, "--check-config") == 0) {
+            o->mode = MODE_CHECK;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            o->mode = MODE_HELP;
+            return 0;
+        } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            o->mode = MODE_VERSION;
+            return 0;
+        } else if (strcmp(a, "-f") == 0) {
+            o->fs.foreground = 1;
+        } else if (strcmp(a, "-d") == 0) {
+            o->fs.debug = o->fs.foreground = 1;
+        } else if (strcmp(a, "-s") == 0) {
+            o->fs.single_thread = 1;
+        } else if (a[0] == '-' && a[1]) {
+            usage_error("unknown option '%s'", a);
+            return -1;
+        } else {
+            if (o->n_positional == 2) {
+                usage_error("too many arguments ('%s')", a);
+                return -1;
+            }
+            o->positional[o->n_positional++] = a;
+        }
+    }
+    return 0;
+}
+
+/* An absolute version of path (the file need not exist). Returns malloc'd or NULL. */
+static char *absolute(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char *cwd = getcwd(NULL, 0);
+    char *out = NULL;
+    if (cwd && asprintf(&out, "%s/%s", cwd, path) < 0)
+        out = NULL;
+    free(cwd);
+    return out;
+}
+
+/* Which configuration file: SPEC 2. *path is malloc'd and absolute, or NULL when none
+ * was found and none is needed (API modes). Returns 0 or -1 after a message. */
+static int pick_config(const struct opts *o, const char *positional, int required, char **path)
+{
+    *path = NULL;
+    const char *named = o->config ? o->config : positional;
+    if (named) {
+        *path = absolute(named);
+        return *path ? 0 : -1;
+    }
+    char *found = NULL, *tried = NULL;
+    if (cfg_find(&found, &tried) == 0) {
+        *path = absolute(found);
+        free(found);
+        return *path ? 0 : -1;
+    }
+    if (!required) {
+        free(tried);
+        return 0;
+    }
+    fprintf(stderr, "insightfs: no configuration file (tried: %s)\n", tried ? tried : "");
+    free(tried);
+    return -1;
+}
+
+static int load_config(const char *path, enum cfg_mode mode, const struct cfg_env *env,
+                       struct cfg **cfg)
+{
+    char *err = NULL;
+    int rc = cfg_load(path, mode, env, cfg, &err);
+    if (rc != 0) {
+        fprintf(stderr, "insightfs: %s\n", err ? err : strerror(-rc));
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t test_clock_offset(void)
+{
+    const char *s = getenv("INSIGHTFS_TEST_CLOCK_OFFSET_MS");
+    if (!s || !*s)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) {
+        log_warn("INSIGHTFS_TEST_CLOCK_OFFSET_MS=%s is not a number: ignored", s);
+        return 0;
+    }
+    log_warn("INSIGHTFS_TEST_CLOCK_OFFSET_MS: the clock is shifted by %lld ms (tests only)", v);
+    return (int64_t)v;
+}
+
+static struct api *make_api(const struct cfg *cfg)
+{
+    char *err = NULL;
+    struct api *api = api_new(cfg, test_clock_offset(), &err);
+    if (!api) {
+        fprintf(stderr, "insightfs: %s\n", err ? err : "out of memory");
+        free(err);
+    }
+    return api;
+}
+
+/* ---- --discover ----------------------------------------------------------------- */
+
+/* The API's dashboards and widgets, merged by ns's rules into a tree (no configured
+ * entries). Returns 0 or a negative errno. */
+static int discover_tree(struct api *api, const struct cfg *cfg, struct ns_tree **out)
+{
+    struct api_item *dash = NULL;
+    size_t n_dash = 0;
+    int rc = api_list_dashboards(api, &dash, &n_dash, NULL);
+    if (rc != 0)
+        return rc;
+    struct api_item **w = calloc(n_dash ? n_dash : 1, sizeof(*w));
+    size_t *nw = calloc(n_dash ? n_dash : 1, sizeof(*nw));
+    const char **ids = calloc(n_dash ? n_dash : 1, sizeof(*ids));
+    if (!w || !nw || !ids) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n_dash; i++) {
+        ids[i] = dash[i].id;
+        rc = api_list_widgets(api, dash[i].id, &w[i], &nw[i], NULL);
+        if (rc != 0)
+            goto out;
+    }
+    struct cfg bare = *cfg;
+    bare.n_dashboards = 0;
+    struct ns_discovered disc = {dash, n_dash, ids, (const struct api_item *const *)w, nw, n_dash};
+    *out = ns_build(&bare, &disc);
+    rc = *out ? 0 : -ENOMEM;
+out:
+    for (size_t i = 0; w && i < n_dash; i++)
+        api_items_free(w[i], nw[i]);
+    free(w);
+    free(nw);
+    free(ids);
+    api_items_free(dash, n_dash);
+    return rc;
+}
+
+static int print_quoted(const char *s)
+{
+    char *e = ns_config_escape(s);
+    if (!e)
+        return -1;
+    printf("\"%s\"", e);
+    free(e);
+    return 0;
+}
+
+static int run_discover(const struct cfg *cfg)
+{
+    struct api *api = make_api(cfg);
+    if (!api)
+        return 1;
+    struct ns_tree *t = NULL;
+    int rc = discover_tree(api, cfg, &t);
+    api_free(api);
+    if (rc != 0) {
+        fprintf(stderr, "insightfs: discover: %s\n", strerror(-rc));
+        return 1;
+    }
+    printf("dashboards = (");
+    for (size_t i = 0; i < t->n_dashboards; i++) {
+        const struct ns_dashboard *d = &t->dashboards[i];
+        printf("%s\n  { name = ", i ? "," : "");
+        print_quoted(d->name);
+        printf("; id = ");
+        print_quoted(d->id);
+        printf(";\n    widgets = (");
+        for (size_t j = 0; j < d->n_widgets; j++) {
+            printf("%s\n      { name = ", j ? "," : "");
+            print_quoted(d->widgets[j].name);
+            printf("; id = ");
+            print_quoted(d->widgets[j].id);
+            printf("; }");
+        }
+        printf(d->n_widgets ? "\n    ); }" : "); }");
+    }
+    printf("%s);\n", t->n_dashboards ? "\n" : "");
+    ns_unref(t);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "insightfs: stdout: %s\n", strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- --check-config ------------------------------------------------------------- */
+
+static int run_check(const struct cfg *cfg, const char *path)
+{
+    const char *file = path ? path : "(environment)";
+    struct api *api = make_api(cfg);
+    if (!api)
+        return 1;
+    struct api_item *dash = NULL;
+    size_t n = 0;
+    struct api_result r;
+    memset(&r, 0, sizeof(r));
+    int rc = api_list_dashboards(api, &dash, &n, &r);
+    api_free(api);
+    api_items_free(dash, n);
+    int64_t skew_s = (r.skew_ms >= 0 ? r.skew_ms + 500 : r.skew_ms - 500) / 1000;
+    if (r.skew_known && (skew_s > 300 || skew_s < -300)) {
+        /* skew = gateway - local: positive means the local clock is behind. */
+        fprintf(stderr,
+                "insightfs: %s: local clock is %" PRId64
+                " s %s the gateway (limit 300 s): fix NTP\n",
+                file, skew_s > 0 ? skew_s : -skew_s, skew_s > 0 ? "behind" : "ahead of");
+        return 1;
+    }
+    if (rc == 0) {
+        printf("insightfs: %s: OK (%zu dashboards visible)\n", file, n);
+        return 0;
+    }
+    switch (r.outcome) {
+    case API_TLS:
+        fprintf(stderr, "insightfs: %s: TLS verification failed: %s (api.ca_file adds a CA)\n",
+                file, r.message);
+        break;
+    case API_UNREACHABLE:
+    case API_TIMEOUT:
+        fprintf(stderr, "insightfs: %s: endpoint unreachable: %s\n", file,
+                r.message[0] ? r.message : strerror(-rc));
+        break;
+    default:
+        if (r.status == 401 && strcmp(r.error_code, "210") == 0)
+            fprintf(stderr, "insightfs: %s: permission denied for this key (errorCode 210)\n",
+                    file);
+        else if (r.status == 401)
+            fprintf(stderr,
+                    "insightfs: %s: authentication failed: wrong access_key or secret_key "
+                    "(errorCode %s)\n",
+                    file, r.error_code[0] ? r.error_code : "200");
+        else
+            fprintf(stderr, "insightfs: %s: unexpected answer: HTTP %ld\n", file, r.status);
+    }
+    return 1;
+}
+
+/* ---- --fetch -------------------------------------------------------------------- */
+
+/* Split path into at most 5 components (skipping empty ones); -ENOENT when deeper. */
+static int split_path(char *path, char **parts, int *n)
+{
+    *n = 0;
+    for (char *save = NULL, *p = strtok_r(path, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
+        if (*n == 4)
+            return -ENOENT;
+        parts[(*n)++] = p;
+    }
+    return 0;
+}
+
+/* Find a dashboard and widget in the configured tree, then (discover = true) in the
+ * API's. Returns 0, or -ENOENT, or the discovery call's errno. */
+static int find_target(struct api *api, const struct cfg *cfg, char **parts, int n,
+                       struct ns_tree **tree, const struct ns_dashboard **d,
+                       const struct ns_widget **w)
+{
+    *tree = ns_build(cfg, NULL);
+    if (!*tree)
+        return -ENOMEM;
+    *d = ns_find_dashboard(*tree, parts[0]);
+    *w = (*d && n > 1) ? ns_find_widget(*d, parts[1]) : NULL;
+    if ((*d && (n < 2 || *w)) || !cfg->discover)
+        return *d ? (n < 2 || *w ? 0 : -ENOENT) : -ENOENT;
+    struct ns_tree *dt = NULL;
+    int rc = discover_tree(api, cfg, &dt);
+    if (rc != 0)
+        return rc;
+    /* Merge: configured first, then discovered, as the mount shows them. */
+    struct ns_discovered disc = {0};
+    size_t nd = dt->n_dashboards;
+    struct api_item *items = calloc(nd ? nd : 1, sizeof(*items));
+    struct api_item **wl = calloc(nd ? nd : 1, sizeof(*wl));
+    size_t *nw = calloc(nd ? nd : 1, sizeof(*nw));
+    const char **ids = calloc(nd ? nd : 1, sizeof(*ids));
+    if (!items || !wl || !nw || !ids) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nd; i++) {
+        items[i].id = dt->dashboards[i].id;
+        items[i].name = dt->dashboards[i].name;
+        ids[i] = dt->dashboards[i].id;
+        nw[i] = dt->dashboards[i].n_widgets;
+        wl[i] = calloc(nw[i] ? nw[i] : 1, sizeof(**wl));
+        if (!wl[i]) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        for (size_t j = 0; j < nw[i]; j++) {
+            wl[i][j].id = dt->dashboards[i].widgets[j].id;
+            wl[i][j].name = dt->dashboards[i].widgets[j].name;
+        }
+    }
+    disc = (struct ns_discovered){items, nd, ids, (const struct api_item *const *)wl, nw, nd};
+    ns_unref(*tree);
+    *tree = ns_build(cfg, &disc);
+    if (!*tree) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    *d = ns_find_dashboard(*tree, parts[0]);
+    *w = (*d && n > 1) ? ns_find_widget(*d, parts[1]) : NULL;
+    rc = *d && (n < 2 || *w) ? 0 : -ENOENT;
+out:
+    for (size_t i = 0; wl && i < nd; i++)
+        free(wl[i]);
+    free(wl);
+    free(items);
+    free(nw);
+    free(ids);
+    ns_unref(dt);
+    return rc;
+}
+
+static int write_all(const unsigned char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(STDOUT_FILENO, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -errno;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int fetch_path(const struct cfg *cfg, struct api *api, const char *path)
+{
+    char *copy = strdup(path);
+    char *parts[4];
+    int n = 0;
+    struct ns_tree *tree = NULL;
+    const struct ns_dashboard *d = NULL;
+    const struct ns_widget *w = NULL;
+    struct api_image img = {0};
+    int rc = copy ? split_path(copy, parts, &n) : -ENOMEM;
+    if (rc != 0)
+        goto out;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(parts[i], ".") == 0 || strcmp(parts[i], "..") == 0) {
+            rc = -ENOENT;
+            goto out;
+        }
+    }
+    if (n == 0) {
+        rc = -EISDIR;
+        goto out;
+    }
+    rc = find_target(api, cfg, parts, n, &tree, &d, &w);
+    if (rc != 0)
+        goto out;
+    int in_days = n >= 3 && strcmp(parts[2], "days") == 0;
+    if (n <= 2 || (n == 3 && in_days)) {
+        rc = -EISDIR;
+        goto out;
+    }
+    if ((n == 4 && !in_days)) {
+        rc = -ENOENT;
+        goto out;
+    }
+    struct vpath_clock clk = {api_now_ms(api), cfg->align_s};
+    struct vpath_image vi;
+    rc = in_days ? vpath_parse_day(parts[3], cfg->resolution, &clk, &vi)
+                 : vpath_parse_image(parts[2], cfg->resolution, &clk, &vi);
+    if (rc != 0)
+        goto out;
+    rc = api_fetch_image(api, d->id, w->id, vi.start_ms, vi.end_ms, vi.res, NULL, &img, NULL);
+    if (rc == 0)
+        rc = write_all(img.data, img.len);
+out:
+    free(img.data);
+    ns_unref(tree);
+    free(copy);
+    return rc;
+}
+
+static int run_fetch(const struct cfg *cfg, const char *path)
+{
+    struct api *api = make_api(cfg);
+    if (!api)
+        return 1;
+    int rc = fetch_path(cfg, api, path);
+    api_free(api);
+    if (rc != 0) {
+        fprintf(stderr, "insightfs: %s: %s\n", path, strerror(-rc));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- mount ---------------------------------------------------------------------- */
+
+static int check_mountpoint(const char *mp)
+{
+    struct stat st;
+    if (stat(mp, &st) != 0) {
+        if (errno == ENOTCONN)
+            usage_error("%s: a dead FUSE mount is there: run fusermount3 -u %s", mp, mp);
+        else
+            usage_error("%s: mount point: %s", mp, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        usage_error("%s: mount point is not a directory", mp);
+        return -1;
+    }
+    return 0;
+}
+
+static int user_allow_other(void)
+{
+    FILE *f = fopen("/etc/fuse.conf", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    int ok = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strncmp(p, "user_allow_other", 16) == 0 &&
+            (p[16] == '\n' || p[16] == '\0' || p[16] == ' ' || p[16] == '\t'))
+            ok = 1;
+    }
+    fclose(f);
+    return ok;
+}
+
+static int run_mount(struct opts *o, struct cfg_env *env)
+{
+    const char *positional_config = o->n_positional == 2 ? o->positional[0] : NULL;
+    const char *mp = o->positional[o->n_positional - 1];
+    char *path = NULL, *mount_abs = NULL;
+    struct cfg *cfg = NULL;
+    int status = 1;
+    if (pick_config(o, positional_config, 1, &path) != 0)
+        goto out;
+    if (load_config(path, CFG_MODE_MOUNT, env, &cfg) != 0)
+        goto out;
+    if (o->fs.allow_other && geteuid() != 0 && !user_allow_other()) {
+        usage_error("-o allow_other needs user_allow_other in /etc/fuse.conf");
+        goto out;
+    }
+    mount_abs = absolute(mp);
+    if (!mount_abs || check_mountpoint(mount_abs) != 0)
+        goto out;
+    if (vpath_tz_set(cfg->timezone) != 0) {
+        fprintf(stderr, "insightfs: %s: time.timezone: unknown time zone '%s'\n", path,
+                cfg->timezone);
+        goto out;
+    }
+    log_set_level(o->fs.debug ? LOG_LVL_DEBUG : cfg->log_level);
+    o->fs.mountpoint = mount_abs;
+    o->fs.fsname = positional_config ? positional_config : path;
+    o->fs.test_offset_ms = test_clock_offset();
+    status = fs_run(cfg, env, &o->fs);
+    cfg = NULL; /* fs_run took it */
+out:
+    cfg_free(cfg);
+    free(path);
+    free(mount_abs);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct cfg_env env = {0};
+    struct opts o;
+    memset(&o, 0, sizeof(o));
+    int status = 1;
+
+    /* Before any thread or child: credentials leave the environment. */
+    if (cfg_env_take(&env) != 0) {
+        fputs("insightfs: out of memory\n", stderr);
+        return 1;
+    }
+    log_init(0, LOG_LVL_INFO);
+    if (parse_args(argc, argv, &o) != 0)
+        goto out;
+    if (o.mode == MODE_HELP) {
+        print_help();
+        status = 0;
+        goto out;
+    }
+    if (o.mode == MODE_VERSION) {
+        printf("insightfs %s\nlibfuse %s\nlibcurl %s\n%s\n", INSIGHTFS_VERSION,
+               fs_libfuse_version(), curl_version_info(CURLVERSION_NOW)->version,
+               OpenSSL_version(OPENSSL_VERSION));
+        status = 0;
+        goto out;
+    }
+    if (curl_global_init(CURL_GLOBAL_ALL) != 0) {
+        fputs("insightfs: cannot initialise libcurl\n", stderr);
+        goto out;
+    }
+    if (o.mode == MODE_MOUNT) {
+        if (o.n_positional == 0) {
+            usage_error("no mount point given");
+            goto out_curl;
+        }
+        status = run_mount(&o, &env);
+        goto out_curl;
+    }
+    if (o.n_positional > 0) {
+        usage_error("unexpected argument '%s'", o.positional[0]);
+        goto out_curl;
+    }
+    char *path = NULL;
+    struct cfg *cfg = NULL;
+    int api_mode = o.mode != MODE_FETCH;
+    if (pick_config(&o, NULL, !api_mode, &path) != 0)
+        goto out_curl;
+    if (load_config(path, api_mode ? CFG_MODE_API : CFG_MODE_MOUNT, &env, &cfg) == 0) {
+        log_set_level(cfg->log_level);
+        if (vpath_tz_set(cfg->timezone) != 0)
+            fprintf(stderr, "insightfs: %s: time.timezone: unknown time zone '%s'\n",
+                    path ? path : "(environment)", cfg->timezone);
+        else if (o.mode == MODE_FETCH)
+            status = run_fetch(cfg, o.fetch_path);
+        else if (o.mode == MODE_DISCOVER)
+            status = run_discover(cfg);
+        else
+            status = run_check(cfg, path);
+    }
+    cfg_free(cfg);
+    free(path);
+out_curl:
+    curl_global_cleanup();
+out:
+    cfg_env_cleanup(&env);
+    return status;
+}

@@ -1,0 +1,248 @@
+/* ns - the tree of dashboards and widgets, configured then discovered.
+ *
+ * A tree is built once and never changed, so readers need no lock: they hold a
+ * reference. Discovery merging (SPEC 4) happens here and nowhere else:
+ *  - configured entries come first, in config order, with their configured names;
+ *  - a discovered entry whose id is configured is dropped (configured wins by id);
+ *  - a discovered name is sanitized (cfg_sanitize_name; empty means the id) and, when it
+ *    equals a name or id already taken among its siblings, gets " (<id>)" appended.
+ * The same rules merge discovered widgets into configured and discovered dashboards.
+ */
+#include "insightfs/ns.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A growing list of (name, id) pairs under construction: dashboards or widgets. */
+struct ns_list {
+    char **names;
+    char **ids;
+    size_t n, cap;
+};
+
+static void list_cleanup(struct ns_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->names[i]);
+        free(l->ids[i]);
+    }
+    free(l->names);
+    free(l->ids);
+    memset(l, 0, sizeof(*l));
+}
+
+static int list_taken(const struct ns_list *l, const char *s)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->names[i], s) == 0 || strcmp(l->ids[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+static int list_has_id(const struct ns_list *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->ids[i], id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Append (name, id), taking ownership of both on success and on failure. */
+static int list_push(struct ns_list *l, char *name, char *id)
+{
+    if (!name || !id)
+        goto err;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        char **names = realloc(l->names, cap * sizeof(*names));
+        if (!names)
+            goto err;
+        l->names = names;
+        char **ids = realloc(l->ids, cap * sizeof(*ids));
+        if (!ids)
+            goto err;
+        l->ids = ids;
+        l->cap = cap;
+    }
+    l->names[l->n] = name;
+    l->ids[l->n] = id;
+    l->n++;
+    return 0;
+err:
+    free(name);
+    free(id);
+    return -1;
+}
+
+/* Merge one discovered item into l: skipped when its id is already there. */
+static int list_discover(struct ns_list *l, const struct api_item *it)
+{
+    if (list_has_id(l, it->id))
+        return 0;
+    char *name = cfg_sanitize_name(it->name ? it->name : it->id);
+    if (!name)
+        name = strdup(it->id);
+    if (!name)
+        return -1;
+    if (list_taken(l, name)) {
+        char *longer = NULL;
+        if (asprintf(&longer, "%s (%s)", name, it->id) < 0)
+            longer = NULL;
+        free(name);
+        name = longer;
+        /* An id can itself collide after suffixing only in contrived cases; the
+         * suffixed name then stays unreachable by name but reachable by id. */
+    }
+    return list_push(l, name, strdup(it->id));
+}
+
+static const struct api_item *disc_widgets(const struct ns_discovered *disc, const char *dash_id,
+                                           size_t *n)
+{
+    *n = 0;
+    if (!disc)
+        return NULL;
+    for (size_t i = 0; i < disc->n_widget_lists; i++) {
+        if (strcmp(disc->widget_dash_ids[i], dash_id) == 0) {
+            *n = disc->n_widgets[i];
+            return disc->widgets[i];
+        }
+    }
+    return NULL;
+}
+
+static int fill_dashboard(struct ns_dashboard *d, const struct cfg_dashboard *cd,
+                          const struct ns_discovered *disc)
+{
+    struct ns_list w = {0};
+    int rc = -1;
+    for (size_t i = 0; cd && i < cd->n_widgets; i++)
+        if (list_push(&w, strdup(cd->widgets[i].name), strdup(cd->widgets[i].id)) < 0)
+            goto out;
+    size_t n = 0;
+    const struct api_item *items = disc_widgets(disc, d->id, &n);
+    for (size_t i = 0; i < n; i++)
+        if (list_discover(&w, &items[i]) < 0)
+            goto out;
+    d->widgets = calloc(w.n ? w.n : 1, sizeof(*d->widgets));
+    if (!d->widgets)
+        goto out;
+    for (size_t i = 0; i < w.n; i++) {
+        d->widgets[i].name = w.names[i];
+        d->widgets[i].id = w.ids[i];
+    }
+    d->n_widgets = w.n;
+    free(w.names);
+    free(w.ids);
+    return 0;
+out:
+    list_cleanup(&w);
+    return rc;
+}
+
+static void tree_free(struct ns_tree *t)
+{
+    for (size_t i = 0; i < t->n_dashboards; i++) {
+        struct ns_dashboard *d = &t->dashboards[i];
+        for (size_t j = 0; j < d->n_widgets; j++) {
+            free(d->widgets[j].name);
+            free(d->widgets[j].id);
+        }
+        free(d->widgets);
+        free(d->name);
+        free(d->id);
+    }
+    free(t->dashboards);
+    free(t);
+}
+
+struct ns_tree *ns_build(const struct cfg *cfg, const struct ns_discovered *disc)
+{
+    struct ns_list dl = {0};
+    struct ns_tree *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 1);
+    for (size_t i = 0; i < cfg->n_dashboards; i++)
+        if (list_push(&dl, strdup(cfg->dashboards[i].name), strdup(cfg->dashboards[i].id)) < 0)
+            goto err;
+    for (size_t i = 0; disc && i < disc->n_dashboards; i++)
+        if (list_discover(&dl, &disc->dashboards[i]) < 0)
+            goto err;
+    t->dashboards = calloc(dl.n ? dl.n : 1, sizeof(*t->dashboards));
+    if (!t->dashboards)
+        goto err;
+    /* Names and ids move into the tree one by one so cleanup frees each exactly once. */
+    for (size_t i = 0; i < dl.n; i++) {
+        struct ns_dashboard *d = &t->dashboards[i];
+        d->name = dl.names[i];
+        d->id = dl.ids[i];
+        dl.names[i] = dl.ids[i] = NULL;
+        t->n_dashboards = i + 1;
+        const struct cfg_dashboard *cd = i < cfg->n_dashboards ? &cfg->dashboards[i] : NULL;
+        if (fill_dashboard(d, cd, disc) < 0)
+            goto err;
+    }
+    free(dl.names);
+    free(dl.ids);
+    return t;
+err:
+    list_cleanup(&dl);
+    tree_free(t);
+    return NULL;
+}
+
+void ns_ref(struct ns_tree *t)
+{
+    atomic_fetch_add(&t->refs, 1);
+}
+
+void ns_unref(struct ns_tree *t)
+{
+    if (t && atomic_fetch_sub(&t->refs, 1) == 1)
+        tree_free(t);
+}
+
+const struct ns_dashboard *ns_find_dashboard(const struct ns_tree *t, const char *name)
+{
+    for (size_t i = 0; i < t->n_dashboards; i++)
+        if (strcmp(t->dashboards[i].name, name) == 0)
+            return &t->dashboards[i];
+    for (size_t i = 0; i < t->n_dashboards; i++)
+        if (strcmp(t->dashboards[i].id, name) == 0)
+            return &t->dashboards[i];
+    return NULL;
+}
+
+const struct ns_widget *ns_find_widget(const struct ns_dashboard *d, const char *name)
+{
+    for (size_t i = 0; i < d->n_widgets; i++)
+        if (strcmp(d->widgets[i].name, name) == 0)
+            return &d->widgets[i];
+    for (size_t i = 0; i < d->n_widgets; i++)
+        if (strcmp(d->widgets[i].id, name) == 0)
+            return &d->widgets[i];
+    return NULL;
+}
+
+char *ns_config_escape(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(n * 4 + 1);
+    if (!out)
+        return NULL;
+    char *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            *o++ = '\\';
+            *o++ = (char)*p;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += sprintf(o, "\\x%02X", *p);
+        } else {
+            *o++ = (char)*p;
+        }
+    }
+    *o = '\0';
+    return out;
+}

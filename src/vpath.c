@@ -1,0 +1,622 @@
+/* vpath - the name grammar of SPEC section 4: image names <-> time ranges.
+ *
+ * Pure functions over (name, clock, process time zone). The only I/O is
+ * vpath_tz_valid, which reads four bytes of a tzdata file; the only process-wide
+ * state touched is TZ, by vpath_tz_set, before any thread starts.
+ *
+ * Invariants of every successful parse:
+ *   - the whole name matched the grammar: no prefix matching, no sign, no space,
+ *     no case folding; numbers are parsed digit by digit with explicit bounds;
+ *   - start_ms < end_ms; absolute ranges and last-N never start before 0;
+ *   - every sum or product of times is overflow-checked (a hostile name such as
+ *     last-999999999w is computed exactly and rejected by the start >= 0 rule);
+ *   - *out is written only on success.
+ *
+ * Time: T is clk->now_ms rounded down (floor, also below 0) to a multiple of
+ * align_s * 1000. "Today" is the local date of now_ms, not of T: when align_s does
+ * not divide the local day, T may still lie in yesterday, which is why today ends at
+ * max(T, start of today + align).
+ *
+ * Day boundaries: the first instant of a local date D is normally mktime(D 00:00,
+ * tm_isdst = -1). Some zones move their clocks at midnight (America/Havana, for
+ * one): 00:00 may not exist, or may happen twice. The mktime answer is accepted
+ * only when it is a local midnight of D whose previous second lies on an earlier
+ * date; otherwise the first instant of D is found by bisection on localtime_r,
+ * which is exact to the second whatever the zone's rules are.
+ *
+ * Calendar arithmetic (ISO names, days/ names, "i days before today") uses the
+ * proleptic Gregorian day count of Howard Hinnant's days_from_civil, so it is
+ * independent of the time zone and of the C library's range limits.
+ *
+ * Thread safety: localtime_r and mktime are thread-safe in glibc; everything here
+ * but vpath_tz_set may run in any thread.
+ */
+#include "insightfs/vpath.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NAME_MAX_BYTES 255
+#define MS_PER_S INT64_C(1000)
+#define S_PER_DAY INT64_C(86400)
+#define ZONEINFO_DIR "/usr/share/zoneinfo"
+
+/* A calendar date; y is wide so that arithmetic on it never overflows. */
+struct civil {
+    int64_t y;
+    int m, d;
+};
+
+enum rel_kind { REL_LAST, REL_TODAY, REL_YESTERDAY };
+
+struct rel {
+    enum rel_kind kind;
+    int64_t span_ms; /* REL_LAST only */
+};
+
+/* ---- numbers and the calendar ---------------------------------------------------- */
+
+/* Exactly n decimal digits, nothing else. n <= 18 keeps the value below 10^18 <
+ * INT64_MAX, so the accumulation below cannot overflow. */
+static int parse_digits(const char *p, size_t n, int64_t *out)
+{
+    int64_t v = 0;
+
+    if (n == 0 || n > 18)
+        return -ENOENT;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -ENOENT;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int is_leap(int64_t y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int64_t y, int m)
+{
+    static const int len[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+    return m == 2 && is_leap(y) ? 29 : len[m - 1];
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
+static int64_t days_from_civil(const struct civil *c)
+{
+    int64_t y = c->y - (c->m <= 2);
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (c->m + (c->m > 2 ? -3 : 9)) + 2) / 5 + c->d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+/* The inverse of days_from_civil. */
+static void civil_from_days(int64_t z, struct civil *c)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+
+    c->d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    c->m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    c->y = yoe + era * 400 + (c->m <= 2);
+}
+
+/* YYYY, MM and DD as digits at y, m and d: a real date from 1970-01-01 on. */
+static int parse_date_parts(const char *y, const char *m, const char *d, struct civil *out)
+{
+    int64_t yy, mm, dd;
+
+    if (parse_digits(y, 4, &yy) || parse_digits(m, 2, &mm) || parse_digits(d, 2, &dd))
+        return -ENOENT;
+    if (yy < 1970 || mm < 1 || mm > 12 || dd < 1 || dd > days_in_month(yy, (int)mm))
+        return -ENOENT;
+    out->y = yy;
+    out->m = (int)mm;
+    out->d = (int)dd;
+    return 0;
+}
+
+/* ---- the grammar ----------------------------------------------------------------- */
+
+/* EPOCH (13 digits) or ISO (YYYYMMDDTHHMMZ / YYYYMMDDTHHMMSSZ, UTC) -> Unix ms. */
+static int parse_instant(const char *p, size_t n, int64_t *out_ms)
+{
+    struct civil c;
+    int64_t hh, mi, ss = 0;
+
+    if (n == 13)
+        return parse_digits(p, n, out_ms);
+    if (n != 14 && n != 16)
+        return -ENOENT;
+    if (p[8] != 'T' || p[n - 1] != 'Z')
+        return -ENOENT;
+    if (parse_date_parts(p, p + 4, p + 6, &c))
+        return -ENOENT;
+    if (parse_digits(p + 9, 2, &hh) || parse_digits(p + 11, 2, &mi))
+        return -ENOENT;
+    if (n == 16 && parse_digits(p + 13, 2, &ss))
+        return -ENOENT;
+    if (hh > 23 || mi > 59 || ss > 59)
+        return -ENOENT;
+    /* Year <= 9999: about 2.5e14 ms, far from any int64 limit. */
+    *out_ms = ((days_from_civil(&c) * S_PER_DAY) + hh * 3600 + mi * 60 + ss) * MS_PER_S;
+    return 0;
+}
+
+/* RANGE: two instants around the one '-' (neither EPOCH nor ISO contains one). */
+static int parse_range(const char *p, size_t n, int64_t *start_ms, int64_t *end_ms)
+{
+    const char *dash = memchr(p, '-', n);
+    size_t left;
+
+    if (!dash)
+        return -ENOENT;
+    left = (size_t)(dash - p);
+    if (parse_instant(p, left, start_ms) || parse_instant(dash + 1, n - left - 1, end_ms))
+        return -ENOENT;
+    if (*start_ms >= *end_ms)
+        return -ENOENT;
+    return 0;
+}
+
+/* REL: last-N<m|h|d|w> (N: 1-9 digits, no leading zero), today, yesterday. */
+static int parse_rel(const char *p, size_t n, struct rel *out)
+{
+    static const char last[] = "last-";
+    const size_t last_len = sizeof(last) - 1;
+    int64_t count, unit_s, span_ms;
+    size_t ndigits;
+
+    if (n == 5 && memcmp(p, "today", 5) == 0) {
+        out->kind = REL_TODAY;
+        return 0;
+    }
+    if (n == 9 && memcmp(p, "yesterday", 9) == 0) {
+        out->kind = REL_YESTERDAY;
+        return 0;
+    }
+    if (n < last_len + 2 || memcmp(p, last, last_len) != 0)
+        return -ENOENT;
+    ndigits = n - last_len - 1;
+    if (ndigits > 9 || p[last_len] == '0')
+        return -ENOENT;
+    if (parse_digits(p + last_len, ndigits, &count))
+        return -ENOENT;
+    switch (p[n - 1]) {
+    case 'm':
+        unit_s = 60;
+        break;
+    case 'h':
+        unit_s = 3600;
+        break;
+    case 'd':
+        unit_s = S_PER_DAY;
+        break;
+    case 'w':
+        unit_s = 7 * S_PER_DAY;
+        break;
+    default:
+        return -ENOENT;
+    }
+    if (__builtin_mul_overflow(count, unit_s, &span_ms) ||
+        __builtin_mul_overflow(span_ms, MS_PER_S, &span_ms))
+        return -ENOENT;
+    out->kind = REL_LAST;
+    out->span_ms = span_ms;
+    return 0;
+}
+
+static int has_tail(const char *p, size_t n, const char *tail)
+{
+    size_t t = strlen(tail);
+
+    return n >= t && memcmp(p + n - t, tail, t) == 0;
+}
+
+/* Checks the length and ".png", strips an optional @high/@auto. Leaves the stem
+ * length in *stem_len and the resolution in *res. */
+static int split_name(const char *name, enum vpath_res default_res, size_t *stem_len,
+                      enum vpath_res *res)
+{
+    size_t n;
+
+    if (!name)
+        return -ENOENT;
+    n = strnlen(name, NAME_MAX_BYTES + 1);
+    if (n > NAME_MAX_BYTES || !has_tail(name, n, ".png"))
+        return -ENOENT;
+    n -= 4;
+    *res = default_res;
+    if (has_tail(name, n, "@high")) {
+        *res = VPATH_RES_HIGH;
+        n -= 5;
+    } else if (has_tail(name, n, "@auto")) {
+        *res = VPATH_RES_AUTO;
+        n -= 5;
+    }
+    *stem_len = n;
+    return 0;
+}
+
+/* ---- the clock and the local calendar -------------------------------------------- */
+
+/* T = now rounded down to a multiple of the alignment step; *step = align_s in ms. */
+static int clock_align(const struct vpath_clock *clk, int64_t *t_ms, int64_t *step_ms)
+{
+    int64_t step, rem;
+
+    if (!clk || clk->align_s < 1)
+        return -EINVAL;
+    step = (int64_t)clk->align_s * MS_PER_S; /* < 2^31 * 1000: no overflow */
+    rem = clk->now_ms % step;
+    if (rem < 0)
+        rem += step;
+    if (__builtin_sub_overflow(clk->now_ms, rem, t_ms))
+        return -ERANGE;
+    *step_ms = step;
+    return 0;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* The local date of the second t. */
+static int local_date_s(time_t t, struct civil *out)
+{
+    struct tm tm;
+
+    if (!localtime_r(&t, &tm))
+        return -ERANGE;
+    out->y = (int64_t)tm.tm_year + 1900;
+    out->m = tm.tm_mon + 1;
+    out->d = tm.tm_mday;
+    return 0;
+}
+
+static int local_date_ms(int64_t t_ms, struct civil *out)
+{
+    return local_date_s((time_t)floor_div(t_ms, MS_PER_S), out);
+}
+
+/* -1, 0, 1 as the local date of t is before, on, after d (-2 on error). */
+static int local_cmp(time_t t, int64_t d_days)
+{
+    struct civil c;
+    int64_t days;
+
+    if (local_date_s(t, &c))
+        return -2;
+    days = days_from_civil(&c);
+    return days < d_days ? -1 : days > d_days;
+}
+
+/* mktime's answer for 00:00 of c, accepted only when it is the first instant of c. */
+static int midnight_by_mktime(const struct civil *c, int64_t d_days, time_t *out)
+{
+    struct tm tm = {0};
+    struct tm back;
+    time_t t;
+
+    if (c->y - 1900 < INT_MIN || c->y - 1900 > INT_MAX)
+        return -ERANGE;
+    tm.tm_year = (int)(c->y - 1900);
+    tm.tm_mon = c->m - 1;
+    tm.tm_mday = c->d;
+    tm.tm_isdst = -1;
+    tm.tm_wday = -1; /* mktime sets it on success: (time_t)-1 is also a real time */
+    t = mktime(&tm);
+    if (tm.tm_wday < 0)
+        return -ERANGE;
+    if (!localtime_r(&t, &back) || back.tm_hour || back.tm_min || back.tm_sec)
+        return -ERANGE;
+    /* t is at least about -6.8e16 (a year that fits an int): t - 1 cannot wrap. */
+    if (local_cmp(t, d_days) != 0 || local_cmp(t - 1, d_days) != -1)
+        return -ERANGE;
+    *out = t;
+    return 0;
+}
+
+/* The first instant of local date c, in Unix ms. */
+static int date_start_ms(const struct civil *c, int64_t *out_ms)
+{
+    int64_t d_days = days_from_civil(c);
+    int64_t guess, lo, hi;
+    time_t t;
+
+    if (midnight_by_mktime(c, d_days, &t) != 0) {
+        /* No usable local midnight: bisect for the first second whose local date is
+         * c. UTC offsets stay within +-26 h, so lo lies before c and hi after it. */
+        if (__builtin_mul_overflow(d_days, S_PER_DAY, &guess) ||
+            __builtin_sub_overflow(guess, 2 * S_PER_DAY, &lo) ||
+            __builtin_add_overflow(guess, 2 * S_PER_DAY, &hi))
+            return -ERANGE;
+        if (local_cmp((time_t)lo, d_days) != -1 || local_cmp((time_t)hi, d_days) != 1)
+            return -ERANGE;
+        while (hi - lo > 1) {
+            int64_t mid = lo + (hi - lo) / 2;
+            int cmp = local_cmp((time_t)mid, d_days);
+
+            if (cmp == -2)
+                return -ERANGE;
+            if (cmp >= 0)
+                hi = mid;
+            else
+                lo = mid;
+        }
+        if (local_cmp((time_t)hi, d_days) != 0)
+            return -ERANGE; /* the zone skipped the whole date */
+        t = (time_t)hi;
+    }
+    if (__builtin_mul_overflow((int64_t)t, MS_PER_S, out_ms))
+        return -ERANGE;
+    return 0;
+}
+
+/* The first instant of the local date days_from_civil(c) + delta. */
+static int shifted_start_ms(const struct civil *c, int64_t delta, int64_t *out_ms)
+{
+    struct civil s;
+
+    civil_from_days(days_from_civil(c) + delta, &s);
+    return date_start_ms(&s, out_ms);
+}
+
+/* ---- resolving a name against the clock ------------------------------------------ */
+
+/* today and days/<today>: [start of today, max(T, start + align)]. */
+static int resolve_today(const struct vpath_clock *clk, struct vpath_image *img)
+{
+    struct civil today;
+    int64_t t, step, start, next, floor_end, bumped;
+
+    if (clock_align(clk, &t, &step) || local_date_ms(clk->now_ms, &today) ||
+        date_start_ms(&today, &start) || shifted_start_ms(&today, 1, &next))
+        return -ENOENT;
+    if (__builtin_add_overflow(start, step, &floor_end) ||
+        __builtin_add_overflow(t, step, &bumped))
+        return -ENOENT;
+    img->start_ms = start;
+    img->end_ms = t > floor_end ? t : floor_end;
+    img->relative = 1;
+    img->changes_at_ms = bumped < next ? bumped : next;
+    return 0;
+}
+
+static int resolve_rel(const struct rel *rel, const struct vpath_clock *clk,
+                       struct vpath_image *img)
+{
+    struct civil today;
+    int64_t t, step;
+
+    if (clock_align(clk, &t, &step))
+        return -ENOENT;
+    switch (rel->kind) {
+    case REL_TODAY:
+        return resolve_today(clk, img);
+    case REL_YESTERDAY:
+        if (local_date_ms(clk->now_ms, &today) || shifted_start_ms(&today, -1, &img->start_ms) ||
+            date_start_ms(&today, &img->end_ms) ||
+            shifted_start_ms(&today, 1, &img->changes_at_ms))
+            return -ENOENT;
+        img->relative = 1;
+        return 0;
+    case REL_LAST:
+        if (__builtin_sub_overflow(t, rel->span_ms, &img->start_ms) || img->start_ms < 0 ||
+            __builtin_add_overflow(t, step, &img->changes_at_ms))
+            return -ENOENT;
+        img->end_ms = t;
+        img->relative = 1;
+        return 0;
+    }
+    return -ENOENT;
+}
+
+/* ---- the interface --------------------------------------------------------------- */
+
+int vpath_parse_image(const char *name, enum vpath_res default_res,
+                      const struct vpath_clock *clk, struct vpath_image *out)
+{
+    struct vpath_image img = {0};
+    struct rel rel;
+    size_t n;
+    int rc;
+
+    if (!clk || clk->align_s < 1 || !out)
+        return -EINVAL;
+    rc = split_name(name, default_res, &n, &img.res);
+    if (rc)
+        return rc;
+    if (parse_rel(name, n, &rel) == 0) {
+        rc = resolve_rel(&rel, clk, &img);
+    } else {
+        rc = parse_range(name, n, &img.start_ms, &img.end_ms);
+        img.relative = 0;
+        img.changes_at_ms = INT64_MAX;
+    }
+    if (rc == 0 && img.start_ms >= img.end_ms)
+        rc = -ENOENT;
+    if (rc == 0)
+        *out = img;
+    return rc;
+}
+
+int vpath_parse_day(const char *name, enum vpath_res default_res, const struct vpath_clock *clk,
+                    struct vpath_image *out)
+{
+    struct vpath_image img = {0};
+    struct civil day, today;
+    int64_t day_n, today_n;
+    size_t n;
+    int rc;
+
+    if (!clk || clk->align_s < 1 || !out)
+        return -EINVAL;
+    rc = split_name(name, default_res, &n, &img.res);
+    if (rc)
+        return rc;
+    if (n != 10 || name[4] != '-' || name[7] != '-' ||
+        parse_date_parts(name, name + 5, name + 8, &day))
+        return -ENOENT;
+    if (local_date_ms(clk->now_ms, &today))
+        return -ENOENT;
+    day_n = days_from_civil(&day);
+    today_n = days_from_civil(&today);
+    if (day_n > today_n)
+        return -ENOENT;
+    if (day_n == today_n) {
+        rc = resolve_today(clk, &img);
+    } else {
+        rc = date_start_ms(&day, &img.start_ms);
+        if (rc == 0)
+            rc = shifted_start_ms(&day, 1, &img.end_ms);
+        img.relative = 0;
+        img.changes_at_ms = INT64_MAX;
+    }
+    if (rc != 0 || img.start_ms >= img.end_ms)
+        return -ENOENT;
+    *out = img;
+    return 0;
+}
+
+int vpath_is_relative(const char *rel)
+{
+    struct rel r;
+    size_t n;
+
+    if (!rel)
+        return 0;
+    n = strnlen(rel, NAME_MAX_BYTES + 1);
+    return n <= NAME_MAX_BYTES && parse_rel(rel, n, &r) == 0;
+}
+
+/* Writes v as exactly width digits (v is known to fit). */
+static void put_digits(char *p, int64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+int vpath_day_name(const struct vpath_clock *clk, int i, char out[VPATH_DAY_LEN])
+{
+    struct civil today, day;
+    int64_t n;
+
+    if (!clk || !out)
+        return -EINVAL;
+    if (i < 0 || local_date_ms(clk->now_ms, &today))
+        return -ERANGE;
+    n = days_from_civil(&today) - i;
+    if (n < 0)
+        return -ERANGE;
+    civil_from_days(n, &day);
+    if (day.y > 9999)
+        return -ERANGE;
+    put_digits(out, day.y, 4);
+    out[4] = '-';
+    put_digits(out + 5, day.m, 2);
+    out[7] = '-';
+    put_digits(out + 8, day.d, 2);
+    out[10] = '\0';
+    return 0;
+}
+
+int64_t vpath_day_start_ms(int64_t t_ms)
+{
+    struct civil c;
+    int64_t start;
+
+    if (local_date_ms(t_ms, &c) || date_start_ms(&c, &start))
+        return INT64_MIN;
+    return start;
+}
+
+int vpath_is_final(int64_t end_ms, int64_t signed_at_ms, int settle_s)
+{
+    int64_t settle_ms = (int64_t)settle_s * MS_PER_S; /* |int| * 1000 < 2^41 */
+    int64_t limit;
+
+    if (__builtin_sub_overflow(signed_at_ms, settle_ms, &limit))
+        return settle_ms < 0; /* the limit lies beyond INT64_MAX, or below INT64_MIN */
+    return end_ms < limit;
+}
+
+/* Reads exactly n bytes at offset 0, retrying on EINTR. */
+static int read_head(int fd, char *buf, size_t n)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -EIO;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int vpath_tz_valid(const char *tz)
+{
+    char magic[4];
+    struct stat st;
+    int dir = -1, fd = -1, ok = 0;
+
+    if (!tz || !*tz)
+        return 0;
+    if (strcmp(tz, "local") == 0 || strcmp(tz, "UTC") == 0)
+        return 1;
+    if (tz[0] == '/' || strstr(tz, ".."))
+        return 0;
+    /* openat() relative to the zoneinfo directory: no path buffer to size. */
+    dir = open(ZONEINFO_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        goto out;
+    fd = openat(dir, tz, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        goto out;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        goto out;
+    if (read_head(fd, magic, sizeof(magic)) == 0 && memcmp(magic, "TZif", 4) == 0)
+        ok = 1;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (dir >= 0)
+        close(dir);
+    return ok;
+}
+
+int vpath_tz_set(const char *tz)
+{
+    if (!vpath_tz_valid(tz))
+        return -EINVAL;
+    if (strcmp(tz, "local") != 0 && setenv("TZ", tz, 1) != 0)
+        return -errno;
+    tzset();
+    return 0;
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""make demo: mount the bundled local Cloud Insight API and show what insightfs does.
+
+Non-interactive by default: starts the local API on a free loopback port, writes a demo
+configuration (mode 0600), mounts, prints the tree and `file` of a few images, copies
+them out to ./demo-out/, then unmounts and stops the API, leaving nothing behind.
+With --keep it stays mounted until you press Enter or Ctrl-C, so you can browse the
+mount with a file manager or image viewer.
+"""
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "localapi"))
+from client import LocalAPI  # noqa: E402
+
+CONFIG = """# insightfs demo configuration (written by make demo)
+api = {
+  endpoint = "%(url)s";
+  access_key = "%(ak)s";
+  secret_key = "%(sk)s";
+};
+presets = [ "last-1h", "last-24h", "last-7d", "today", "yesterday" ];
+history_days = 7;
+dashboards = (
+  { name = "web"; id = "df_457958429047263232";
+    widgets = ( { name = "cpu"; id = "cpu_avg__1234"; },
+                { name = "memory"; id = "mem_used__5678"; } ); },
+  { name = "db"; id = "1000123";
+    widgets = ( { name = "qps"; id = "555"; } ); }
+);
+"""
+
+
+def wait_mounted(mnt, proc, deadline):
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with open("/proc/self/mountinfo") as f:
+            if any(line.split()[4] == mnt for line in f):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def show(cmd):
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--keep", action="store_true", help="stay mounted until Enter/Ctrl-C")
+    ap.add_argument("--out", default="demo-out")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="insightfs-demo.")
+    api = LocalAPI()
+    api.start(os.path.join(work, "api"))
+    proc = None
+    mnt = os.path.join(work, "mnt")
+    status = 1
+    try:
+        os.mkdir(mnt)
+        conf = os.path.join(work, "insightfs.conf")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(CONFIG % {"url": api.url, "ak": api.access_key, "sk": api.secret_key})
+        print("local Cloud Insight API on %s; configuration %s" % (api.url, conf))
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        proc = subprocess.Popen([args.bin, "-f", conf, mnt], env=env)
+        if not wait_mounted(mnt, proc, time.monotonic() + 15):
+            print("demo: the mount did not come up", file=sys.stderr)
+            return 1
+        print("mounted on %s\n" % mnt)
+        show(["ls", "-la", mnt])
+        show(["ls", os.path.join(mnt, "web"), os.path.join(mnt, "web", "cpu")])
+        show(["ls", os.path.join(mnt, "web", "cpu", "days")])
+        picks = [os.path.join(mnt, "web", "cpu", "last-24h.png"),
+                 os.path.join(mnt, "web", "memory", "last-1h@high.png"),
+                 os.path.join(mnt, "db", "qps", "yesterday.png"),
+                 os.path.join(mnt, "web", "cpu", "20241202T0000Z-20241203T0000Z.png")]
+        show(["file"] + picks)
+        show(["ls", "-l"] + picks)
+        os.makedirs(args.out, exist_ok=True)
+        for p in picks:
+            dst = os.path.join(args.out, "-".join(os.path.relpath(p, mnt).split(os.sep)))
+            shutil.copyfile(p, dst)
+            print("copied %s -> %s" % (os.path.relpath(p, mnt), dst))
+        show(["cat", os.path.join(mnt, ".insightfs", "stats")])
+        if args.keep:
+            print("\nkept mounted on %s - browse it; press Enter (or Ctrl-C) to unmount" % mnt)
+            try:
+                sys.stdin.readline()
+            except KeyboardInterrupt:
+                pass
+        status = 0
+    finally:
+        if proc is not None:
+            subprocess.run(["fusermount3", "-u", mnt], check=False)
+            try:
+                rc = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+            if rc != 0:
+                print("demo: insightfs exited with %d" % rc, file=sys.stderr)
+                status = 1
+        api.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print("\ndemo done: unmounted, local API stopped" if status == 0 else "demo failed")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Fixtures for the integration suite, in the style of libfuse's own tests.
+
+- `api`: the bundled local Cloud Insight API on a free loopback port (tests/localapi).
+- `config`: writes a configuration file (mode 0600) pointing at that API.
+- `run_insightfs`: runs build/insightfs in a non-mount mode and returns its result.
+- `mount`: mounts for real with `insightfs -f`, waits for the mount with a deadline, and
+  on teardown unmounts, asserts exit status 0 and that the daemon's stderr holds no
+  sanitizer report.
+Time bounds are multiplied by INSIGHTFS_TEST_TIME_FACTOR (3 under sanitizers).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "localapi"))
+
+from client import LocalAPI  # noqa: E402
+
+BIN = os.environ.get("INSIGHTFS_BIN", os.path.join(ROOT, "build", "insightfs"))
+TIME_FACTOR = float(os.environ.get("INSIGHTFS_TEST_TIME_FACTOR",
+                                   "3" if os.environ.get("INSIGHTFS_SANITIZE") else "1"))
+
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer")
+
+DEFAULT_DASHBOARDS = """dashboards = (
+  { name = "web"; id = "df_457958429047263232";
+    widgets = ( { name = "cpu"; id = "cpu_avg__1234"; },
+                { name = "memory"; id = "mem_used__5678"; },
+                { name = "network in"; id = "net_in__9012"; } ); },
+  { name = "db"; id = "1000123";
+    widgets = ( { name = "qps"; id = "555"; }, { id = "disk_io__77"; } ); }
+);
+"""
+
+
+def wait_for(pred, timeout, what):
+    """Poll pred() until it is true or timeout (scaled) passes; fail naming what."""
+    deadline = time.monotonic() + timeout * TIME_FACTOR
+    delay = 0.005
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().endswith("_proxy") and not k.startswith("NCLOUD_")
+           and k != "INSIGHTFS_CONFIG"}
+    env["HOME"] = env.get("HOME", "/root")
+    if extra:
+        env.update(extra)
+    return env
+
+
+@pytest.fixture
+def api(tmp_path):
+    server = LocalAPI()
+    server.start(str(tmp_path / "api"))
+    yield server
+    server.stop()
+
+
+def make_config(path, api, api_extra="", body=None, secret=None, access=None, mode=0o600):
+    """Write a configuration for api at path; returns the path."""
+    text = ('api = {\n  endpoint = "%s";\n  access_key = "%s";\n  secret_key = "%s";\n%s};\n'
+            % (api.url, access or api.access_key, secret or api.secret_key, api_extra))
+    text += DEFAULT_DASHBOARDS if body is None else body
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(str(path), mode)
+    return str(path)
+
+
+@pytest.fixture
+def config(tmp_path, api):
+    def _make(api_extra="", body=None, name="insightfs.conf", **kw):
+        return make_config(tmp_path / name, api, api_extra, body, **kw)
+    return _make
+
+
+def run(args, env=None, timeout=60, input=None):
+    return subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=clean_env(env), timeout=timeout * TIME_FACTOR, input=input)
+
+
+@pytest.fixture
+def run_insightfs():
+    return run
+
+
+def is_mounted(mnt):
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == mnt:
+                return line
+    return None
+
+
+class Mount:
+    def __init__(self, mnt, proc, stderr_path):
+        self.mnt = mnt
+        self.proc = proc
+        self.stderr_path = stderr_path
+
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def stderr(self):
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def unmount(self):
+        if is_mounted(self.mnt):
+            subprocess.run(["fusermount3", "-u", "-z", self.mnt], check=False)
+        try:
+            rc = self.proc.wait(timeout=20 * TIME_FACTOR)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("insightfs did not exit after unmount")
+        return rc
+
+
+def check_stderr(text):
+    for mark in SANITIZER_MARKS:
+        assert mark not in text, "sanitizer report in the daemon's stderr:\n" + text
+
+
+@pytest.fixture
+def mount(tmp_path):
+    mounts = []
+
+    def _mount(config_path, args=(), env=None, wait=True):
+        mnt = str(tmp_path / ("mnt%d" % len(mounts)))
+        os.mkdir(mnt)
+        stderr_path = str(tmp_path / ("daemon%d.stderr" % len(mounts)))
+        err = open(stderr_path, "w")
+        proc = subprocess.Popen([BIN, "-f"] + list(args) + [config_path, mnt],
+                                stdout=err, stderr=err, env=clean_env(env))
+        err.close()
+        m = Mount(mnt, proc, stderr_path)
+        mounts.append(m)
+        if wait:
+            def ready():
+                if proc.poll() is not None:
+                    raise AssertionError("insightfs exited with %d:\n%s"
+                                         % (proc.returncode, m.stderr()))
+                return is_mounted(mnt)
+            wait_for(ready, 10, "the mount")
+        return m
+
+    yield _mount
+    failures = []
+    for m in mounts:
+        if m.proc.poll() is None or is_mounted(m.mnt):
+            rc = m.unmount()
+            if rc != 0:
+                failures.append("exit status %d:\n%s" % (rc, m.stderr()))
+        check_stderr(m.stderr())
+    assert not failures, failures
