@@ -88,12 +88,28 @@ struct fs_gen {
     atomic_int refs;
     struct cfg *cfg;
     struct api *api;
-    struct ns_tree *tree;
+};
+
+/* One discovered list: the dashboards (dash_id NULL) or one dashboard's widgets. */
+struct fs_disc_list {
+    char *dash_id;
+    struct api_item *items; /* last good answer, or NULL */
+    size_t n;
+    int have;               /* a good answer was ever stored */
+    int64_t fetched_mono;   /* when it was stored */
+    int refreshing;         /* a refresh is in flight (single flight) */
+    int last_rc;            /* the last refresh's result */
 };
 
 struct fs {
     pthread_mutex_t gen_lock;
-    struct fs_gen *gen; /* protected by gen_lock */
+    struct fs_gen *gen;    /* protected by gen_lock */
+    struct ns_tree *tree;  /* protected by gen_lock: configured + discovered */
+
+    pthread_mutex_t disc_lock;
+    pthread_cond_t disc_cond;      /* a refresh finished */
+    struct fs_disc_list *disc;     /* protected by disc_lock; [0] is the dashboards */
+    size_t n_disc;                 /* protected by disc_lock */
 
     struct cache *cache;
     const struct cfg_env *env;
@@ -121,7 +137,6 @@ static void gen_unref(struct fs_gen *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
-    ns_unref(g->tree);
     api_free(g->api);
     cfg_free(g->cfg);
     free(g);
@@ -148,12 +163,20 @@ static struct fs_gen *gen_new(struct cfg *cfg, struct api *api_reuse, int64_t te
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
     g->api = api_reuse ? api_reuse : api_new(cfg, test_offset, err);
-    g->tree = ns_build(cfg, NULL);
-    if (!g->api || !g->tree) {
+    if (!g->api) {
         gen_unref(g);
         return NULL;
     }
     return g;
+}
+
+static struct ns_tree *tree_get(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->gen_lock);
+    struct ns_tree *t = fs->tree;
+    ns_ref(t);
+    pthread_mutex_unlock(&fs->gen_lock);
+    return t;
 }
 
 static int64_t fs_now_ms(void *arg)
@@ -377,17 +400,17 @@ static void attr_image(struct fs *fs, struct stat *st, struct fs_inode *n)
 /* Directory attributes for any directory inode; 0 or -ENOENT. */
 static int attr_of_dir(struct fs *fs, struct fs_inode *n, struct stat *st)
 {
-    struct fs_gen *g = gen_get(fs);
+    struct ns_tree *t = tree_get(fs);
     int rc = 0;
     switch (n->kind) {
     case FK_ROOT:
-        attr_dir(fs, st, n->ino, g->tree->n_dashboards + 1);
+        attr_dir(fs, st, n->ino, t->n_dashboards + 1);
         break;
     case FK_META_DIR:
         attr_dir(fs, st, n->ino, 0);
         break;
     case FK_DASH: {
-        const struct ns_dashboard *d = ns_find_dashboard(g->tree, n->dash_id);
+        const struct ns_dashboard *d = ns_find_dashboard(t, n->dash_id);
         attr_dir(fs, st, n->ino, d ? d->n_widgets : 0);
         break;
     }
@@ -396,7 +419,7 @@ static int attr_of_dir(struct fs *fs, struct fs_inode *n, struct stat *st)
         break;
     case FK_DAYS: {
         attr_dir(fs, st, n->ino, 0);
-        int64_t today = vpath_day_start_ms(api_now_ms(g->api));
+        int64_t today = vpath_day_start_ms(fs_now_ms(fs));
         ts_from_ms(&st->st_mtim, today);
         st->st_atim = st->st_ctim = st->st_mtim;
         break;
@@ -404,6 +427,138 @@ static int attr_of_dir(struct fs *fs, struct fs_inode *n, struct stat *st)
     default:
         rc = -ENOENT;
     }
+    ns_unref(t);
+    return rc;
+}
+
+/* ---- discovery (discover = true) ------------------------------------------------ */
+
+/* Rebuild the tree from the current cfg and the discovered lists. */
+static void tree_rebuild(struct fs *fs)
+{
+    struct fs_gen *g = gen_get(fs);
+    pthread_mutex_lock(&fs->disc_lock);
+    size_t nl = fs->n_disc;
+    const char **ids = calloc(nl ? nl : 1, sizeof(*ids));
+    const struct api_item **items = calloc(nl ? nl : 1, sizeof(*items));
+    size_t *ns = calloc(nl ? nl : 1, sizeof(*ns));
+    struct ns_tree *t = NULL;
+    if (ids && items && ns) {
+        struct ns_discovered d = {0};
+        size_t k = 0;
+        for (size_t i = 0; i < nl; i++) {
+            struct fs_disc_list *l = &fs->disc[i];
+            if (!l->dash_id) {
+                d.dashboards = l->items;
+                d.n_dashboards = l->n;
+            } else {
+                ids[k] = l->dash_id;
+                items[k] = l->items;
+                ns[k] = l->n;
+                k++;
+            }
+        }
+        d.widget_dash_ids = ids;
+        d.widgets = items;
+        d.n_widgets = ns;
+        d.n_widget_lists = k;
+        /* ns_build is pure and quick; holding disc_lock keeps the lists alive. */
+        t = ns_build(g->cfg, &d);
+    }
+    pthread_mutex_unlock(&fs->disc_lock);
+    free(ids);
+    free(items);
+    free(ns);
+    gen_unref(g);
+    if (!t)
+        return; /* out of memory: keep the old tree */
+    pthread_mutex_lock(&fs->gen_lock);
+    struct ns_tree *old = fs->tree;
+    fs->tree = t;
+    pthread_mutex_unlock(&fs->gen_lock);
+    ns_unref(old);
+}
+
+/* The list for dash_id (NULL: the dashboards), made on first use. disc_lock held. */
+static struct fs_disc_list *disc_list_locked(struct fs *fs, const char *dash_id)
+{
+    for (size_t i = 0; i < fs->n_disc; i++) {
+        const char *id = fs->disc[i].dash_id;
+        if ((!id && !dash_id) || (id && dash_id && strcmp(id, dash_id) == 0))
+            return &fs->disc[i];
+    }
+    struct fs_disc_list *a = realloc(fs->disc, (fs->n_disc + 1) * sizeof(*a));
+    if (!a)
+        return NULL;
+    fs->disc = a;
+    struct fs_disc_list *l = &a[fs->n_disc];
+    memset(l, 0, sizeof(*l));
+    if (dash_id && !(l->dash_id = strdup(dash_id)))
+        return NULL;
+    fs->n_disc++;
+    return l;
+}
+
+/* Refresh one discovered list when it is older than discover_ttl_s, in single flight.
+ * Returns 0 when a good list is there (fresh, or the last good one after a failed
+ * refresh), else the refresh's negative errno. */
+static int disc_refresh(struct fs *fs, const char *dash_id)
+{
+    struct fs_gen *g = gen_get(fs);
+    if (!g->cfg->discover) {
+        gen_unref(g);
+        return 0;
+    }
+    int64_t ttl_ms = (int64_t)g->cfg->discover_ttl_s * 1000;
+    int64_t deadline = mono_ms() + (int64_t)g->cfg->timeout_ms * (g->cfg->retries + 1) + 500;
+    int rc;
+    pthread_mutex_lock(&fs->disc_lock);
+    struct fs_disc_list *l = disc_list_locked(fs, dash_id);
+    if (!l) {
+        rc = -ENOMEM;
+        goto out_locked;
+    }
+    while (l->refreshing) {
+        struct timespec ts = {deadline / 1000, (long)(deadline % 1000) * 1000000};
+        if (pthread_cond_timedwait(&fs->disc_cond, &fs->disc_lock, &ts) == ETIMEDOUT) {
+            rc = l->have ? 0 : -ETIMEDOUT;
+            goto out_locked;
+        }
+        l = disc_list_locked(fs, dash_id); /* the array may have moved */
+    }
+    if (l->have && mono_ms() - l->fetched_mono < ttl_ms) {
+        rc = 0;
+        goto out_locked;
+    }
+    l->refreshing = 1;
+    pthread_mutex_unlock(&fs->disc_lock);
+
+    struct api_item *items = NULL;
+    size_t n = 0;
+    rc = dash_id ? api_list_widgets(g->api, dash_id, &items, &n, NULL)
+                 : api_list_dashboards(g->api, &items, &n, NULL);
+
+    pthread_mutex_lock(&fs->disc_lock);
+    l = disc_list_locked(fs, dash_id);
+    l->refreshing = 0;
+    l->last_rc = rc;
+    if (rc == 0) {
+        api_items_free(l->items, l->n);
+        l->items = items;
+        l->n = n;
+        l->have = 1;
+        l->fetched_mono = mono_ms();
+    } else if (l->have) {
+        rc = 0; /* the last good list stays in use */
+    }
+    pthread_cond_broadcast(&fs->disc_cond);
+    pthread_mutex_unlock(&fs->disc_lock);
+    gen_unref(g);
+    if (items)
+        tree_rebuild(fs);
+    return rc;
+out_locked:
+    pthread_mutex_unlock(&fs->disc_lock);
     gen_unref(g);
     return rc;
 }
@@ -613,26 +768,39 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             reply_dir_entry(fs, req, ino_get(fs, FS_INO_META));
             return;
         }
-        struct fs_gen *g = gen_get(fs);
-        const struct ns_dashboard *d = ns_find_dashboard(g->tree, name);
-        struct fs_inode *n = d ? dir_inode(fs, FK_DASH, d->id, NULL) : NULL;
-        gen_unref(g);
-        if (!d)
-            fuse_reply_err(req, ENOENT);
-        else
-            reply_dir_entry(fs, req, n);
+        int rc = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            struct ns_tree *t = tree_get(fs);
+            const struct ns_dashboard *d = ns_find_dashboard(t, name);
+            struct fs_inode *n = d ? dir_inode(fs, FK_DASH, d->id, NULL) : NULL;
+            ns_unref(t);
+            if (d) {
+                reply_dir_entry(fs, req, n);
+                return;
+            }
+            /* Unknown: a discovery refresh may know it (SPEC 4). */
+            if (pass == 0 && (rc = disc_refresh(fs, NULL)) != 0)
+                break;
+        }
+        fuse_reply_err(req, rc ? -rc : ENOENT);
         return;
     }
     case FK_DASH: {
-        struct fs_gen *g = gen_get(fs);
-        const struct ns_dashboard *d = ns_find_dashboard(g->tree, p->dash_id);
-        const struct ns_widget *w = d ? ns_find_widget(d, name) : NULL;
-        struct fs_inode *n = w ? dir_inode(fs, FK_WIDGET, p->dash_id, w->id) : NULL;
-        gen_unref(g);
-        if (!w)
-            fuse_reply_err(req, ENOENT);
-        else
-            reply_dir_entry(fs, req, n);
+        int rc = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            struct ns_tree *t = tree_get(fs);
+            const struct ns_dashboard *d = ns_find_dashboard(t, p->dash_id);
+            const struct ns_widget *w = d ? ns_find_widget(d, name) : NULL;
+            struct fs_inode *n = w ? dir_inode(fs, FK_WIDGET, p->dash_id, w->id) : NULL;
+            ns_unref(t);
+            if (w) {
+                reply_dir_entry(fs, req, n);
+                return;
+            }
+            if (pass == 0 && (rc = disc_refresh(fs, p->dash_id)) != 0)
+                break;
+        }
+        fuse_reply_err(req, rc ? -rc : ENOENT);
         return;
     }
     case FK_WIDGET:
@@ -788,14 +956,20 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
                     struct dirbuf *b)
 {
     int rc = 0;
+    /* Discovery failures leave the last good (or configured) entries listed. */
+    if (n->kind == FK_ROOT)
+        (void)disc_refresh(fs, NULL);
+    else if (n->kind == FK_DASH)
+        (void)disc_refresh(fs, n->dash_id);
     struct fs_gen *g = gen_get(fs);
+    struct ns_tree *t = tree_get(fs);
     rc = dirbuf_add(req, b, ".", n->ino, S_IFDIR);
     if (!rc)
         rc = dirbuf_add(req, b, "..", parent, S_IFDIR);
     switch (n->kind) {
     case FK_ROOT:
-        for (size_t i = 0; !rc && i < g->tree->n_dashboards; i++) {
-            const struct ns_dashboard *d = &g->tree->dashboards[i];
+        for (size_t i = 0; !rc && i < t->n_dashboards; i++) {
+            const struct ns_dashboard *d = &t->dashboards[i];
             struct fs_inode *c = dir_inode(fs, FK_DASH, d->id, NULL);
             rc = c ? dirbuf_add(req, b, d->name, c->ino, S_IFDIR) : -ENOMEM;
         }
@@ -805,7 +979,7 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
             rc = dirbuf_add(req, b, "stats", 0, S_IFREG);
         break;
     case FK_DASH: {
-        const struct ns_dashboard *d = ns_find_dashboard(g->tree, n->dash_id);
+        const struct ns_dashboard *d = ns_find_dashboard(t, n->dash_id);
         for (size_t i = 0; !rc && d && i < d->n_widgets; i++) {
             struct fs_inode *c = dir_inode(fs, FK_WIDGET, d->id, d->widgets[i].id);
             rc = c ? dirbuf_add(req, b, d->widgets[i].name, c->ino, S_IFDIR) : -ENOMEM;
@@ -841,6 +1015,7 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
     default:
         rc = -ENOTDIR;
     }
+    ns_unref(t);
     gen_unref(g);
     return rc;
 }
@@ -1115,6 +1290,7 @@ static void fs_reload(struct fs *fs)
         cache_clear(fs->cache);
     cache_set_params(fs->cache, &cp);
     log_set_level(fs->opts.debug ? LOG_LVL_DEBUG : g->cfg->log_level);
+    tree_rebuild(fs);
     log_info("configuration reloaded from %s", g->cfg->path);
     gen_unref(prev);
     gen_unref(old);
@@ -1235,7 +1411,15 @@ static void fs_free(struct fs *fs)
     }
     free(fs->buckets);
     cache_free(fs->cache);
+    ns_unref(fs->tree);
     gen_unref(fs->gen);
+    for (size_t i = 0; i < fs->n_disc; i++) {
+        free(fs->disc[i].dash_id);
+        api_items_free(fs->disc[i].items, fs->disc[i].n);
+    }
+    free(fs->disc);
+    pthread_cond_destroy(&fs->disc_cond);
+    pthread_mutex_destroy(&fs->disc_lock);
     if (fs->hup_pipe[0] >= 0)
         close(fs->hup_pipe[0]);
     if (fs->hup_pipe[1] >= 0)
@@ -1254,6 +1438,12 @@ static struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struc
     }
     pthread_mutex_init(&fs->gen_lock, NULL);
     pthread_mutex_init(&fs->ino_lock, NULL);
+    pthread_mutex_init(&fs->disc_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&fs->disc_cond, &ca);
+    pthread_condattr_destroy(&ca);
     fs->hup_pipe[0] = fs->hup_pipe[1] = -1;
     fs->env = env;
     fs->opts = *o;
@@ -1266,7 +1456,8 @@ static struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struc
     fs->buckets = calloc(fs->n_buckets, sizeof(*fs->buckets));
     char *err = NULL;
     fs->gen = gen_new(cfg, NULL, o->test_offset_ms, &err);
-    if (!fs->buckets || !fs->gen) {
+    fs->tree = fs->gen ? ns_build(fs->gen->cfg, NULL) : NULL;
+    if (!fs->buckets || !fs->gen || !fs->tree) {
         fprintf(stderr, "insightfs: %s\n", err ? err : "out of memory");
         free(err);
         fs_free(fs);

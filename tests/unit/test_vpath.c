@@ -301,7 +301,10 @@ static const struct image_case last_cases[] = {
     LAST("last-7d.png", 604800000LL),
     LAST("last-1w.png", 604800000LL),
     LAST("last-2w.png", 1209600000LL),
-    LAST("last-123456789m.png", 123456789LL * 60000),
+    LAST("last-12345m.png", 12345LL * 60000),
+    /* A_T / 60000 = 28885290 minutes since the epoch: start exactly 0 */
+    {"last-28885290m.png", 0, 0, A_T, AUTO, 1, A_T + 60000},
+    BAD("last-28885291m.png"),
     /* 20059 days before 2024-12-02T00:00Z is the epoch: A_T - 20059 d = 5.5 h */
     {"last-20059d.png", 0, 19800000LL, A_T, AUTO, 1, A_T + 60000},
     /* 1733097600000 / 86400000 = 20059 and a bit more: 20060 d reach before 1970 */
@@ -394,19 +397,20 @@ static void test_today_yesterday_utc(void **state)
         {"today.png", 0, UTC_DEC02, UTC_DEC02 + 60000, AUTO, 1, UTC_DEC02 + 60000},
         {"yesterday.png", 0, UTC_DEC01, UTC_DEC02, AUTO, 1, UTC_DEC03},
     };
-    /* 23:59:30: T + align would be 00:00:30 tomorrow; today changes at midnight.
+    /* 23:59:30: T = 23:59:00 and T + align is the next midnight itself.
      * date -u -d 2024-12-02T23:59:00Z +%s -> 1733183940 */
     const struct vpath_clock late = {UTC_DEC03 - 30000, 60};
     const struct image_case at_late[] = {
-        {"today.png", 0, UTC_DEC02, 1733183940000LL, AUTO, 1, UTC_DEC03 - 60000 + 60000},
+        {"today.png", 0, UTC_DEC02, 1733183940000LL, AUTO, 1, UTC_DEC03},
     };
-    /* align 7 h does not divide the day: 2024-12-02T23:30Z has T = floor(1733182200 /
-     * 25200) * 25200 = 1733169600 (20:00Z); T + 7 h = 03:00Z tomorrow > midnight. */
+    /* align 7 h does not divide the day: 2024-12-02T23:30Z (1733182200) has
+     * T = floor(1733182200 / 25200) * 25200 = 1733180400 (23:00Z); T + 7 h is
+     * 06:00Z tomorrow, so today changes at the next midnight. */
     const struct vpath_clock seven = {1733182200000LL, 25200};
     const struct image_case at_seven[] = {
-        {"today.png", 0, UTC_DEC02, 1733169600000LL, AUTO, 1, UTC_DEC03},
-        {"last-7h.png", 0, 1733169600000LL - 25200000, 1733169600000LL, AUTO, 1,
-         1733169600000LL + 25200000},
+        {"today.png", 0, UTC_DEC02, 1733180400000LL, AUTO, 1, UTC_DEC03},
+        {"last-7h.png", 0, 1733180400000LL - 25200000, 1733180400000LL, AUTO, 1,
+         1733180400000LL + 25200000},
     };
 
     (void)state;
@@ -481,6 +485,8 @@ static void test_today_unaligned_zone(void **state)
     const struct vpath_clock early = {1733078700000LL, 3600};
     const struct image_case early_cases[] = {
         {"today.png", 0, 1733077800000LL, 1733081400000LL, AUTO, 1, 1733079600000LL},
+    };
+    const struct image_case early_days[] = {
         {"2024-12-02.png", 0, 1733077800000LL, 1733081400000LL, AUTO, 1, 1733079600000LL},
     };
     /* 2024-12-02T18:20Z is 23:50 IST; T = 18:00Z = 1733162400, T + 3600 = 19:00Z is after
@@ -493,7 +499,7 @@ static void test_today_unaligned_zone(void **state)
     (void)state;
     set_tz("Asia/Kolkata");
     RUN_IMAGES(&early, AUTO, early_cases);
-    RUN_DAYS(&early, AUTO, early_cases + 1, 1);
+    RUN_DAYS(&early, AUTO, early_days);
     RUN_IMAGES(&late, AUTO, late_cases);
 }
 
@@ -764,7 +770,8 @@ static void test_hostile_clock(void **state)
     assert_int_equal(vpath_parse_image("today.png", AUTO, &huge_align, &img), 0);
     assert_int_equal(img.start_ms, UTC_DEC02);
     assert_int_equal(img.end_ms, UTC_DEC02 + 2147483647000LL);
-    assert_int_equal(img.changes_at_ms, 2147483647000LL);
+    /* min(T + align = 2147483647000, next midnight 1733184000000) */
+    assert_int_equal(img.changes_at_ms, UTC_DEC03);
     /* a bad clock or output is a caller bug */
     assert_int_equal(vpath_parse_image("last-1h.png", AUTO, &zero_align, &img), -EINVAL);
     assert_int_equal(vpath_parse_image("last-1h.png", AUTO, &neg_align, &img), -EINVAL);
