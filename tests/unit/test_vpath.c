@@ -118,6 +118,10 @@ static const struct image_case range_cases[] = {
     /* leap day: date -u -d 2024-02-29T00:00:00Z +%s -> 1709164800,
      * date -u -d 2024-03-01T00:00:00Z +%s -> 1709251200 */
     ABS("20240229T0000Z-20240301T0000Z.png", 1709164800000LL, 1709251200000LL),
+    /* 2000 is a leap year (divisible by 400), 2100 is not (by 100):
+     * date -u -d 2000-02-29 +%s -> 951782400; date -u -d 2000-03-01 +%s -> 951868800 */
+    ABS("20000229T0000Z-20000301T0000Z.png", 951782400000LL, 951868800000LL),
+    BAD("21000229T0000Z-21000302T0000Z.png"),
     /* the epoch and its first minute */
     ABS("19700101T0000Z-19700101T0001Z.png", 0, 60000),
     ABS("0000000000000-0000000000001.png", 0, 1),
@@ -126,7 +130,7 @@ static const struct image_case range_cases[] = {
     ABS("20241202T0000Z-99991231T235959Z.png", UTC_DEC02, 253402300799000LL),
     ABS("20241202T000000Z-20241202T235959Z.png", UTC_DEC02, UTC_DEC03 - 1000),
     /* calendar */
-    BAD("20230229T0000Z-20230301T0000Z.png"),
+    BAD("20230229T0000Z-20230302T0000Z.png"),
     BAD("19000229T0000Z-20230301T0000Z.png"),
     BAD("19691231T2359Z-19700101T0000Z.png"),
     BAD("20241302T0000Z-20241303T0000Z.png"),
@@ -134,7 +138,7 @@ static const struct image_case range_cases[] = {
     BAD("20241200T0000Z-20241202T0000Z.png"),
     BAD("20241232T0000Z-20241233T0000Z.png"),
     BAD("20240431T0000Z-20240501T0000Z.png"),
-    BAD("20241202T2400Z-20241203T0000Z.png"),
+    BAD("20241202T2400Z-20241204T0000Z.png"), /* would be 12-03 00:00 < end */
     BAD("20241202T0060Z-20241202T0100Z.png"),
     BAD("20241202T000060Z-20241202T0100Z.png"),
     BAD("20241202t0000Z-20241202T1400Z.png"),
@@ -765,6 +769,11 @@ static void test_hostile_clock(void **state)
     assert_int_equal(vpath_parse_day("1970-01-01.png", AUTO, &neg, &img), -ENOENT);
     assert_int_equal(vpath_parse_day("1970-01-01.png", AUTO, &bottom, &img), -ENOENT);
     assert_int_equal(vpath_parse_image("0000000000000-0000000000001.png", AUTO, &neg, &img), 0);
+    /* T rounds down below 0 too: now = -1 ms gives T = -60000, not 0 */
+    assert_int_equal(vpath_parse_image("today.png", AUTO, &neg, &img), 0);
+    assert_int_equal(img.start_ms, -86400000LL);
+    assert_int_equal(img.end_ms, -60000LL);
+    assert_int_equal(img.changes_at_ms, 0);
     /* T for align INT_MAX s: floor(1733117445123 / 2147483647000) = 0 */
     assert_int_equal(vpath_parse_image("last-1m.png", AUTO, &huge_align, &img), -ENOENT);
     assert_int_equal(vpath_parse_image("today.png", AUTO, &huge_align, &img), 0);
