@@ -66,7 +66,7 @@ $(B)/obj $(B)/tests:
 	mkdir -p $@
 
 .SECONDEXPANSION:
-$(B)/tests/test_%: tests/unit/test_%.c $$(UNIT_DEPS_$$*:%=$(B)/obj/%.o) | $(B)/tests
+$(B)/tests/test_%: tests/unit/test_%.c $$(patsubst %,$(B)/obj/%.o,$$(UNIT_DEPS_$$*)) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka 2>/dev/null) $(ALL_LDFLAGS) -o $@ $^ \
 		$(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 

@@ -118,6 +118,7 @@ __attribute__((format(printf, 5, 6))) static int fail(struct loader *ld, int rc,
     free(msg);
     return rc;
 nomem:
+    free(*ld->err);
     *ld->err = NULL;
     free(pos);
     free(msg);
@@ -442,19 +443,22 @@ static int take_endpoint(struct loader *ld, const config_setting_t *s)
         return fail_value(ld, s, v, "must start with https:// (http:// only for loopback hosts)");
     if (len > 0 && v[len - 1] == '/')
         len--;
-    if (host[0] == '[')
+    if (host[0] == '[') {
+        /* An IPv6 literal: whatever inet_pton accepts between the brackets. */
+        unsigned char addr[sizeof(struct in6_addr)];
+        char *inner;
+
         p = memchr(host, ']', (size_t)(v + len - host));
-    else
-        p = host;
-    if (!p)
-        return fail_value(ld, s, v, "has no valid host (scheme://host[:port])");
-    p += strspn(p, host[0] == '[' ? "]" : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                          "0123456789-._");
-    host_len = (size_t)(p - host);
-    if (host[0] == '[' && strspn(host + 1, "0123456789abcdefABCDEF:.") != host_len - 2)
-        host_len = 0;
+        inner = p ? strndup(host + 1, (size_t)(p - host - 1)) : NULL;
+        host_len = inner && inet_pton(AF_INET6, inner, addr) == 1 ? (size_t)(p + 1 - host) : 0;
+        free(inner);
+    } else {
+        host_len = strspn(host, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                "0123456789-._");
+    }
     if (host_len == 0)
         return fail_value(ld, s, v, "has no valid host (scheme://host[:port])");
+    p = host + host_len;
     if (*p == ':' && p < v + len) {
         size_t digits = strspn(p + 1, "0123456789");
         long port = digits > 0 && digits <= 5 ? strtol(p + 1, NULL, 10) : 0;
@@ -464,7 +468,9 @@ static int take_endpoint(struct loader *ld, const config_setting_t *s)
         p += 1 + digits;
     }
     if (p != v + len)
-        return fail_value(ld, s, v, "is not scheme://host[:port] (no path, query or user)");
+        return fail_value(ld, s, v,
+                          *p == '/' ? "has a path (scheme://host[:port] only)"
+                                    : "is not scheme://host[:port]");
     if (http && !is_loopback(host, host_len))
         return fail_at(ld, -EINVAL, s, "https is required (http:// only for loopback hosts)");
     copy = strndup(v, len);
@@ -1522,6 +1528,12 @@ static void put_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* A number an int or int64 setting reads back: L only where int32 is too small. */
+static void put_int64(FILE *f, const char *name, int64_t v)
+{
+    fprintf(f, "  %s = %lld%s;\n", name, (long long)v, v > INT32_MAX ? "L" : "");
+}
+
 static void put_entry(FILE *f, const char *name, const char *id)
 {
     fputs("{ name = ", f);
@@ -1536,32 +1548,40 @@ char *cfg_dump(const struct cfg *cfg)
     char *buf = NULL;
     size_t size = 0;
     size_t ak = cfg->access_key ? strlen(cfg->access_key) : 0;
-    FILE *f = open_memstream(&buf, &size);
+    char *shown = NULL;
+    FILE *f;
+    int bad;
 
-    if (!f)
+    /* Only the last 4 characters; a key that short shows none. */
+    if (asprintf(&shown, "...%s", ak > 4 ? cfg->access_key + ak - 4 : "") < 0)
         return NULL;
+    f = open_memstream(&buf, &size);
+    if (!f) {
+        free(shown);
+        return NULL;
+    }
     fprintf(f, "# the configuration in force, defaults filled in; the secret is not shown\n");
     fprintf(f, "api = {\n  endpoint = ");
     put_string(f, cfg->endpoint);
-    /* Only the last 4 characters; a key that short shows none. */
-    fprintf(f, ";\n  access_key = \"...%s\";\n", ak > 4 ? cfg->access_key + ak - 4 : "");
+    fputs(";\n  access_key = ", f);
+    put_string(f, shown);
     fprintf(f,
-            "  timeout_ms = %d;\n  connect_timeout_ms = %d;\n  retries = %d;\n"
-            "  max_connections = %d;\n  max_requests_per_second = %d;\n"
-            "  max_image_bytes = %lldL;\n",
+            ";\n  timeout_ms = %d;\n  connect_timeout_ms = %d;\n  retries = %d;\n"
+            "  max_connections = %d;\n  max_requests_per_second = %d;\n",
             cfg->timeout_ms, cfg->connect_timeout_ms, cfg->retries, cfg->max_connections,
-            cfg->max_requests_per_second, (long long)cfg->max_image_bytes);
+            cfg->max_requests_per_second);
+    put_int64(f, "max_image_bytes", cfg->max_image_bytes);
     if (cfg->ca_file) {
         fputs("  ca_file = ", f);
         put_string(f, cfg->ca_file);
         fputs(";\n", f);
     }
     fprintf(f, "  resolution = \"%s\";\n};\n", cfg->resolution == VPATH_RES_HIGH ? "HIGH" : "AUTO");
-    fprintf(f,
-            "cache = {\n  max_bytes = %lldL;\n  live_ttl_s = %d;\n  settle_s = %d;\n"
-            "  error_ttl_s = %d;\n  stale_if_error_s = %d;\n};\n",
-            (long long)cfg->max_bytes, cfg->live_ttl_s, cfg->settle_s, cfg->error_ttl_s,
-            cfg->stale_if_error_s);
+    fputs("cache = {\n", f);
+    put_int64(f, "max_bytes", cfg->max_bytes);
+    fprintf(f, "  live_ttl_s = %d;\n  settle_s = %d;\n  error_ttl_s = %d;\n"
+               "  stale_if_error_s = %d;\n};\n",
+            cfg->live_ttl_s, cfg->settle_s, cfg->error_ttl_s, cfg->stale_if_error_s);
     fprintf(f, "time = {\n  align_s = %d;\n  timezone = ", cfg->align_s);
     put_string(f, cfg->timezone);
     fputs(";\n};\npresets = [", f);
@@ -1586,12 +1606,9 @@ char *cfg_dump(const struct cfg *cfg)
     fprintf(f, "\n);\ndiscover = %s;\ndiscover_ttl_s = %d;\nlog_level = \"%s\";\n",
             cfg->discover ? "true" : "false", cfg->discover_ttl_s,
             log_level_name(cfg->log_level));
-    if (ferror(f)) {
-        fclose(f);
-        free(buf);
-        return NULL;
-    }
-    if (fclose(f) != 0) {
+    free(shown);
+    bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
         free(buf);
         return NULL;
     }

@@ -393,8 +393,7 @@ static int resolve_today(const struct vpath_clock *clk, struct vpath_image *img)
     if (clock_align(clk, &t, &step) || local_date_ms(clk->now_ms, &today) ||
         date_start_ms(&today, &start) || shifted_start_ms(&today, 1, &next))
         return -ENOENT;
-    if (__builtin_add_overflow(start, step, &floor_end) ||
-        __builtin_add_overflow(t, step, &bumped))
+    if (__builtin_add_overflow(start, step, &floor_end) || __builtin_add_overflow(t, step, &bumped))
         return -ENOENT;
     img->start_ms = start;
     img->end_ms = t > floor_end ? t : floor_end;
@@ -416,8 +415,7 @@ static int resolve_rel(const struct rel *rel, const struct vpath_clock *clk,
         return resolve_today(clk, img);
     case REL_YESTERDAY:
         if (local_date_ms(clk->now_ms, &today) || shifted_start_ms(&today, -1, &img->start_ms) ||
-            date_start_ms(&today, &img->end_ms) ||
-            shifted_start_ms(&today, 1, &img->changes_at_ms))
+            date_start_ms(&today, &img->end_ms) || shifted_start_ms(&today, 1, &img->changes_at_ms))
             return -ENOENT;
         img->relative = 1;
         return 0;
@@ -434,8 +432,8 @@ static int resolve_rel(const struct rel *rel, const struct vpath_clock *clk,
 
 /* ---- the interface --------------------------------------------------------------- */
 
-int vpath_parse_image(const char *name, enum vpath_res default_res,
-                      const struct vpath_clock *clk, struct vpath_image *out)
+int vpath_parse_image(const char *name, enum vpath_res default_res, const struct vpath_clock *clk,
+                      struct vpath_image *out)
 {
     struct vpath_image img = {0};
     struct rel rel;

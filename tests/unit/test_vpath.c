@@ -64,8 +64,7 @@ static void check_image(const char *what, const struct image_case *c, int rc,
     if (got->res != c->res)
         fail_msg("%s \"%s\": res %d, want %d", what, c->name, (int)got->res, (int)c->res);
     if (got->relative != c->relative)
-        fail_msg("%s \"%s\": relative %d, want %d", what, c->name, got->relative,
-                 c->relative);
+        fail_msg("%s \"%s\": relative %d, want %d", what, c->name, got->relative, c->relative);
     if (got->changes_at_ms != c->changes_at_ms)
         fail_msg("%s \"%s\": changes_at %lld, want %lld", what, c->name,
                  (long long)got->changes_at_ms, (long long)c->changes_at_ms);
@@ -101,8 +100,16 @@ static void run_days(const struct vpath_clock *clk, enum vpath_res def,
 #define RUN_IMAGES(clk, def, table) run_images(clk, def, table, sizeof(table) / sizeof(table[0]))
 #define RUN_DAYS(clk, def, table) run_days(clk, def, table, sizeof(table) / sizeof(table[0]))
 
-#define BAD(n) {n, -ENOENT, 0, 0, AUTO, 0, 0}
-#define ABS(n, s, e) {n, 0, s, e, AUTO, 0, NEVER}
+/* clang-format off: one-line row macros */
+#define BAD(n)                                                                                     \
+    {                                                                                              \
+        n, -ENOENT, 0, 0, AUTO, 0, 0                                                               \
+    }
+#define ABS(n, s, e)                                                                               \
+    {                                                                                              \
+        n, 0, s, e, AUTO, 0, NEVER                                                                 \
+    }
+/* clang-format on */
 
 /* ---- absolute ranges ------------------------------------------------------------- */
 
@@ -145,8 +152,8 @@ static const struct image_case range_cases[] = {
     BAD("20241202T0000z-20241202T1400Z.png"),
     BAD("20241202T0000Z-20241202T1400z.png"),
     BAD("20241202 0000Z-20241202T1400Z.png"),
-    BAD("20241202T00000Z-20241202T1400Z.png"),  /* 15 chars */
-    BAD("20241202T0000-20241202T1400Z.png"),    /* no Z */
+    BAD("20241202T00000Z-20241202T1400Z.png"), /* 15 chars */
+    BAD("20241202T0000-20241202T1400Z.png"),   /* no Z */
     BAD("2024120T0000Z-20241202T1400Z.png"),
     BAD("+0241202T0000Z-20241202T1400Z.png"),
     /* order */
@@ -293,7 +300,12 @@ static void test_long_names(void **state)
 
 /* ---- last-N ---------------------------------------------------------------------- */
 
-#define LAST(n, span) {n, 0, A_T - (span), A_T, AUTO, 1, A_T + 60000}
+/* clang-format off: one-line row macros */
+#define LAST(n, span)                                                                              \
+    {                                                                                              \
+        n, 0, A_T - (span), A_T, AUTO, 1, A_T + 60000                                              \
+    }
+/* clang-format on */
 
 static const struct image_case last_cases[] = {
     LAST("last-1m.png", 60000LL),
@@ -700,11 +712,11 @@ static void test_day_name(void **state)
         set_tz(c->tz);
         rc = vpath_day_name(&clk, c->i, out);
         if (rc != c->rc)
-            fail_msg("day_name %s %lld %d: rc %d, want %d", c->tz, (long long)c->now_ms, c->i,
-                     rc, c->rc);
+            fail_msg("day_name %s %lld %d: rc %d, want %d", c->tz, (long long)c->now_ms, c->i, rc,
+                     c->rc);
         if (rc == 0 && strcmp(out, c->want) != 0)
-            fail_msg("day_name %s %lld %d: \"%s\", want \"%s\"", c->tz, (long long)c->now_ms,
-                     c->i, out, c->want);
+            fail_msg("day_name %s %lld %d: \"%s\", want \"%s\"", c->tz, (long long)c->now_ms, c->i,
+                     out, c->want);
         if (rc == 0) {
             /* every listed name parses in days/ */
             struct vpath_image img;
@@ -906,15 +918,15 @@ static void test_tz(void **state)
         {"..", 0},
         {"Asia/Nowhere", 0},
         {"Nowhere", 0},
-        {"Asia", 0},          /* a directory */
-        {"Asia/", 0},         /* a directory */
-        {"Asia/Seoul/", 0},   /* not a directory */
-        {"zone.tab", 0},      /* a file, but not TZif */
+        {"Asia", 0},        /* a directory */
+        {"Asia/", 0},       /* a directory */
+        {"Asia/Seoul/", 0}, /* not a directory */
+        {"zone.tab", 0},    /* a file, but not TZif */
         {"iso3166.tab", 0},
         {"utc", 0},
         {"LOCAL", 0},
         {"UTC+9", 0},
-        {"KST-9", 0},         /* a POSIX TZ string, not a zone name */
+        {"KST-9", 0}, /* a POSIX TZ string, not a zone name */
     };
 
     (void)state;

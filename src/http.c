@@ -1,0 +1,1024 @@
+/* http - bounded GETs to one endpoint over libcurl, and SPEC 6's errno table.
+ *
+ * Design
+ *  - Slots. A client allows max_connections transfers at once. A request takes a slot
+ *    (waiting on a condition variable on CLOCK_MONOTONIC until its deadline) and with it
+ *    an easy handle from the pool, used by that one thread until it is put back; so no
+ *    easy handle is ever in two threads. Handles go back to a LIFO stack after
+ *    curl_easy_reset, which keeps their live connection: a sequence of requests reuses
+ *    one keep-alive connection, and at most max_connections connections exist.
+ *  - Connections are NOT put in the share handle. curl documents that sharing the
+ *    connection cache (CURL_LOCK_DATA_CONNECT) between concurrent threads is unsupported
+ *    (KNOWN_BUGS "A shared connection cache is not thread-safe", curl issues #4915 and
+ *    #9404, still open for 7.88). Each pooled handle's own cache gives the same reuse
+ *    with one connection per slot. The share handle holds the DNS cache and TLS
+ *    sessions, with one mutex per curl_lock_data.
+ *  - Rate limit. max_requests_per_second spaces request starts 1/N s apart: a request
+ *    books the next free turn under the client mutex and sleeps until it (outside the
+ *    lock); a turn after the deadline is not booked and the request fails ETIMEDOUT.
+ *    The slot is taken first, so the spacing holds on the wire.
+ *  - Timeouts. Each try: total min(timeout_ms, left), connect min(connect_timeout_ms,
+ *    left), where left is what remains of the deadline after the waits; and a low-speed
+ *    abort below 1 byte/s over min(5000, timeout_ms) ms, which curl takes in whole
+ *    seconds: rounded up, at least 1 s (the total timeout bounds shorter tries anyway).
+ *  - Bodies grow in one malloc'd buffer: sized to Content-Length when one came (and is
+ *    within the cap), else doubling from 16 KiB, never beyond max_body. Each growth step
+ *    is reserved through http_mem first; over the cap, a refused reservation or a failed
+ *    realloc makes the write callback return short, which aborts the transfer. At the
+ *    end the buffer is cut to its length, so exactly len bytes stay reserved.
+ *  - TLS is always verified (peer and host). api.ca_file is added to the system bundle
+ *    by handing curl one PEM blob, system bundle + ca_file, built once here
+ *    (CURLOPT_CAINFO_BLOB; the default CA path stays in use too). This keeps OpenSSL
+ *    out of this module and leaves no per-connection callback touching shared state.
+ *  - Proxies: curl's environment handling (http_proxy, https_proxy, no_proxy, ...) is
+ *    left alone, except that a loopback endpoint gets CURLOPT_NOPROXY "*": never
+ *    through a proxy.
+ *  - Errors: http_classify is the single translation of CURLcode and HTTP status into
+ *    errno and retryability.
+ *
+ * Locking: client.mu protects the slot count, the idle handle stack and the rate turn;
+ * it is never held across a transfer or a sleep. share_locks[i] serialize curl's use of
+ * shared data i. in_flight is an atomic.
+ */
+#include "insightfs/http.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "insightfs/log.h"
+
+_Static_assert(sizeof(((struct http_response *)0)->error) >= CURL_ERROR_SIZE,
+               "error must hold CURL_ERROR_SIZE bytes");
+
+#define BODY_FIRST_CAP (16u * 1024u)
+#define PEM_FILE_MAX (16 * 1024 * 1024)
+#define RETRY_AFTER_MAX_S 86400
+#define RETRY_AFTER_DATE_MAX 64
+
+struct http_client {
+    char *endpoint; /* no trailing '/' */
+    char *user_agent;
+    bool loopback;
+    unsigned char *ca_pem; /* system bundle + ca_file, or NULL */
+    struct curl_blob ca_blob;
+    CURLSH *share;
+    pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+    int share_locks_ready;
+    int max_connections;
+    int64_t spacing_ns; /* 0: no rate limit */
+
+    pthread_mutex_t mu;
+    pthread_cond_t slot_free;
+    int in_use;           /* protected by mu */
+    CURL **idle;          /* protected by mu: max_connections entries */
+    int n_idle;           /* protected by mu */
+    int64_t next_turn_ns; /* protected by mu: earliest start of the next request */
+
+    atomic_uint_fast64_t in_flight;
+};
+
+/* One transfer's receiving state (write and header callbacks). */
+struct sink {
+    CURL *h;
+    const struct http_mem *mem;
+    size_t max;
+    unsigned char *buf;
+    size_t len, cap;
+    uint64_t received;
+    unsigned flags;
+    int64_t headers_end_ms;
+};
+
+/* ---- clocks ---- */
+
+static int64_t clock_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t http_mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+
+static struct timespec mono_ts(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+    return ts;
+}
+
+static void sleep_until_ns(int64_t t_ns)
+{
+    struct timespec ts = {.tv_sec = t_ns / 1000000000, .tv_nsec = t_ns % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+/* ---- global ---- */
+
+int http_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+}
+
+void http_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+const char *http_curl_version(void)
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    return v && v->version ? v->version : "?";
+}
+
+/* ---- the errno table ---- */
+
+/* No status line: the CURLcode decides. Every CURLcode of libcurl 7.88 is listed so
+ * the table can be reviewed (and is tested) row by row; anything newer is EIO. */
+struct curl_row {
+    int err;
+    bool retryable;
+    enum http_kind kind;
+};
+
+#define ROW(code, e, r, k) [code] = {(e), (r), (k)}
+#define EIO_LOCAL(code) ROW(code, EIO, false, HTTP_KIND_LOCAL)
+#define EIO_GONE(code) ROW(code, EIO, true, HTTP_KIND_UNREACHABLE)
+#define EIO_TLS(code) ROW(code, EIO, false, HTTP_KIND_TLS)
+#define EIO_PROTO(code) ROW(code, EIO, false, HTTP_KIND_UNREACHABLE)
+
+static const struct curl_row curl_rows[] = {
+    /* A transfer that ended without a status line yet "OK": not HTTP we can use. */
+    EIO_PROTO(CURLE_OK),
+    EIO_LOCAL(CURLE_UNSUPPORTED_PROTOCOL),
+    EIO_LOCAL(CURLE_FAILED_INIT),
+    EIO_LOCAL(CURLE_URL_MALFORMAT),
+    EIO_LOCAL(CURLE_NOT_BUILT_IN),
+    EIO_GONE(CURLE_COULDNT_RESOLVE_PROXY),
+    EIO_GONE(CURLE_COULDNT_RESOLVE_HOST),
+    EIO_GONE(CURLE_COULDNT_CONNECT),
+    EIO_PROTO(CURLE_WEIRD_SERVER_REPLY),
+    EIO_PROTO(CURLE_REMOTE_ACCESS_DENIED),
+    EIO_PROTO(CURLE_FTP_ACCEPT_FAILED),
+    EIO_PROTO(CURLE_FTP_WEIRD_PASS_REPLY),
+    EIO_PROTO(CURLE_FTP_ACCEPT_TIMEOUT),
+    EIO_PROTO(CURLE_FTP_WEIRD_PASV_REPLY),
+    EIO_PROTO(CURLE_FTP_WEIRD_227_FORMAT),
+    EIO_PROTO(CURLE_FTP_CANT_GET_HOST),
+    EIO_PROTO(CURLE_HTTP2),
+    EIO_PROTO(CURLE_FTP_COULDNT_SET_TYPE),
+    /* Cut off before the status line ended: as a reset. */
+    EIO_GONE(CURLE_PARTIAL_FILE),
+    EIO_PROTO(CURLE_FTP_COULDNT_RETR_FILE),
+    EIO_PROTO(CURLE_OBSOLETE20),
+    EIO_PROTO(CURLE_QUOTE_ERROR),
+    EIO_PROTO(CURLE_HTTP_RETURNED_ERROR),
+    EIO_LOCAL(CURLE_WRITE_ERROR),
+    EIO_PROTO(CURLE_OBSOLETE24),
+    EIO_LOCAL(CURLE_UPLOAD_FAILED),
+    EIO_LOCAL(CURLE_READ_ERROR),
+    ROW(CURLE_OUT_OF_MEMORY, ENOMEM, false, HTTP_KIND_LOCAL),
+    ROW(CURLE_OPERATION_TIMEDOUT, ETIMEDOUT, true, HTTP_KIND_TIMEOUT),
+    EIO_PROTO(CURLE_OBSOLETE29),
+    EIO_PROTO(CURLE_FTP_PORT_FAILED),
+    EIO_PROTO(CURLE_FTP_COULDNT_USE_REST),
+    EIO_PROTO(CURLE_OBSOLETE32),
+    EIO_PROTO(CURLE_RANGE_ERROR),
+    EIO_LOCAL(CURLE_HTTP_POST_ERROR),
+    /* Handshake failures other than verification (a reset mid-handshake, a peer that
+     * does not speak TLS): transient as often as not. Verification failures are 60. */
+    ROW(CURLE_SSL_CONNECT_ERROR, EIO, true, HTTP_KIND_TLS),
+    EIO_PROTO(CURLE_BAD_DOWNLOAD_RESUME),
+    EIO_LOCAL(CURLE_FILE_COULDNT_READ_FILE),
+    EIO_PROTO(CURLE_LDAP_CANNOT_BIND),
+    EIO_PROTO(CURLE_LDAP_SEARCH_FAILED),
+    EIO_PROTO(CURLE_OBSOLETE40),
+    EIO_LOCAL(CURLE_FUNCTION_NOT_FOUND),
+    EIO_LOCAL(CURLE_ABORTED_BY_CALLBACK),
+    EIO_LOCAL(CURLE_BAD_FUNCTION_ARGUMENT),
+    EIO_PROTO(CURLE_OBSOLETE44),
+    EIO_LOCAL(CURLE_INTERFACE_FAILED),
+    EIO_PROTO(CURLE_OBSOLETE46),
+    EIO_PROTO(CURLE_TOO_MANY_REDIRECTS),
+    EIO_LOCAL(CURLE_UNKNOWN_OPTION),
+    EIO_LOCAL(CURLE_SETOPT_OPTION_SYNTAX),
+    EIO_PROTO(CURLE_OBSOLETE50),
+    EIO_PROTO(CURLE_OBSOLETE51),
+    /* The server closed the connection without a byte of answer. */
+    EIO_GONE(CURLE_GOT_NOTHING),
+    EIO_TLS(CURLE_SSL_ENGINE_NOTFOUND),
+    EIO_TLS(CURLE_SSL_ENGINE_SETFAILED),
+    EIO_GONE(CURLE_SEND_ERROR),
+    EIO_GONE(CURLE_RECV_ERROR),
+    EIO_PROTO(CURLE_OBSOLETE57),
+    EIO_TLS(CURLE_SSL_CERTPROBLEM),
+    EIO_TLS(CURLE_SSL_CIPHER),
+    EIO_TLS(CURLE_PEER_FAILED_VERIFICATION),
+    EIO_PROTO(CURLE_BAD_CONTENT_ENCODING),
+    EIO_PROTO(CURLE_OBSOLETE62),
+    ROW(CURLE_FILESIZE_EXCEEDED, EIO, false, HTTP_KIND_BAD_BODY),
+    EIO_TLS(CURLE_USE_SSL_FAILED),
+    EIO_LOCAL(CURLE_SEND_FAIL_REWIND),
+    EIO_TLS(CURLE_SSL_ENGINE_INITFAILED),
+    EIO_PROTO(CURLE_LOGIN_DENIED),
+    EIO_PROTO(CURLE_TFTP_NOTFOUND),
+    EIO_PROTO(CURLE_TFTP_PERM),
+    EIO_PROTO(CURLE_REMOTE_DISK_FULL),
+    EIO_PROTO(CURLE_TFTP_ILLEGAL),
+    EIO_PROTO(CURLE_TFTP_UNKNOWNID),
+    EIO_PROTO(CURLE_REMOTE_FILE_EXISTS),
+    EIO_PROTO(CURLE_TFTP_NOSUCHUSER),
+    EIO_PROTO(CURLE_OBSOLETE75),
+    EIO_PROTO(CURLE_OBSOLETE76),
+    EIO_TLS(CURLE_SSL_CACERT_BADFILE),
+    EIO_PROTO(CURLE_REMOTE_FILE_NOT_FOUND),
+    EIO_PROTO(CURLE_SSH),
+    EIO_TLS(CURLE_SSL_SHUTDOWN_FAILED),
+    EIO_PROTO(CURLE_AGAIN),
+    EIO_TLS(CURLE_SSL_CRL_BADFILE),
+    EIO_TLS(CURLE_SSL_ISSUER_ERROR),
+    EIO_PROTO(CURLE_FTP_PRET_FAILED),
+    EIO_PROTO(CURLE_RTSP_CSEQ_ERROR),
+    EIO_PROTO(CURLE_RTSP_SESSION_ERROR),
+    EIO_PROTO(CURLE_FTP_BAD_FILE_LIST),
+    EIO_PROTO(CURLE_CHUNK_FAILED),
+    EIO_GONE(CURLE_NO_CONNECTION_AVAILABLE),
+    EIO_TLS(CURLE_SSL_PINNEDPUBKEYNOTMATCH),
+    EIO_TLS(CURLE_SSL_INVALIDCERTSTATUS),
+    EIO_PROTO(CURLE_HTTP2_STREAM),
+    EIO_LOCAL(CURLE_RECURSIVE_API_CALL),
+    EIO_PROTO(CURLE_AUTH_ERROR),
+    EIO_PROTO(CURLE_HTTP3),
+    EIO_GONE(CURLE_QUIC_CONNECT_ERROR),
+    /* A proxy that failed its handshake: as an unreachable endpoint. */
+    EIO_GONE(CURLE_PROXY),
+    EIO_TLS(CURLE_SSL_CLIENTCERT),
+    EIO_LOCAL(CURLE_UNRECOVERABLE_POLL),
+};
+
+_Static_assert(sizeof(curl_rows) / sizeof(curl_rows[0]) == CURL_LAST,
+               "every CURLcode has a row");
+
+static struct http_verdict verdict(int err, bool retryable, enum http_kind kind)
+{
+    return (struct http_verdict){.err = -err, .retryable = retryable, .kind = kind};
+}
+
+static struct http_verdict classify(int curl_code, long status, unsigned flags)
+{
+    if (flags & HTTP_F_NOT_SENT)
+        return verdict(ETIMEDOUT, true, HTTP_KIND_TIMEOUT);
+    if (flags & HTTP_F_SETUP)
+        return verdict(EIO, false, HTTP_KIND_LOCAL);
+    if (flags & HTTP_F_NOMEM)
+        return verdict(ENOMEM, false, HTTP_KIND_LOCAL);
+
+    if (status == 200) {
+        if (flags & (HTTP_F_OVERSIZE | HTTP_F_NOROOM) || curl_code == CURLE_FILESIZE_EXCEEDED)
+            return verdict(EIO, false, HTTP_KIND_BAD_BODY);
+        if (curl_code != CURLE_OK || (flags & HTTP_F_TRUNCATED))
+            return verdict(EIO, true, HTTP_KIND_BAD_BODY); /* stalled, cut, short */
+        return verdict(0, false, HTTP_KIND_OK);
+    }
+    /* Any other status line: the server has spoken, whatever happened to its body. */
+    if (status == 400)
+        return verdict(EINVAL, false, HTTP_KIND_STATUS);
+    if (status == 401 || status == 403)
+        return verdict(EACCES, false, HTTP_KIND_STATUS);
+    if (status == 404)
+        return verdict(ENOENT, false, HTTP_KIND_STATUS);
+    if (status == 429)
+        return verdict(EAGAIN, true, HTTP_KIND_STATUS);
+    if (status >= 500 && status <= 599)
+        return verdict(EIO, true, HTTP_KIND_STATUS);
+    if (status != 0) /* 1xx, other 2xx, 3xx (never followed), other 4xx, out of range */
+        return verdict(EIO, false, HTTP_KIND_STATUS);
+
+    if (curl_code < 0 || curl_code >= CURL_LAST)
+        return verdict(EIO, false, HTTP_KIND_LOCAL);
+    const struct curl_row *r = &curl_rows[curl_code];
+    return verdict(r->err, r->retryable, r->kind);
+}
+
+void http_classify(int curl_code, long status, unsigned flags, struct http_verdict *out)
+{
+    *out = classify(curl_code, status, flags);
+}
+
+/* ---- Retry-After ---- */
+
+static bool is_blank(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+int http_parse_retry_after(const char *value, int64_t now_ms, int64_t *delay_ms)
+{
+    if (!value || !delay_ms)
+        return -EINVAL;
+    const char *b = value, *e = value + strlen(value);
+    while (b < e && is_blank(*b))
+        b++;
+    while (e > b && is_blank(e[-1]))
+        e--;
+    size_t n = (size_t)(e - b);
+    if (n == 0)
+        return -EINVAL;
+
+    if (isdigit((unsigned char)b[0])) {
+        int64_t v = 0;
+        for (const char *p = b; p < e; p++) {
+            if (!isdigit((unsigned char)*p))
+                return -EINVAL;
+            v = v * 10 + (*p - '0');
+            if (v > RETRY_AFTER_MAX_S) /* also stops any overflow */
+                return -EINVAL;
+        }
+        *delay_ms = v * 1000;
+        return 0;
+    }
+
+    /* An HTTP-date: every form starts with a day name; curl_getdate does the rest. */
+    static const char *const days[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+    if (n < 3 || n > RETRY_AFTER_DATE_MAX)
+        return -EINVAL;
+    bool day = false;
+    for (size_t i = 0; i < sizeof(days) / sizeof(days[0]); i++)
+        day = day || strncmp(b, days[i], 3) == 0;
+    if (!day)
+        return -EINVAL;
+    char copy[RETRY_AFTER_DATE_MAX + 1];
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)b[i] < 0x20 || (unsigned char)b[i] > 0x7e)
+            return -EINVAL;
+        copy[i] = b[i];
+    }
+    copy[n] = '\0';
+    time_t t = curl_getdate(copy, NULL);
+    if (t < 0 || (int64_t)t > INT64_MAX / 1000 / 2)
+        return -EINVAL;
+    int64_t d = (int64_t)t * 1000 - now_ms;
+    if (d > (int64_t)RETRY_AFTER_MAX_S * 1000)
+        return -EINVAL;
+    *delay_ms = d < 0 ? 0 : d;
+    return 0;
+}
+
+/* ---- escaping ---- */
+
+char *http_escape(const char *s, size_t len)
+{
+    if (!s || len > INT_MAX)
+        return NULL;
+    if (len == 0) /* curl would take 0 as "use strlen" */
+        return strdup("");
+    char *esc = curl_easy_escape(NULL, s, (int)len);
+    if (!esc)
+        return NULL;
+    char *out = strdup(esc);
+    curl_free(esc);
+    return out;
+}
+
+/* ---- client ---- */
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+    (void)h;
+    (void)access;
+    struct http_client *c = arg;
+    if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+        pthread_mutex_lock(&c->share_locks[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+    (void)h;
+    struct http_client *c = arg;
+    if ((int)data >= 0 && data < CURL_LOCK_DATA_LAST)
+        pthread_mutex_unlock(&c->share_locks[data]);
+}
+
+static int set_err(char **err, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int set_err(char **err, int rc, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(err, fmt, ap) < 0)
+            *err = NULL;
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* Read a whole (small) file. Returns 0 and *buf (NUL-terminated), *len, or -errno. */
+static int read_file(const char *path, char **buf, size_t *len)
+{
+    int rc = 0;
+    char *data = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > PEM_FILE_MAX) {
+        rc = -EINVAL;
+        goto out;
+    }
+    size_t want = (size_t)st.st_size, got = 0;
+    data = malloc(want + 1);
+    if (!data) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    while (got < want) {
+        ssize_t r = read(fd, data + got, want - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    data[got] = '\0';
+    *buf = data;
+    *len = got;
+    data = NULL;
+out:
+    free(data);
+    close(fd);
+    return rc;
+}
+
+/* The system bundle followed by ca_file, as one PEM blob. */
+static int load_ca(struct http_client *c, const char *ca_file, char **err)
+{
+    char *extra = NULL, *sys = NULL;
+    size_t extra_len = 0, sys_len = 0;
+    int rc = read_file(ca_file, &extra, &extra_len);
+    if (rc < 0) {
+        rc = set_err(err, rc, "api.ca_file: %s: %s", ca_file,
+                     rc == -EINVAL ? "not a regular file of at most 16 MiB" : strerror(-rc));
+        goto out;
+    }
+    if (!strstr(extra, "-----BEGIN CERTIFICATE-----")) {
+        rc = set_err(err, -EINVAL, "api.ca_file: %s: no PEM certificate in it", ca_file);
+        goto out;
+    }
+    /* Where this libcurl finds the system bundle by default. */
+    CURL *h = curl_easy_init();
+    if (!h) {
+        rc = set_err(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    char *sys_path = NULL;
+    if (curl_easy_getinfo(h, CURLINFO_CAINFO, &sys_path) == CURLE_OK && sys_path) {
+        int src = read_file(sys_path, &sys, &sys_len);
+        if (src < 0) /* then the default CA path (still in use) must do */
+            log_debug("http: system CA bundle %s: %s", sys_path, strerror(-src));
+    }
+    curl_easy_cleanup(h);
+
+    size_t total = sys_len + 1 + extra_len;
+    c->ca_pem = malloc(total);
+    if (!c->ca_pem) {
+        rc = set_err(err, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if (sys_len)
+        memcpy(c->ca_pem, sys, sys_len);
+    c->ca_pem[sys_len] = '\n';
+    memcpy(c->ca_pem + sys_len + 1, extra, extra_len);
+    c->ca_blob.data = c->ca_pem;
+    c->ca_blob.len = total;
+    c->ca_blob.flags = CURL_BLOB_NOCOPY; /* lives as long as the client */
+    rc = 0;
+out:
+    free(extra);
+    free(sys);
+    return rc;
+}
+
+static bool host_is_loopback(const char *host)
+{
+    char buf[64];
+    size_t n = strlen(host);
+    if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
+        return true;
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(buf)) {
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1) {
+        if (IN6_IS_ADDR_LOOPBACK(&a6))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+/* Check the endpoint's form and find out whether its host is loopback. */
+static int parse_endpoint(const char *endpoint, bool *loopback, char **err)
+{
+    int rc = -EINVAL;
+    char *scheme = NULL, *host = NULL, *path = NULL, *query = NULL, *user = NULL;
+    CURLU *u = curl_url();
+    if (!u)
+        return set_err(err, -ENOMEM, "out of memory");
+    if (curl_url_set(u, CURLUPART_URL, endpoint, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        rc = set_err(err, -EINVAL, "api.endpoint: not a URL: %s", endpoint);
+        goto out;
+    }
+    if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+        rc = set_err(err, -EINVAL, "api.endpoint: scheme must be https or http: %s", endpoint);
+        goto out;
+    }
+    if ((curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0) ||
+        curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
+        curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
+        rc = set_err(err, -EINVAL, "api.endpoint: must be scheme://host[:port]: %s", endpoint);
+        goto out;
+    }
+    *loopback = host_is_loopback(host);
+    rc = 0;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(path);
+    curl_free(query);
+    curl_free(user);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+int http_client_new(const struct http_client_opts *opts, struct http_client **out, char **err)
+{
+    int rc;
+    if (err)
+        *err = NULL;
+    *out = NULL;
+    if (!opts || !opts->endpoint || opts->max_connections < 1 ||
+        opts->max_requests_per_second < 0)
+        return set_err(err, -EINVAL, "http: bad client options");
+
+    struct http_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return set_err(err, -ENOMEM, "out of memory");
+    c->max_connections = opts->max_connections;
+    if (opts->max_requests_per_second > 0)
+        c->spacing_ns = 1000000000 / opts->max_requests_per_second;
+    atomic_init(&c->in_flight, 0);
+
+    rc = parse_endpoint(opts->endpoint, &c->loopback, err);
+    if (rc < 0)
+        goto fail_free;
+    c->endpoint = strdup(opts->endpoint);
+    c->user_agent = opts->user_agent ? strdup(opts->user_agent) : NULL;
+    c->idle = calloc((size_t)c->max_connections, sizeof(*c->idle));
+    if (!c->endpoint || (opts->user_agent && !c->user_agent) || !c->idle) {
+        rc = set_err(err, -ENOMEM, "out of memory");
+        goto fail_free;
+    }
+    size_t n = strlen(c->endpoint);
+    if (n > 0 && c->endpoint[n - 1] == '/')
+        c->endpoint[n - 1] = '\0';
+    if (opts->ca_file) {
+        rc = load_ca(c, opts->ca_file, err);
+        if (rc < 0)
+            goto fail_free;
+    }
+
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0) {
+        rc = set_err(err, -ENOMEM, "out of memory");
+        goto fail_free;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int crc = pthread_cond_init(&c->slot_free, &ca);
+    pthread_condattr_destroy(&ca);
+    if (crc != 0) {
+        rc = set_err(err, -ENOMEM, "out of memory");
+        goto fail_free;
+    }
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        pthread_cond_destroy(&c->slot_free);
+        rc = set_err(err, -ENOMEM, "out of memory");
+        goto fail_free;
+    }
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&c->share_locks[i], NULL);
+    c->share_locks_ready = 1;
+
+    c->share = curl_share_init();
+    if (!c->share || curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+        curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+        curl_share_setopt(c->share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+        rc = set_err(err, -EIO, "http: cannot set up a libcurl share handle");
+        goto fail_client;
+    }
+    *out = c;
+    return 0;
+
+fail_client:
+    http_client_free(c);
+    return rc;
+fail_free:
+    free(c->ca_pem);
+    free(c->idle);
+    free(c->user_agent);
+    free(c->endpoint);
+    free(c);
+    return rc;
+}
+
+void http_client_free(struct http_client *c)
+{
+    if (!c)
+        return;
+    /* Handles first: they hold the share. */
+    for (int i = 0; i < c->n_idle; i++)
+        curl_easy_cleanup(c->idle[i]);
+    if (c->share)
+        curl_share_cleanup(c->share);
+    if (c->share_locks_ready) {
+        for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+            pthread_mutex_destroy(&c->share_locks[i]);
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->slot_free);
+    }
+    free(c->ca_pem);
+    free(c->idle);
+    free(c->user_agent);
+    free(c->endpoint);
+    free(c);
+}
+
+uint64_t http_client_in_flight(struct http_client *c)
+{
+    return c ? (uint64_t)atomic_load(&c->in_flight) : 0;
+}
+
+/* Take a slot and a handle by the deadline. Returns 0 and *h (NULL: make one), or
+ * -ETIMEDOUT. */
+static int slot_take(struct http_client *c, int64_t deadline_ms, CURL **h)
+{
+    struct timespec until = mono_ts(deadline_ms);
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    while (c->in_use >= c->max_connections) {
+        int w = pthread_cond_timedwait(&c->slot_free, &c->mu, &until);
+        if (w == ETIMEDOUT && c->in_use >= c->max_connections) {
+            rc = -ETIMEDOUT;
+            goto out;
+        }
+    }
+    c->in_use++;
+    *h = c->n_idle > 0 ? c->idle[--c->n_idle] : NULL;
+out:
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* Give the slot back, with its handle (NULL when it could not be made). */
+static void slot_give(struct http_client *c, CURL *h)
+{
+    if (h)
+        curl_easy_reset(h); /* drops our pointers; keeps the connection */
+    pthread_mutex_lock(&c->mu);
+    if (h)
+        c->idle[c->n_idle++] = h; /* n_idle + in_use <= max_connections */
+    c->in_use--;
+    pthread_cond_signal(&c->slot_free);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Book the next request start under the rate limit. Returns 0 after sleeping until the
+ * turn, or -ETIMEDOUT (nothing booked) when the turn would come after the deadline. */
+static int rate_wait(struct http_client *c, int64_t deadline_ms)
+{
+    if (c->spacing_ns == 0)
+        return 0;
+    int64_t now = clock_ns(CLOCK_MONOTONIC);
+    pthread_mutex_lock(&c->mu);
+    int64_t turn = c->next_turn_ns > now ? c->next_turn_ns : now;
+    bool ok = turn <= deadline_ms * 1000000;
+    if (ok)
+        c->next_turn_ns = turn + c->spacing_ns;
+    pthread_mutex_unlock(&c->mu);
+    if (!ok)
+        return -ETIMEDOUT;
+    if (turn > now)
+        sleep_until_ns(turn);
+    return 0;
+}
+
+/* ---- one transfer ---- */
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = size * nmemb;
+    s->received += n;
+    if (n > s->max - s->len) {
+        s->flags |= HTTP_F_OVERSIZE;
+        return 0;
+    }
+    if (n > s->cap - s->len) {
+        size_t want = s->cap ? s->cap * 2 : BODY_FIRST_CAP;
+        if (s->cap == 0) {
+            curl_off_t cl = -1;
+            if (curl_easy_getinfo(s->h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+                cl > 0 && (uint64_t)cl <= s->max)
+                want = (size_t)cl;
+        }
+        if (want < s->len + n)
+            want = s->len + n;
+        if (want > s->max)
+            want = s->max;
+        size_t grow = want - s->cap;
+        if (s->mem && s->mem->reserve && s->mem->reserve(s->mem->arg, grow) < 0) {
+            s->flags |= HTTP_F_NOROOM;
+            return 0;
+        }
+        unsigned char *nb = realloc(s->buf, want);
+        if (!nb) {
+            if (s->mem && s->mem->release)
+                s->mem->release(s->mem->arg, grow);
+            s->flags |= HTTP_F_NOMEM;
+            return 0;
+        }
+        s->buf = nb;
+        s->cap = want;
+    }
+    memcpy(s->buf + s->len, ptr, n);
+    s->len += n;
+    return n;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = size * nmemb;
+    /* The blank line that ends a header block: the answer's time, for the Date skew. */
+    if ((n == 2 && ptr[0] == '\r' && ptr[1] == '\n') || (n == 1 && ptr[0] == '\n'))
+        s->headers_end_ms = clock_ms(CLOCK_REALTIME);
+    return n;
+}
+
+static void release_bytes(const struct http_mem *mem, size_t n)
+{
+    if (mem && mem->release && n > 0)
+        mem->release(mem->arg, n);
+}
+
+/* Keep exactly len bytes of the body (and of its reservation), or none of them. */
+static void sink_finish(struct sink *s, struct http_response *resp, bool keep)
+{
+    if (!keep || s->len == 0) {
+        free(s->buf);
+        release_bytes(s->mem, s->cap);
+        s->buf = NULL;
+        s->len = s->cap = 0;
+    } else if (s->cap > s->len) {
+        unsigned char *nb = realloc(s->buf, s->len);
+        if (nb)
+            s->buf = nb;
+        /* Reservation follows the length even if the shrink failed: the slack is tiny
+         * relative to the cap and freed with the body. */
+        release_bytes(s->mem, s->cap - s->len);
+        s->cap = s->len;
+    }
+    resp->body = s->buf;
+    resp->len = s->len;
+    s->buf = NULL;
+}
+
+static void read_headers(CURL *h, struct http_response *resp)
+{
+    struct curl_header *hd = NULL;
+    if (curl_easy_header(h, "Date", 0, CURLH_HEADER, -1, &hd) == CURLHE_OK && hd->value) {
+        time_t t = curl_getdate(hd->value, NULL);
+        if (t > 0 && (int64_t)t < INT64_MAX / 1000 / 2) {
+            resp->has_date = true;
+            resp->date_ms = (int64_t)t * 1000;
+        }
+    }
+    hd = NULL;
+    if (curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hd) == CURLHE_OK && hd->value) {
+        int64_t ref = resp->has_date ? resp->date_ms : clock_ms(CLOCK_REALTIME);
+        int64_t d;
+        if (http_parse_retry_after(hd->value, ref, &d) == 0)
+            resp->retry_after_ms = d;
+    }
+}
+
+/* Our words for failures curl would describe poorly (or not at all). */
+static void describe(struct http_response *resp, const struct http_request *req)
+{
+    unsigned f = resp->flags;
+    char *e = resp->error;
+    size_t n = sizeof(resp->error);
+    if (f & HTTP_F_OVERSIZE || resp->curl_code == CURLE_FILESIZE_EXCEEDED)
+        snprintf(e, n, "body over the limit of %zu bytes", req->max_body);
+    else if (f & HTTP_F_NOROOM)
+        snprintf(e, n, "no memory left in the cache for the body");
+    else if (f & HTTP_F_NOMEM)
+        snprintf(e, n, "out of memory");
+    else if (f & HTTP_F_TRUNCATED && !e[0])
+        snprintf(e, n, "body cut off: %" PRIu64 " of %" PRId64 " bytes", resp->received,
+                 resp->content_length);
+    else if (!e[0] && resp->curl_code != CURLE_OK)
+        snprintf(e, n, "%s", curl_easy_strerror((CURLcode)resp->curl_code));
+}
+
+#define SETOPT(h, opt, val)                                                                    \
+    do {                                                                                       \
+        if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK) {                                 \
+            failed_opt = #opt;                                                                 \
+            goto setup_failed;                                                                 \
+        }                                                                                      \
+    } while (0)
+
+int http_get(struct http_client *c, const struct http_request *req, struct http_response *resp)
+{
+    CURL *h = NULL;
+    struct curl_slist *hdrs = NULL;
+    char *url = NULL;
+    const char *failed_opt = NULL;
+    struct sink s = {.mem = req->mem, .max = req->max_body};
+
+    memset(resp, 0, sizeof(*resp));
+    resp->content_length = -1;
+    resp->retry_after_ms = -1;
+
+    if (slot_take(c, req->deadline_ms, &h) < 0) {
+        resp->flags |= HTTP_F_NOT_SENT;
+        snprintf(resp->error, sizeof(resp->error),
+                 "no free connection slot (api.max_connections) before the deadline");
+        goto classify;
+    }
+    if (!h && !(h = curl_easy_init())) {
+        slot_give(c, NULL);
+        resp->flags |= HTTP_F_NOMEM;
+        snprintf(resp->error, sizeof(resp->error), "out of memory");
+        goto classify;
+    }
+    if (rate_wait(c, req->deadline_ms) < 0) {
+        resp->flags |= HTTP_F_NOT_SENT;
+        snprintf(resp->error, sizeof(resp->error),
+                 "no turn under api.max_requests_per_second before the deadline");
+        goto release;
+    }
+    int64_t left = req->deadline_ms - http_mono_ms();
+    if (left <= 0) {
+        resp->flags |= HTTP_F_NOT_SENT;
+        snprintf(resp->error, sizeof(resp->error), "deadline reached before sending");
+        goto release;
+    }
+    long total = req->timeout_ms < left ? req->timeout_ms : (long)left;
+    long conn = req->connect_timeout_ms < left ? req->connect_timeout_ms : (long)left;
+    if (total < 1)
+        total = 1; /* 0 would mean "no timeout" */
+    if (conn < 1)
+        conn = 1;
+    int low_window_ms = req->timeout_ms < 5000 ? req->timeout_ms : 5000;
+    long low_speed_s = (low_window_ms + 999) / 1000;
+    if (low_speed_s < 1)
+        low_speed_s = 1;
+
+    if (asprintf(&url, "%s%s", c->endpoint, req->target) < 0) {
+        url = NULL;
+        resp->flags |= HTTP_F_NOMEM;
+        goto release;
+    }
+    for (const char *const *p = req->headers; p && *p; p++) {
+        struct curl_slist *n = curl_slist_append(hdrs, *p);
+        if (!n) {
+            resp->flags |= HTTP_F_NOMEM;
+            goto release;
+        }
+        hdrs = n;
+    }
+    s.h = h;
+
+    SETOPT(h, CURLOPT_URL, url);
+    SETOPT(h, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(h, CURLOPT_HTTPGET, 1L);
+    SETOPT(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(h, CURLOPT_MAXREDIRS, 0L);
+    SETOPT(h, CURLOPT_PATH_AS_IS, 1L);
+    SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (c->ca_pem)
+        SETOPT(h, CURLOPT_CAINFO_BLOB, &c->ca_blob);
+    if (c->loopback)
+        SETOPT(h, CURLOPT_NOPROXY, "*");
+    SETOPT(h, CURLOPT_SHARE, c->share);
+    SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(h, CURLOPT_ERRORBUFFER, resp->error);
+    SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, conn);
+    SETOPT(h, CURLOPT_TIMEOUT_MS, total);
+    SETOPT(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    SETOPT(h, CURLOPT_LOW_SPEED_TIME, low_speed_s);
+    SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(req->max_body > INT64_MAX ? INT64_MAX
+                                                                              : req->max_body));
+    SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(h, CURLOPT_WRITEDATA, &s);
+    SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(h, CURLOPT_HEADERDATA, &s);
+    if (hdrs)
+        SETOPT(h, CURLOPT_HTTPHEADER, hdrs);
+    if (c->user_agent)
+        SETOPT(h, CURLOPT_USERAGENT, c->user_agent);
+
+    resp->error[0] = '\0';
+    resp->sent = true;
+    atomic_fetch_add(&c->in_flight, 1);
+    resp->curl_code = (int)curl_easy_perform(h);
+    atomic_fetch_sub(&c->in_flight, 1);
+
+    /* Always read the status: CURLE_OK with a 500 is a failure. */
+    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &resp->status) != CURLE_OK)
+        resp->status = 0;
+    curl_off_t cl = -1;
+    if (curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK && cl >= 0)
+        resp->content_length = (int64_t)cl;
+    read_headers(h, resp);
+    resp->date_local_ms = s.headers_end_ms;
+    if (resp->content_length >= 0 && s.received < (uint64_t)resp->content_length)
+        s.flags |= HTTP_F_TRUNCATED;
+    resp->flags |= s.flags;
+    goto release;
+
+setup_failed:
+    resp->flags |= HTTP_F_SETUP;
+    snprintf(resp->error, sizeof(resp->error), "libcurl refused %s", failed_opt);
+release:
+    slot_give(c, h);
+classify:
+    resp->received = s.received;
+    sink_finish(&s, resp, !(resp->flags & (HTTP_F_OVERSIZE | HTTP_F_NOROOM | HTTP_F_NOMEM)));
+    if (resp->flags & HTTP_F_NOMEM && !resp->error[0])
+        snprintf(resp->error, sizeof(resp->error), "out of memory");
+    describe(resp, req);
+    http_classify(resp->curl_code, resp->status, resp->flags, &resp->verdict);
+    curl_slist_free_all(hdrs);
+    free(url);
+    return resp->verdict.err;
+}
+
+void http_response_cleanup(struct http_response *resp, const struct http_mem *mem)
+{
+    if (!resp)
+        return;
+    free(resp->body);
+    release_bytes(mem, resp->len);
+    resp->body = NULL;
+    resp->len = 0;
+}
