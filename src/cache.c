@@ -412,8 +412,7 @@ static void fail_sweep(struct cache *c, int64_t now)
 
 /* --- entries and the table (lock held) ---------------------------------------------- */
 
-static struct cache_entry *table_find(struct cache *c, const struct cache_key *key,
-                                      uint64_t hash)
+static struct cache_entry *table_find(struct cache *c, const struct cache_key *key, uint64_t hash)
 {
     for (struct cache_entry *e = c->tab[hash % c->nbuckets]; e; e = e->next)
         if (e->hash == hash && key_equal(&e->key, key))
@@ -557,8 +556,8 @@ static void drop_all(struct cache *c, struct cache_drops *drops)
 
 /* --- lifecycle ---------------------------------------------------------------------- */
 
-struct cache *cache_new(const struct cache_params *p, int64_t (*now_ms)(void *arg),
-                        void *clock_arg, cache_evict_fn on_evict, void *evict_arg)
+struct cache *cache_new(const struct cache_params *p, int64_t (*now_ms)(void *arg), void *clock_arg,
+                        cache_evict_fn on_evict, void *evict_arg)
 {
     struct cache *c = calloc(1, sizeof *c);
     if (!c)
@@ -636,6 +635,19 @@ void cache_clear(struct cache *c)
     drops_release(c, &drops, 1);
 }
 
+void cache_forget_errors(struct cache *c, int err)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cache_version *v = c->fail_head;
+    while (v) {
+        struct cache_version *next = v->fail_next;
+        if (v->err == err)
+            fail_forget(c, v);
+        v = next;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
 void cache_set_wait_hook(struct cache *c, cache_wait_hook_fn hook, void *arg)
 {
     pthread_mutex_lock(&c->lock);
@@ -652,16 +664,14 @@ static int fresh(const struct cache *c, const struct cache_version *v, int64_t n
 }
 
 /* A ready live version may still stand in for a failed refresh. */
-static int stale_window_open(const struct cache *c, const struct cache_version *v,
-                             int64_t now)
+static int stale_window_open(const struct cache *c, const struct cache_version *v, int64_t now)
 {
     int64_t window = ((int64_t)c->params.live_ttl_s + c->params.stale_if_error_s) * 1000;
     return now < v->fetched_at + window;
 }
 
 /* Lock held. The new entry for key with a pending version, or NULL (ENOMEM). */
-static struct cache_entry *entry_new(struct cache *c, const struct cache_key *key,
-                                     uint64_t hash)
+static struct cache_entry *entry_new(struct cache *c, const struct cache_key *key, uint64_t hash)
 {
     struct cache_entry *e = calloc(1, sizeof *e + key_names_len(key));
     if (!e)
@@ -698,8 +708,7 @@ struct cache_version *cache_get(struct cache *c, const struct cache_key *key, in
     if (state_load(v) == CACHE_READY) {
         /* A ready version with a remembered failure is one served stale (only those
          * carry a failure), so its failure was EAGAIN, ETIMEDOUT or EIO. */
-        if (fresh(c, v, now) ||
-            (remembered(c, v, now) && stale_window_open(c, v, now))) {
+        if (fresh(c, v, now) || (remembered(c, v, now) && stale_window_open(c, v, now))) {
             is_hit = 1;
             lru_touch(c, v);
         } else {
@@ -800,9 +809,8 @@ static void deadline_ts(int64_t deadline_mono_ms, struct timespec *ts)
 static void log_stale(const struct cache_version *v, int err, int64_t now)
 {
     log_warn("serving %s/%s %lld-%lld stale (fetched %lld ms ago): refresh failed: %s",
-             v->key.dash_id, v->key.widget_id, (long long)v->key.start_ms,
-             (long long)v->key.end_ms, (long long)(now - v->fetched_at),
-             strerrorname_np(err) ? strerrorname_np(err) : "?");
+             v->key.dash_id, v->key.widget_id, (long long)v->key.start_ms, (long long)v->key.end_ms,
+             (long long)(now - v->fetched_at), strerrorname_np(err) ? strerrorname_np(err) : "?");
 }
 
 int cache_resolve(struct cache *c, struct cache_version *v, const struct cache_fetcher *f,

@@ -35,6 +35,11 @@ struct cache_params {
     int live_ttl_s, settle_s, error_ttl_s, stale_if_error_s;
 };
 
+/* entries: ready versions held by the cache (at most one per key, so also the keys with
+ * cached bytes); bytes: ready versions' bytes (a buffer shared by two versions counted
+ * once) + reservations + 256 per remembered failure; pinned_bytes: bytes of versions out
+ * of the cache but still referenced; hits, misses: counted by cache_get; evictions:
+ * versions removed to stay within max_bytes (not those replaced, dropped or cleared). */
 struct cache_stats {
     uint64_t entries, bytes, pinned_bytes, max_bytes, hits, misses, evictions;
 };
@@ -53,7 +58,12 @@ struct cache_fetcher {
 };
 
 /* Called (outside cache locks) when the cache drops a version that is still referenced,
- * so its owner can ask the kernel to forget it. May be NULL. */
+ * so its owner can ask the kernel to forget it. May be NULL. "Drops" is any way out of the
+ * cache: evicted for max_bytes, replaced by the key's newer ready version, dropped after
+ * a denied refresh, or cache_clear / cache_set_params (not cache_free). It runs in the
+ * thread whose cache call dropped the version, which may be a fetcher inside
+ * cache_reserve: it must not block on FUSE (queue the invalidation instead). The version
+ * is valid for the call; take a reference to keep it. */
 typedef void (*cache_evict_fn)(void *arg, struct cache_version *v);
 
 /* now_ms: the clock TTLs and finality use (Unix ms: realtime + gateway offset).
@@ -61,14 +71,21 @@ typedef void (*cache_evict_fn)(void *arg, struct cache_version *v);
 struct cache *cache_new(const struct cache_params *p, int64_t (*now_ms)(void *arg),
                         void *clock_arg, cache_evict_fn on_evict, void *evict_arg);
 /* Free the cache and its own references; versions still referenced elsewhere live on
- * until their last cache_version_unref. NULL-safe. */
+ * until their last cache_version_unref (their bytes stay readable). NULL-safe. No other
+ * call on c may be running or start (in particular no fetch); on_evict is not called. */
 void cache_free(struct cache *c);
 
 /* New limits and TTLs (SIGHUP). A smaller max_bytes evicts at once. */
 void cache_set_params(struct cache *c, const struct cache_params *p);
 
-/* Forget every key (endpoint or access key changed). Referenced versions live on. */
+/* Forget every key (endpoint or access key changed). Referenced versions live on. Counters
+ * and the reservations of bodies in flight stay. A version being fetched meanwhile still
+ * completes (its waiters get its result) but outside the cache, its bytes pinned. */
 void cache_clear(struct cache *c);
+
+/* Forget the remembered failures with errno err (positive), e.g. EACCES when the clock
+ * offset changes (SPEC 6): the next cache_resolve of those versions fetches again. */
+void cache_forget_errors(struct cache *c, int err);
 
 /* What a lookup of a name resolving to key should answer; never waits.
  * Returns a new reference (release with cache_version_unref) to:
@@ -88,12 +105,17 @@ struct cache_version *cache_get(struct cache *c, const struct cache_key *key, in
  * When the fetch fails with EAGAIN, ETIMEDOUT or EIO and the key's previous ready version
  * may be served stale (see cache_get), v becomes ready with that version's bytes and
  * fetched_at, and 0 is returned (a warn line is logged). After EACCES, ENOENT or EINVAL
- * the previous version is dropped. Returns 0 or a negative errno. */
+ * the previous version is dropped. Every thread that waited for one fetch gets that fetch's
+ * result. A version that left the cache (cache_clear) can still be resolved: it is fetched
+ * as above but stays out of the cache. A ready version resolved counts as used (LRU).
+ * Returns 0 or a negative errno (-EINVAL if a fetch is needed and f is NULL). */
 int cache_resolve(struct cache *c, struct cache_version *v, const struct cache_fetcher *f,
                   int64_t deadline_mono_ms) __attribute__((warn_unused_result));
 
-/* Reserve bytes for a body being received, evicting LRU versions to make room.
- * Returns 0 or -ENOMEM when even an empty cache could not hold them. */
+/* Reserve bytes for a body being received, evicting LRU versions (then, if that is not
+ * enough, the oldest remembered failures) to make room. Returns 0, or -ENOMEM, evicting
+ * nothing, when even an empty cache could not hold them next to the other reservations.
+ * cache_release gives back bytes reserved and not taken over by a version. */
 int cache_reserve(struct cache *c, size_t bytes) __attribute__((warn_unused_result));
 void cache_release(struct cache *c, size_t bytes);
 
