@@ -69,6 +69,8 @@
 #define FS_DIR_ENTRY_S 60.0
 #define FS_DIR_ATTR_S 1.0
 #define FS_META_NAME ".insightfs"
+#define FS_NAMES_MAX 4
+#define FS_UNKNOWN_INO 0xffffffffu /* d_ino of files not looked up yet (as libfuse uses) */
 
 enum fs_kind { FK_ROOT, FK_META_DIR, FK_DASH, FK_WIDGET, FK_DAYS, FK_META_FILE, FK_IMAGE };
 
@@ -81,6 +83,12 @@ struct fs_inode {
     char *data;                 /* FK_META_FILE snapshot, immutable */
     size_t len;
     struct fs_inode *next;      /* hash chain, protected by fs.ino_lock */
+    /* FK_IMAGE: the last names the kernel got this inode under, so an eviction can
+     * invalidate them (protected by fs.ino_lock). */
+    struct fs_name {
+        fuse_ino_t parent;
+        char *name;
+    } names[FS_NAMES_MAX];
 };
 
 /* What one configuration made: swapped whole on reload. */
@@ -126,6 +134,17 @@ struct fs {
     uint64_t next_ino;         /* protected by ino_lock */
 
     struct fuse_session *se;
+
+    /* Evicted versions whose kernel entries must be invalidated, by a thread that is
+     * not serving a FUSE request (SPEC 12.2). */
+    pthread_mutex_t inval_lock;
+    pthread_cond_t inval_cond;
+    uint64_t *inval_q;        /* protected by inval_lock: inode numbers */
+    size_t inval_n, inval_cap; /* protected by inval_lock */
+    int inval_stop;           /* protected by inval_lock */
+    pthread_t inval_thread;
+    int inval_started;
+
     int hup_pipe[2];
     pthread_t reload_thread;
     int reload_started;
@@ -255,6 +274,8 @@ static void inode_free(struct fs_inode *n)
 {
     if (!n)
         return;
+    for (size_t i = 0; i < FS_NAMES_MAX; i++)
+        free(n->names[i].name);
     cache_version_unref(n->v);
     free(n->dash_id);
     free(n->widget_id);
@@ -644,6 +665,35 @@ static char *meta_stats(struct fs *fs, size_t *len)
 
 /* ---- replies -------------------------------------------------------------------- */
 
+static void reply_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n, const struct stat *st,
+                        double entry_s, double attr_s);
+
+/* Remember that the kernel knows image n as parent/name (ino_lock held). */
+static void remember_name_locked(struct fs_inode *n, fuse_ino_t parent, const char *name)
+{
+    for (size_t i = 0; i < FS_NAMES_MAX; i++)
+        if (n->names[i].name && n->names[i].parent == parent && strcmp(n->names[i].name, name) == 0)
+            return;
+    char *copy = strdup(name);
+    if (!copy)
+        return; /* only an invalidation is lost: the version stays pinned a little longer */
+    free(n->names[FS_NAMES_MAX - 1].name);
+    memmove(&n->names[1], &n->names[0], (FS_NAMES_MAX - 1) * sizeof(n->names[0]));
+    n->names[0].parent = parent;
+    n->names[0].name = copy;
+}
+
+/* Reply an entry and count the lookup; the count is undone if the kernel never got it. */
+static void reply_image_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n,
+                              const struct stat *st, double entry_s, double attr_s,
+                              fuse_ino_t parent, const char *name)
+{
+    pthread_mutex_lock(&fs->ino_lock);
+    remember_name_locked(n, parent, name);
+    pthread_mutex_unlock(&fs->ino_lock);
+    reply_entry(fs, req, n, st, entry_s, attr_s);
+}
+
 /* Reply an entry and count the lookup; the count is undone if the kernel never got it. */
 static void reply_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n, const struct stat *st,
                         double entry_s, double attr_s)
@@ -718,7 +768,7 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
     attr_image(fs, &st, n);
     if (cache_version_state(n->v) != CACHE_READY) {
         /* Pending or failed: GETATTR will fetch or report; nothing may be cached. */
-        reply_entry(fs, req, n, &st, 0, 0);
+        reply_image_entry(fs, req, n, &st, 0, 0, parent->ino, name);
         return;
     }
     double entry_s = seconds_until(img.changes_at_ms, now, FS_DAY_S);
@@ -726,7 +776,7 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
         int64_t fresh_until = cache_version_fetched_at(n->v) + (int64_t)live_ttl * 1000;
         entry_s = seconds_until(fresh_until, now, entry_s);
     }
-    reply_entry(fs, req, n, &st, entry_s, FS_DAY_S);
+    reply_image_entry(fs, req, n, &st, entry_s, FS_DAY_S, parent->ino, name);
 }
 
 static void lookup_meta_file(struct fs *fs, fuse_req_t req, const char *name)
@@ -993,7 +1043,7 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
                 rc = -ENOMEM;
                 break;
             }
-            rc = dirbuf_add(req, b, name, FUSE_UNKNOWN_INO, S_IFREG);
+            rc = dirbuf_add(req, b, name, FS_UNKNOWN_INO, S_IFREG);
             free(name);
         }
         if (!rc) {
@@ -1008,7 +1058,7 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
             if (vpath_day_name(&clk, i, day) != 0)
                 break; /* before 1970 */
             snprintf(name, sizeof(name), "%s.png", day);
-            rc = dirbuf_add(req, b, name, FUSE_UNKNOWN_INO, S_IFREG);
+            rc = dirbuf_add(req, b, name, FS_UNKNOWN_INO, S_IFREG);
         }
         break;
     }
@@ -1254,6 +1304,66 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t in, off_t off_in,
     fuse_reply_err(req, EROFS);
 }
 
+/* ---- invalidation of evicted versions ------------------------------------------- */
+
+/* The cache dropped v while it is still referenced (by our inode): queue its entries
+ * for invalidation. Runs in whatever thread evicted, maybe a FUSE worker. */
+static void on_evict(void *arg, struct cache_version *v)
+{
+    struct fs *fs = arg;
+    uint64_t ino = FS_IMAGE_BASE + cache_version_id(v);
+    pthread_mutex_lock(&fs->inval_lock);
+    if (fs->inval_n == fs->inval_cap) {
+        size_t cap = fs->inval_cap ? fs->inval_cap * 2 : 64;
+        uint64_t *q = realloc(fs->inval_q, cap * sizeof(*q));
+        if (q) {
+            fs->inval_q = q;
+            fs->inval_cap = cap;
+        }
+    }
+    if (fs->inval_n < fs->inval_cap) {
+        fs->inval_q[fs->inval_n++] = ino;
+        pthread_cond_signal(&fs->inval_cond);
+    }
+    pthread_mutex_unlock(&fs->inval_lock);
+}
+
+static void *inval_main(void *arg)
+{
+    struct fs *fs = arg;
+    pthread_mutex_lock(&fs->inval_lock);
+    while (!fs->inval_stop) {
+        if (fs->inval_n == 0) {
+            pthread_cond_wait(&fs->inval_cond, &fs->inval_lock);
+            continue;
+        }
+        uint64_t ino = fs->inval_q[--fs->inval_n];
+        pthread_mutex_unlock(&fs->inval_lock);
+        struct fs_name names[FS_NAMES_MAX];
+        memset(names, 0, sizeof(names));
+        pthread_mutex_lock(&fs->ino_lock);
+        struct fs_inode *n = ino_find_locked(fs, ino);
+        for (size_t i = 0; n && i < FS_NAMES_MAX; i++) {
+            if (n->names[i].name) {
+                names[i].parent = n->names[i].parent;
+                names[i].name = strdup(n->names[i].name);
+            }
+        }
+        pthread_mutex_unlock(&fs->ino_lock);
+        for (size_t i = 0; i < FS_NAMES_MAX; i++) {
+            if (names[i].name) {
+                /* ENOENT: the kernel had already forgotten it. Nothing else to do. */
+                (void)fuse_lowlevel_notify_inval_entry(fs->se, names[i].parent, names[i].name,
+                                                       strlen(names[i].name));
+                free(names[i].name);
+            }
+        }
+        pthread_mutex_lock(&fs->inval_lock);
+    }
+    pthread_mutex_unlock(&fs->inval_lock);
+    return NULL;
+}
+
 /* ---- reload (SIGHUP) ------------------------------------------------------------ */
 
 /* Build a new generation from the file; all or nothing (SPEC 7). */
@@ -1350,6 +1460,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         fs->reload_started = 1;
     else
         log_error("cannot start the reload thread: SIGHUP will be ignored");
+    if (start_thread(&fs->inval_thread, inval_main, fs) == 0)
+        fs->inval_started = 1;
+    else
+        log_error("cannot start the invalidation thread: evicted graphs stay pinned");
 }
 
 static void op_destroy(void *userdata)
@@ -1362,6 +1476,14 @@ static void op_destroy(void *userdata)
         else
             pthread_detach(fs->reload_thread);
         fs->reload_started = 0;
+    }
+    if (fs->inval_started) {
+        pthread_mutex_lock(&fs->inval_lock);
+        fs->inval_stop = 1;
+        pthread_cond_signal(&fs->inval_cond);
+        pthread_mutex_unlock(&fs->inval_lock);
+        pthread_join(fs->inval_thread, NULL);
+        fs->inval_started = 0;
     }
 }
 
@@ -1419,6 +1541,9 @@ static void fs_free(struct fs *fs)
     }
     free(fs->disc);
     pthread_cond_destroy(&fs->disc_cond);
+    free(fs->inval_q);
+    pthread_cond_destroy(&fs->inval_cond);
+    pthread_mutex_destroy(&fs->inval_lock);
     pthread_mutex_destroy(&fs->disc_lock);
     if (fs->hup_pipe[0] >= 0)
         close(fs->hup_pipe[0]);
@@ -1439,6 +1564,8 @@ static struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struc
     pthread_mutex_init(&fs->gen_lock, NULL);
     pthread_mutex_init(&fs->ino_lock, NULL);
     pthread_mutex_init(&fs->disc_lock, NULL);
+    pthread_mutex_init(&fs->inval_lock, NULL);
+    pthread_cond_init(&fs->inval_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1466,7 +1593,7 @@ static struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struc
     const struct cfg *c = fs->gen->cfg;
     struct cache_params cp = {c->max_bytes, c->live_ttl_s, c->settle_s, c->error_ttl_s,
                               c->stale_if_error_s};
-    fs->cache = cache_new(&cp, fs_now_ms, fs, NULL, NULL);
+    fs->cache = cache_new(&cp, fs_now_ms, fs, on_evict, fs);
     if (pipe2(fs->hup_pipe, O_CLOEXEC) != 0 || !fs->cache) {
         fprintf(stderr, "insightfs: cannot set up: %s\n", strerror(errno));
         fs_free(fs);
