@@ -35,7 +35,7 @@ MODULES := log vpath cfg sign http api cache ns fs main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
-UNIT_TESTS := vpath cfg sign http api cache log
+UNIT_TESTS := vpath cfg sign http api cache log ns
 UNIT_DEPS_vpath := vpath
 UNIT_DEPS_cfg := cfg vpath log
 UNIT_DEPS_sign := sign
@@ -43,6 +43,7 @@ UNIT_DEPS_http := http log
 UNIT_DEPS_api := api http sign log
 UNIT_DEPS_cache := cache log
 UNIT_DEPS_log := log
+UNIT_DEPS_ns := ns cfg vpath log
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/test_%)
 
 # Debian packages of SPEC section 10: build, then tests.
@@ -66,7 +67,7 @@ $(B)/obj $(B)/tests:
 	mkdir -p $@
 
 .SECONDEXPANSION:
-$(B)/tests/test_%: tests/unit/test_%.c $$(patsubst %,$(B)/obj/%.o,$$(UNIT_DEPS_$$*)) | $(B)/tests
+$(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/obj/,$$(addsuffix .o,$$(UNIT_DEPS_$$*))) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka 2>/dev/null) $(ALL_LDFLAGS) -o $@ $^ \
 		$(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 

@@ -146,9 +146,8 @@ static char *setting_path(const config_setting_t *s)
 }
 
 /* "FILE:LINE: SETTING: MESSAGE" for setting s. */
-__attribute__((format(printf, 4, 5))) static int fail_at(struct loader *ld, int rc,
-                                                         const config_setting_t *s,
-                                                         const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int
+fail_at(struct loader *ld, int rc, const config_setting_t *s, const char *fmt, ...)
 {
     char *path = setting_path(s), *msg = NULL;
     va_list ap;
@@ -249,8 +248,14 @@ static int take_dashboards(struct loader *ld, const config_setting_t *s);
 static int take_log_level(struct loader *ld, const config_setting_t *s);
 
 #define OFF(m) offsetof(struct cfg, m)
-#define STR(n, fn) {n, K_STRING, 0, 0, 0, fn, NULL, "a string"}
-#define INT(n, m, lo, hi) {n, K_INT, OFF(m), lo, hi, NULL, NULL, "an integer"}
+#define STR(n, fn)                                                                                 \
+    {                                                                                              \
+        n, K_STRING, 0, 0, 0, fn, NULL, "a string"                                                 \
+    }
+#define INT(n, m, lo, hi)                                                                          \
+    {                                                                                              \
+        n, K_INT, OFF(m), lo, hi, NULL, NULL, "an integer"                                         \
+    }
 
 static const struct field api_fields[] = {
     STR("endpoint", take_endpoint),
@@ -418,8 +423,8 @@ static bool is_loopback(const char *host, size_t len)
         yes = addr[0] == 127;
     else if (len > 2 && h[0] == '[' && h[len - 1] == ']') {
         h[len - 1] = '\0';
-        yes = inet_pton(AF_INET6, h + 1, addr) == 1 &&
-              IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr);
+        yes =
+            inet_pton(AF_INET6, h + 1, addr) == 1 && IN6_IS_ADDR_LOOPBACK((struct in6_addr *)addr);
     }
     free(h);
     return yes;
@@ -644,8 +649,7 @@ static int check_name(struct loader *ld, const struct entry *e)
     if (len == 0)
         return fail_at(ld, -EINVAL, s, "is empty (names are 1-255 bytes)");
     if (len > CFG_NAME_MAX)
-        return fail_at(ld, -EINVAL, s, "is %zu bytes long (names are 1-255 bytes)%s", len,
-                       implied);
+        return fail_at(ld, -EINVAL, s, "is %zu bytes long (names are 1-255 bytes)%s", len, implied);
     if (strchr(e->name, '/'))
         why = "contains '/'";
     else if (e->name[0] == '.')
@@ -672,8 +676,7 @@ static int check_id(struct loader *ld, const struct entry *e)
     return 0;
 }
 
-static int take_entry(struct loader *ld, const config_setting_t *g, bool dashboard,
-                      struct entry *e)
+static int take_entry(struct loader *ld, const config_setting_t *g, bool dashboard, struct entry *e)
 {
     int rc = check_type(ld, g, K_GROUP, "a group");
     int n = config_setting_length(g);
@@ -704,8 +707,8 @@ static int take_entry(struct loader *ld, const config_setting_t *g, bool dashboa
     return rc ? rc : check_name(ld, e);
 }
 
-static int clash(struct loader *ld, const config_setting_t *s, const char *value,
-                 const char *role, const config_setting_t *other)
+static int clash(struct loader *ld, const config_setting_t *s, const char *value, const char *role,
+                 const config_setting_t *other)
 {
     char *path = setting_path(other), *what = NULL;
     int rc;
@@ -833,8 +836,7 @@ static int read_all(int fd, size_t max, char **out, size_t *len_out)
     size_t cap = 4096, len = 0;
     char *buf;
 
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
-        (uint64_t)st.st_size < max)
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 && (uint64_t)st.st_size < max)
         cap = (size_t)st.st_size + 1;
     buf = malloc(cap);
     if (!buf)
@@ -890,8 +892,8 @@ static int check_secret_mode(struct loader *ld, const char *setting, const char 
     if (!S_ISREG(st->st_mode))
         return fail(ld, -EINVAL, 0, setting, "%s is not a regular file", path);
     if (st->st_uid != geteuid() && st->st_uid != 0)
-        return fail(ld, -EACCES, 0, setting, "%s is owned by uid %u, not by uid %u or root",
-                    path, (unsigned)st->st_uid, (unsigned)geteuid());
+        return fail(ld, -EACCES, 0, setting, "%s is owned by uid %u, not by uid %u or root", path,
+                    (unsigned)st->st_uid, (unsigned)geteuid());
     if (st->st_mode & 077)
         return fail(ld, -EACCES, 0, setting,
                     "%s is accessible by group or others (mode %04o): run chmod 600 %s", path,
@@ -973,7 +975,8 @@ static int take_credentials(struct loader *ld)
     else if (no_file)
         return fail(ld, -EINVAL, 0, "NCLOUD_ACCESS_KEY", "not set, and no configuration file");
     else
-        return fail(ld, -EINVAL, 0, "api.access_key", "missing (set it here or in NCLOUD_ACCESS_KEY)");
+        return fail(ld, -EINVAL, 0, "api.access_key",
+                    "missing (set it here or in NCLOUD_ACCESS_KEY)");
     if (!cfg->access_key)
         return fail(ld, -ENOMEM, 0, NULL, "out of memory");
 
@@ -1015,7 +1018,7 @@ struct scan {
     int include_line, nul_line, int_line;
     const char *int_tok; /* the integer literal at int_line */
     size_t int_len;
-    bool int_64;         /* it had an L suffix: it overflows 64 bits */
+    bool int_64; /* it had an L suffix: it overflows 64 bits */
 };
 
 static bool is_digit(char c)
@@ -1062,8 +1065,9 @@ static size_t scan_number(const char *t, size_t n, size_t i, int line, struct sc
             over |= v > (UINT64_MAX - 9) / 10;
             v = v * 10 + (uint64_t)(t[i] - '0');
         }
-        if (i < n && (t[i] == '.' || ((t[i] == 'e' || t[i] == 'E') && i + 1 < n &&
-                                      (is_digit(t[i + 1]) || t[i + 1] == '-' || t[i + 1] == '+')))) {
+        if (i < n &&
+            (t[i] == '.' || ((t[i] == 'e' || t[i] == 'E') && i + 1 < n &&
+                             (is_digit(t[i + 1]) || t[i + 1] == '-' || t[i + 1] == '+')))) {
             /* A float: nothing to check. */
             while (i < n && (is_digit(t[i]) || t[i] == '.'))
                 i++;
@@ -1147,7 +1151,8 @@ static void scan_text(const char *t, size_t n, struct scan *sc)
             while (i < n && is_name_char(t[i]))
                 i++;
         } else if (is_digit(c) || c == '.' ||
-                   ((c == '-' || c == '+') && i + 1 < n && (is_digit(t[i + 1]) || t[i + 1] == '.'))) {
+                   ((c == '-' || c == '+') && i + 1 < n &&
+                    (is_digit(t[i + 1]) || t[i + 1] == '.'))) {
             i = scan_number(t, n, i, line, sc);
         } else {
             i++;
@@ -1320,7 +1325,8 @@ static int finish(struct loader *ld)
     if (!ld->presets_set && default_presets_fill(cfg) != 0)
         return fail(ld, -ENOMEM, 0, NULL, "out of memory");
     if (ld->mode == CFG_MODE_MOUNT && !ld->dashboards_set && !cfg->discover)
-        return fail(ld, -EINVAL, 0, "dashboards", "missing (list dashboards, or set discover = true)");
+        return fail(ld, -EINVAL, 0, "dashboards",
+                    "missing (list dashboards, or set discover = true)");
     return take_credentials(ld);
 }
 
@@ -1579,8 +1585,9 @@ char *cfg_dump(const struct cfg *cfg)
     fprintf(f, "  resolution = \"%s\";\n};\n", cfg->resolution == VPATH_RES_HIGH ? "HIGH" : "AUTO");
     fputs("cache = {\n", f);
     put_int64(f, "max_bytes", cfg->max_bytes);
-    fprintf(f, "  live_ttl_s = %d;\n  settle_s = %d;\n  error_ttl_s = %d;\n"
-               "  stale_if_error_s = %d;\n};\n",
+    fprintf(f,
+            "  live_ttl_s = %d;\n  settle_s = %d;\n  error_ttl_s = %d;\n"
+            "  stale_if_error_s = %d;\n};\n",
             cfg->live_ttl_s, cfg->settle_s, cfg->error_ttl_s, cfg->stale_if_error_s);
     fprintf(f, "time = {\n  align_s = %d;\n  timezone = ", cfg->align_s);
     put_string(f, cfg->timezone);
@@ -1604,8 +1611,7 @@ char *cfg_dump(const struct cfg *cfg)
         fputs(" ); }", f);
     }
     fprintf(f, "\n);\ndiscover = %s;\ndiscover_ttl_s = %d;\nlog_level = \"%s\";\n",
-            cfg->discover ? "true" : "false", cfg->discover_ttl_s,
-            log_level_name(cfg->log_level));
+            cfg->discover ? "true" : "false", cfg->discover_ttl_s, log_level_name(cfg->log_level));
     free(shown);
     bad = ferror(f);
     if (fclose(f) != 0 || bad) {

@@ -4,7 +4,13 @@
  * line in the forms of SPEC section 2, without the "insightfs: " prefix:
  *   "FILE:LINE: SETTING: MESSAGE"  (a setting with a line)
  *   "FILE: SETTING: MESSAGE"       (no line: missing setting, unreadable file, bad mode)
- *   "FILE:LINE: MESSAGE"           (libconfig's parser: syntax errors)
+ *   "FILE:LINE: MESSAGE"           (libconfig's parser: syntax errors; also @include,
+ *                                   a NUL byte, an integer too large for its type)
+ *   "FILE: MESSAGE"                (the configuration file itself cannot be opened/read)
+ * FILE is the absolute path of the configuration file; with no file (CFG_MODE_API, path
+ * NULL) it is the word "environment" and SETTING the variable, e.g.
+ * "environment: NCLOUD_ACCESS_KEY: not set, and no configuration file".
+ * No message ever holds the secret or the access key.
  * A loaded struct cfg is never modified; SIGHUP builds a new one. Secrets live only here
  * and are wiped with OPENSSL_cleanse by cfg_free.
  */
@@ -80,9 +86,14 @@ enum cfg_mode {
 };
 
 /* Load and validate path (absolute or relative to the cwd; NULL only in CFG_MODE_API:
- * defaults plus the environment credentials). env may be NULL.
+ * defaults plus the environment credentials). env may be NULL; an empty variable in it
+ * counts as unset. An unset connect_timeout_ms is min(5000, timeout_ms) and an unset
+ * max_image_bytes min(16 MiB, max_bytes), so no untouched default is ever out of range.
  * Returns 0 and *out (caller frees with cfg_free), or a negative errno and *err, a
- * malloc'd one-line message in the forms above (caller frees). Thread-safe. */
+ * malloc'd one-line message in the forms above (caller frees; NULL only with -ENOMEM):
+ * -EINVAL bad content, -EACCES a secret file with a bad mode or owner, -ELOOP a secret
+ * file named through a symbolic link, or open/read's errno for the file (-ENOENT, ...).
+ * Thread-safe. */
 int cfg_load(const char *path, enum cfg_mode mode, const struct cfg_env *env, struct cfg **out,
              char **err) __attribute__((warn_unused_result));
 
@@ -91,9 +102,10 @@ void cfg_free(struct cfg *cfg);
 
 /* The configuration file to use when none was named on the command line: $INSIGHTFS_CONFIG
  * if set and non-empty (even when missing), else the first that exists of
- * ${XDG_CONFIG_HOME:-$HOME/.config}/insightfs/insightfs.conf and
- * /etc/insightfs/insightfs.conf. Returns 0 and *out (malloc'd), or -ENOENT and *tried,
- * a malloc'd ", "-separated list of the paths tried. */
+ * ${XDG_CONFIG_HOME:-$HOME/.config}/insightfs/insightfs.conf (a relative XDG_CONFIG_HOME
+ * is ignored, as the XDG spec says) and /etc/insightfs/insightfs.conf. Returns 0 and
+ * *out (malloc'd, as found: not made absolute) with *tried NULL, or -ENOENT and *tried,
+ * a malloc'd ", "-separated list of the paths tried, with *out NULL (or -ENOMEM). */
 int cfg_find(char **out, char **tried) __attribute__((warn_unused_result));
 
 /* The configuration in force as libconfig text, defaults filled in, without secret_key
