@@ -283,8 +283,7 @@ static const struct curl_row curl_rows[] = {
     EIO_LOCAL(CURLE_UNRECOVERABLE_POLL),
 };
 
-_Static_assert(sizeof(curl_rows) / sizeof(curl_rows[0]) == CURL_LAST,
-               "every CURLcode has a row");
+_Static_assert(sizeof(curl_rows) / sizeof(curl_rows[0]) == CURL_LAST, "every CURLcode has a row");
 
 static struct http_verdict verdict(int err, bool retryable, enum http_kind kind)
 {
@@ -598,8 +597,7 @@ int http_client_new(const struct http_client_opts *opts, struct http_client **ou
     if (err)
         *err = NULL;
     *out = NULL;
-    if (!opts || !opts->endpoint || opts->max_connections < 1 ||
-        opts->max_requests_per_second < 0)
+    if (!opts || !opts->endpoint || opts->max_connections < 1 || opts->max_requests_per_second < 0)
         return set_err(err, -EINVAL, "http: bad client options");
 
     struct http_client *c = calloc(1, sizeof(*c));
@@ -874,12 +872,12 @@ static void describe(struct http_response *resp, const struct http_request *req)
         snprintf(e, n, "%s", curl_easy_strerror((CURLcode)resp->curl_code));
 }
 
-#define SETOPT(h, opt, val)                                                                    \
-    do {                                                                                       \
-        if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK) {                                 \
-            failed_opt = #opt;                                                                 \
-            goto setup_failed;                                                                 \
-        }                                                                                      \
+#define SETOPT(h, opt, val)                                                                        \
+    do {                                                                                           \
+        if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK) {                                     \
+            failed_opt = #opt;                                                                     \
+            goto setup_failed;                                                                     \
+        }                                                                                          \
     } while (0)
 
 int http_get(struct http_client *c, const struct http_request *req, struct http_response *resp)
@@ -966,8 +964,8 @@ int http_get(struct http_client *c, const struct http_request *req, struct http_
     SETOPT(h, CURLOPT_TIMEOUT_MS, total);
     SETOPT(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     SETOPT(h, CURLOPT_LOW_SPEED_TIME, low_speed_s);
-    SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(req->max_body > INT64_MAX ? INT64_MAX
-                                                                              : req->max_body));
+    SETOPT(h, CURLOPT_MAXFILESIZE_LARGE,
+           (curl_off_t)(req->max_body > INT64_MAX ? INT64_MAX : req->max_body));
     SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(h, CURLOPT_WRITEDATA, &s);
     SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);

@@ -7,12 +7,16 @@
  * TARGET must be the exact bytes of the request target on the wire: api builds it once
  * and uses the same string for the URL, the signature and the logs.
  *
+ * sign_secret_dup/sign_secret_free keep OpenSSL's cleanse here, so the module that
+ * holds a secret copy (api) wipes it without including OpenSSL itself.
+ *
  * Invariants: no state, no locks; the MAC context (which holds the key) is freed by
  * EVP_MAC_CTX_free, which cleanses it; the raw MAC is wiped from the stack.
  */
 #include "insightfs/sign.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -75,6 +79,19 @@ out:
     EVP_MAC_CTX_free(ctx);
     EVP_MAC_free(alg);
     return rc;
+}
+
+char *sign_secret_dup(const char *secret)
+{
+    return secret ? strdup(secret) : NULL;
+}
+
+void sign_secret_free(char *secret)
+{
+    if (!secret)
+        return;
+    OPENSSL_cleanse(secret, strlen(secret));
+    free(secret);
 }
 
 const char *sign_openssl_version(void)

@@ -92,8 +92,13 @@ void api_items_free(struct api_item *items, size_t n);
 char *api_image_target(const char *dash_id, const char *widget_id, int64_t start_ms,
                        int64_t end_ms, enum vpath_res res);
 
-/* "now" in Unix ms: realtime + test offset + the applied gateway offset. */
+/* "now" in Unix ms: realtime + test offset + the applied gateway offset. Thread-safe. */
 int64_t api_now_ms(struct api *api);
+
+/* A counter that changes whenever the gateway offset applied to api_now_ms changes
+ * (SPEC 6: a change of offset forgets remembered EACCES errors). Starts at 0.
+ * Thread-safe. */
+uint64_t api_clock_generation(struct api *api);
 
 void api_get_stats(struct api *api, struct api_stats *out);
 

@@ -65,15 +65,15 @@ struct http_mem {
 };
 
 struct http_request {
-    const char *target;          /* the request target ("/path?query"), sent exactly as
-                                    given after the endpoint (CURLOPT_PATH_AS_IS) */
-    const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
-    int64_t deadline_ms;         /* absolute, http_mono_ms clock: no wait or transfer
-                                    goes past it */
-    int timeout_ms;              /* one try in total: min(timeout_ms, time left) */
-    int connect_timeout_ms;      /* connect + TLS: min(connect_timeout_ms, time left) */
-    size_t max_body;             /* hard cap on body bytes (over it: aborted, EIO) */
-    const struct http_mem *mem;  /* body accounting, or NULL */
+    const char *target;         /* the request target ("/path?query"), sent exactly as
+                                   given after the endpoint (CURLOPT_PATH_AS_IS) */
+    const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+    int64_t deadline_ms;        /* absolute, http_mono_ms clock: no wait or transfer
+                                   goes past it */
+    int timeout_ms;             /* one try in total: min(timeout_ms, time left) */
+    int connect_timeout_ms;     /* connect + TLS: min(connect_timeout_ms, time left) */
+    size_t max_body;            /* hard cap on body bytes (over it: aborted, EIO) */
+    const struct http_mem *mem; /* body accounting, or NULL */
 };
 
 /* What a try's outcome means (SPEC 6). */
@@ -88,34 +88,34 @@ enum http_kind {
 };
 
 struct http_verdict {
-    int err;             /* 0 or a negative errno */
-    bool retryable;      /* SPEC 6's "retried" list (429's errorCode is api's business) */
+    int err;        /* 0 or a negative errno */
+    bool retryable; /* SPEC 6's "retried" list (429's errorCode is api's business) */
     enum http_kind kind;
 };
 
 /* Flags of a try (http_response.flags), inputs of http_classify. */
-#define HTTP_F_TRUNCATED 0x01u   /* fewer body bytes than Content-Length */
-#define HTTP_F_OVERSIZE 0x02u    /* body (or its Content-Length) over max_body */
-#define HTTP_F_NOROOM 0x04u      /* http_mem.reserve refused a growth step */
-#define HTTP_F_NOMEM 0x08u       /* malloc failed */
-#define HTTP_F_NOT_SENT 0x10u    /* no slot or rate turn before the deadline: nothing sent */
-#define HTTP_F_SETUP 0x20u       /* a curl_easy_setopt failed: nothing sent */
+#define HTTP_F_TRUNCATED 0x01u /* fewer body bytes than Content-Length */
+#define HTTP_F_OVERSIZE 0x02u  /* body (or its Content-Length) over max_body */
+#define HTTP_F_NOROOM 0x04u    /* http_mem.reserve refused a growth step */
+#define HTTP_F_NOMEM 0x08u     /* malloc failed */
+#define HTTP_F_NOT_SENT 0x10u  /* no slot or rate turn before the deadline: nothing sent */
+#define HTTP_F_SETUP 0x20u     /* a curl_easy_setopt failed: nothing sent */
 
 struct http_response {
-    long status;               /* HTTP status of the answer, 0 when no status line came */
-    unsigned char *body;       /* malloc'd, exactly len bytes (NULL when len is 0); the
-                                  caller owns it: http_response_cleanup, or take it */
-    size_t len;                /* body bytes kept; with a mem, exactly len stay reserved */
-    uint64_t received;         /* body bytes that arrived (including any beyond the cap) */
-    int64_t content_length;    /* Content-Length, -1 when none was sent */
+    long status;            /* HTTP status of the answer, 0 when no status line came */
+    unsigned char *body;    /* malloc'd, exactly len bytes (NULL when len is 0); the
+                               caller owns it: http_response_cleanup, or take it */
+    size_t len;             /* body bytes kept; with a mem, exactly len stay reserved */
+    uint64_t received;      /* body bytes that arrived (including any beyond the cap) */
+    int64_t content_length; /* Content-Length, -1 when none was sent */
     bool has_date;
-    int64_t date_ms;           /* Date header (Unix ms, whole seconds) when has_date */
-    int64_t date_local_ms;     /* CLOCK_REALTIME Unix ms when the headers ended */
-    int64_t retry_after_ms;    /* Retry-After as a delay (>= 0), -1 when absent or junk */
-    int curl_code;             /* CURLcode of the transfer (0 when nothing was sent) */
-    unsigned flags;            /* HTTP_F_* */
-    bool sent;                 /* a request went out (curl_easy_perform ran) */
-    char error[256];           /* curl's error text (or ours), "" when none */
+    int64_t date_ms;        /* Date header (Unix ms, whole seconds) when has_date */
+    int64_t date_local_ms;  /* CLOCK_REALTIME Unix ms when the headers ended */
+    int64_t retry_after_ms; /* Retry-After as a delay (>= 0), -1 when absent or junk */
+    int curl_code;          /* CURLcode of the transfer (0 when nothing was sent) */
+    unsigned flags;         /* HTTP_F_* */
+    bool sent;              /* a request went out (curl_easy_perform ran) */
+    char error[256];        /* curl's error text (or ours), "" when none */
     struct http_verdict verdict;
 };
 

@@ -21,6 +21,12 @@
 int sign_v2(const char *secret, const char *method, const char *target, const char *timestamp,
             const char *access_key, char out[SIGN_V2_LEN + 1]) __attribute__((warn_unused_result));
 
+/* A copy of a secret (malloc'd) for a module that must keep one, or NULL (ENOMEM).
+ * Free it only with sign_secret_free. */
+char *sign_secret_dup(const char *secret);
+/* Overwrite the secret's bytes (OPENSSL_cleanse) and free it. NULL-safe. */
+void sign_secret_free(char *secret);
+
 /* OpenSSL's version text ("OpenSSL 3.0.x ..."), for --version. Static storage. */
 const char *sign_openssl_version(void);
 

@@ -21,6 +21,9 @@ static void expect_sig(const char *secret, const char *target, const char *ts, c
     assert_string_equal(sig, want);
 }
 
+/* The known answers: each command stays on one line so it can be pasted into a shell. */
+/* clang-format off */
+
 /* A realistic image request. */
 static void test_image_target(void **state)
 {
@@ -80,6 +83,8 @@ static void test_escaped_target(void **state)
                "1700000000000", "ACCESSKEY", "nywvCfFplTRvUHeKalUbfrRv/vZi5VPvfVYIxxSlpHQ=");
 }
 
+/* clang-format on */
+
 /* Every part is in the message: changing any one changes the signature. */
 static void test_every_part_matters(void **state)
 {
@@ -115,6 +120,16 @@ static void test_bad_arguments(void **state)
     assert_int_equal(sign_v2("k", "GET", "/", "0", "AK", NULL), -EINVAL);
 }
 
+static void test_secret_copy(void **state)
+{
+    (void)state;
+    char *s = sign_secret_dup("s3cret");
+    assert_string_equal(s, "s3cret");
+    sign_secret_free(s);
+    sign_secret_free(NULL);
+    assert_null(sign_secret_dup(NULL));
+}
+
 static void test_openssl_version(void **state)
 {
     (void)state;
@@ -124,10 +139,11 @@ static void test_openssl_version(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_image_target),     cmocka_unit_test(test_minimal_target),
-        cmocka_unit_test(test_long_target),      cmocka_unit_test(test_non_ascii_secret),
-        cmocka_unit_test(test_escaped_target),   cmocka_unit_test(test_every_part_matters),
-        cmocka_unit_test(test_bad_arguments),    cmocka_unit_test(test_openssl_version),
+        cmocka_unit_test(test_image_target),    cmocka_unit_test(test_minimal_target),
+        cmocka_unit_test(test_long_target),     cmocka_unit_test(test_non_ascii_secret),
+        cmocka_unit_test(test_escaped_target),  cmocka_unit_test(test_every_part_matters),
+        cmocka_unit_test(test_bad_arguments),   cmocka_unit_test(test_secret_copy),
+        cmocka_unit_test(test_openssl_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

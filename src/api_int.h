@@ -1,0 +1,54 @@
+/* api internals shared with tests/unit/test_api.c only: the pure pieces of api.c
+ * (body checks, JSON parsing, backoff, retry budget). Not part of any contract.
+ */
+#ifndef INSIGHTFS_API_INT_H
+#define INSIGHTFS_API_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "insightfs/api.h"
+
+/* A list answer over this is EIO (SPEC 1). */
+#define API_JSON_MAX ((size_t)4 * 1024 * 1024)
+/* Retry budget, in thousandths of a token. */
+#define API_BUDGET_MAX 10000
+#define API_BUDGET_FIRST_TRY 100
+#define API_BUDGET_RETRY 1000
+
+/* SPEC 6's valid PNG: signature; chunks (4-byte big-endian length <= 2^31-1, type, data,
+ * CRC) all inside the body; IHDR first; IEND last, of length 0, ending exactly at the
+ * body's end; len == content_length when content_length >= 0. CRCs, dimensions unchecked.
+ * Returns true when valid. */
+bool api_png_valid(const unsigned char *p, size_t len, int64_t content_length);
+
+/* The gateway's error body {"error": {"errorCode": S|N, "message": S, ...}} (also the
+ * same two members at top level). Anything else leaves code/msg "". Output is cut to
+ * the buffers (msg at a UTF-8 boundary). Never fails. */
+void api_gateway_error(const unsigned char *body, size_t len, char *code, size_t code_size,
+                       char *msg, size_t msg_size);
+
+/* A list answer: a JSON array of objects, each with id_key a string (non-empty, no NUL)
+ * or an integer (kept as its decimal text), "name" a string or else the id; other members
+ * ignored. Returns 0 with *items, *n (free with api_items_free), -EIO for anything else
+ * (not JSON, trailing junk, not an array, an element without a usable id, over
+ * API_JSON_MAX), or -ENOMEM. */
+int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
+                    struct api_item **items, size_t *n);
+
+/* The random part of the wait before retry number `retry` (1 for the second try):
+ * uniform over [0, min(5000, 250 * 2^(retry-1))] ms, drawn from rnd. */
+int64_t api_backoff_ms(int retry, uint64_t rnd);
+
+/* The retry budget: at most API_BUDGET_MAX, starting full; a first try adds
+ * API_BUDGET_FIRST_TRY (capped); a retry needs and spends API_BUDGET_RETRY.
+ * Not locked: the caller serializes. */
+struct api_budget {
+    int milli;
+};
+void api_budget_init(struct api_budget *b);
+void api_budget_first_try(struct api_budget *b);
+bool api_budget_take_retry(struct api_budget *b); /* false: no token, the try is final */
+
+#endif

@@ -1,0 +1,1003 @@
+/* Unit tests for api: request targets, the PNG check, the gateway's JSON error body,
+ * list parsing, backoff and retry-budget arithmetic (pure, through api_int.h), and whole
+ * logical calls against the scripted loopback server of testsrv.h: signature headers
+ * recomputed with sign, retries and their counts, deadlines, clock skew, the warn line,
+ * memory accounting and secret hygiene in the logs. */
+#include "insightfs/api.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "../../src/api_int.h"
+#include "insightfs/http.h"
+#include "insightfs/log.h"
+#include "insightfs/sign.h"
+#include "testsrv.h"
+
+#define ACCESS_KEY "AKIDEXAMPLEKEY0WXYZ"
+#define SECRET "test-secret-do-not-log-9f8e7d"
+#define IMG_TARGET                                                                                 \
+    "/cw_fea/real/cw/api/chart/dashboard/dash1/widgets/w1?startTime=1733097600000"                 \
+    "&endTime=1733148000000&widgetResolutionMode=AUTO"
+
+/* ---- targets ---- */
+
+static void expect_target(const char *d, const char *w, int64_t s, int64_t e, enum vpath_res r,
+                          const char *want)
+{
+    char *t = api_image_target(d, w, s, e, r);
+    if (!want) {
+        assert_null(t);
+        return;
+    }
+    assert_non_null(t);
+    assert_string_equal(t, want);
+    free(t);
+}
+
+static void test_image_target(void **state)
+{
+    (void)state;
+    expect_target("df_457958429047263232", "cpu_avg__1234", 1733097600000, 1733148000000,
+                  VPATH_RES_AUTO,
+                  "/cw_fea/real/cw/api/chart/dashboard/df_457958429047263232/widgets/"
+                  "cpu_avg__1234?startTime=1733097600000&endTime=1733148000000"
+                  "&widgetResolutionMode=AUTO");
+    expect_target("a/b", "c d%e~f", 0, 1, VPATH_RES_HIGH,
+                  "/cw_fea/real/cw/api/chart/dashboard/a%2Fb/widgets/c%20d%25e~f"
+                  "?startTime=0&endTime=1&widgetResolutionMode=HIGH");
+    /* Non-ASCII (UTF-8 for 대시), reserved characters, control bytes, unreserved kept. */
+    expect_target("\xeb\x8c\x80\xec\x8b\x9c", "+&=?#", 5, 10, VPATH_RES_AUTO,
+                  "/cw_fea/real/cw/api/chart/dashboard/%EB%8C%80%EC%8B%9C/widgets/"
+                  "%2B%26%3D%3F%23?startTime=5&endTime=10&widgetResolutionMode=AUTO");
+    expect_target("\x01\x7f\xff", "AZaz09-._~", 1, INT64_MAX, VPATH_RES_AUTO,
+                  "/cw_fea/real/cw/api/chart/dashboard/%01%7F%FF/widgets/AZaz09-._~"
+                  "?startTime=1&endTime=9223372036854775807&widgetResolutionMode=AUTO");
+    expect_target("x.y", "..z", 1, 2, VPATH_RES_AUTO,
+                  "/cw_fea/real/cw/api/chart/dashboard/x.y/widgets/..z"
+                  "?startTime=1&endTime=2&widgetResolutionMode=AUTO");
+    expect_target(NULL, "w", 1, 2, VPATH_RES_AUTO, NULL);
+    expect_target("d", "", 1, 2, VPATH_RES_AUTO, NULL);
+    expect_target("d", "w", 1, 2, (enum vpath_res)7, NULL);
+    /* "." and ".." would be path segments the gateway may resolve: refused. */
+    expect_target("..", "w", 1, 2, VPATH_RES_AUTO, NULL);
+    expect_target("d", ".", 1, 2, VPATH_RES_AUTO, NULL);
+}
+
+/* ---- PNG ---- */
+
+/* sig + IHDR(13) + [IDAT(n)] + IEND, CRCs zero. Returns the length. */
+static size_t build_png(unsigned char *buf, size_t idat)
+{
+    size_t pos = 0;
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    memcpy(buf, sig, 8);
+    pos = 8;
+    const struct {
+        const char *type;
+        size_t len;
+    } chunks[] = {{"IHDR", 13}, {"IDAT", idat}, {"IEND", 0}};
+    for (size_t i = 0; i < 3; i++) {
+        if (i == 1 && idat == 0)
+            continue;
+        size_t n = chunks[i].len;
+        buf[pos] = (unsigned char)(n >> 24);
+        buf[pos + 1] = (unsigned char)(n >> 16);
+        buf[pos + 2] = (unsigned char)(n >> 8);
+        buf[pos + 3] = (unsigned char)n;
+        memcpy(buf + pos + 4, chunks[i].type, 4);
+        memset(buf + pos + 8, 0xab, n + 4);
+        pos += 12 + n;
+    }
+    return pos;
+}
+
+static void test_png_valid(void **state)
+{
+    (void)state;
+    unsigned char b[256], t[256];
+    size_t n = build_png(b, 0);
+    assert_int_equal(n, SRV_PNG_LEN);
+    assert_true(api_png_valid(b, n, -1));
+    assert_true(api_png_valid(b, n, (int64_t)n));
+    size_t m = build_png(b, 100);
+    assert_true(api_png_valid(b, m, -1));
+    unsigned char srvpng[SRV_PNG_LEN];
+    srv_png(srvpng);
+    assert_true(api_png_valid(srvpng, SRV_PNG_LEN, SRV_PNG_LEN));
+
+    n = build_png(b, 10);
+    /* Content-Length mismatch. */
+    assert_false(api_png_valid(b, n, (int64_t)n + 1));
+    assert_false(api_png_valid(b, n, (int64_t)n - 1));
+    /* Missing IEND: cut just before it. */
+    assert_false(api_png_valid(b, n - 12, -1));
+    /* Cut inside the last chunk, or a byte short. */
+    assert_false(api_png_valid(b, n - 1, -1));
+    assert_false(api_png_valid(b, n - 5, -1));
+    /* IEND followed by anything. */
+    memcpy(t, b, n);
+    t[n] = 0;
+    assert_false(api_png_valid(t, n + 1, -1));
+    /* IEND with data (length 4, the 4 bytes present). */
+    memcpy(t, b, n - 12);
+    memcpy(t + n - 12, "\0\0\0\4IEND\1\2\3\4\0\0\0\0", 16);
+    assert_false(api_png_valid(t, n + 4, -1));
+    /* A chunk length past the end. */
+    memcpy(t, b, n);
+    t[8 + 12 + 13 + 3] = 200; /* IDAT's length: 10 -> 200 */
+    assert_false(api_png_valid(t, n, -1));
+    /* A length over 2^31-1. */
+    memcpy(t, b, n);
+    t[8 + 12 + 13] = 0x80;
+    assert_false(api_png_valid(t, n, -1));
+    t[8 + 12 + 13] = 0xff;
+    assert_false(api_png_valid(t, n, -1));
+    /* Bad signature. */
+    memcpy(t, b, n);
+    t[1] = 'p';
+    assert_false(api_png_valid(t, n, -1));
+    assert_false(api_png_valid(b, 7, -1));
+    assert_false(api_png_valid(b, 8, -1));
+    assert_false(api_png_valid(NULL, 0, -1));
+    /* IHDR not first: IDAT first. */
+    memcpy(t, b, n);
+    memcpy(t + 12, "IDAT", 4);
+    assert_false(api_png_valid(t, n, -1));
+    /* IEND first. */
+    memcpy(t, b, 8);
+    memcpy(t + 8, "\0\0\0\0IEND\0\0\0\0", 12);
+    assert_false(api_png_valid(t, 20, -1));
+    /* Not a PNG at all. */
+    const char *html = "<html><body>Service Unavailable</body></html>";
+    assert_false(api_png_valid((const unsigned char *)html, strlen(html), -1));
+}
+
+/* ---- the gateway's error body ---- */
+
+static void expect_gw(const char *body, const char *code, const char *msg)
+{
+    char c[32], m[256];
+    api_gateway_error((const unsigned char *)body, body ? strlen(body) : 0, c, sizeof(c), m,
+                      sizeof(m));
+    assert_string_equal(c, code);
+    assert_string_equal(m, msg);
+}
+
+static void test_gateway_error(void **state)
+{
+    (void)state;
+    expect_gw("{\"error\":{\"errorCode\":\"200\",\"message\":\"Authentication Failed\","
+              "\"details\":\"Invalid authentication information.\"}}",
+              "200", "Authentication Failed");
+    expect_gw("{\"error\":{\"errorCode\":400,\"message\":\"Quota Exceeded\"}}", "400",
+              "Quota Exceeded");
+    expect_gw(" {\"error\":{\"errorCode\":\"300\"}}\r\n", "300", "");
+    expect_gw("{\"errorCode\":\"410\",\"message\":\"Throttle Limited\"}", "410",
+              "Throttle Limited");
+    /* Wrong types, junk, nothing. */
+    expect_gw("{\"error\":{\"errorCode\":4.5,\"message\":7}}", "", "");
+    expect_gw("{\"error\":{\"errorCode\":null,\"message\":[\"x\"]}}", "", "");
+    expect_gw("{\"error\":\"boom\"}", "", "");
+    expect_gw("[1,2,3]", "", "");
+    expect_gw("<html>502 Bad Gateway</html>", "", "");
+    expect_gw("{\"error\":{\"errorCode\":\"200\"", "", "");
+    expect_gw("{\"error\":{\"errorCode\":\"200\"}} trailing", "", "");
+    expect_gw("", "", "");
+    expect_gw(NULL, "", "");
+    /* Long values are cut to the buffers, the message at a UTF-8 boundary. */
+    char body[1200];
+    char longcode[100];
+    memset(longcode, '7', 99);
+    longcode[99] = '\0';
+    char longmsg[601] = "";
+    for (int i = 0; i < 200; i++)
+        strcat(longmsg, "\xed\x95\x9c"); /* 한, 3 bytes */
+    snprintf(body, sizeof(body), "{\"error\":{\"errorCode\":\"%s\",\"message\":\"%s\"}}", longcode,
+             longmsg);
+    char c[32], m[256];
+    api_gateway_error((const unsigned char *)body, strlen(body), c, sizeof(c), m, sizeof(m));
+    assert_int_equal(strlen(c), 31);
+    assert_int_equal(strlen(m), 255); /* 85 whole characters */
+    assert_memory_equal(m, longmsg, 255);
+    /* Deep nesting is refused by the parser, not a crash. */
+    char deep[4096];
+    memset(deep, '[', 3000);
+    deep[3000] = '\0';
+    expect_gw(deep, "", "");
+}
+
+/* ---- lists ---- */
+
+static void test_parse_items(void **state)
+{
+    (void)state;
+    struct api_item *it = NULL;
+    size_t n = 99;
+    const char *ok = "[{\"id\":\"d1\",\"name\":\"web\"},{\"id\":42,\"name\":null},"
+                     "{\"id\":\"d3\",\"extra\":{\"x\":[1,2]},\"dashboardId\":\"zz\"},"
+                     "{\"id\":18446744073709551615,\"name\":\"big\"},{\"id\":-5,\"name\":7}]";
+    assert_int_equal(api_parse_items((const unsigned char *)ok, strlen(ok), "id", &it, &n), 0);
+    assert_int_equal(n, 5);
+    assert_string_equal(it[0].id, "d1");
+    assert_string_equal(it[0].name, "web");
+    assert_string_equal(it[1].id, "42");
+    assert_string_equal(it[1].name, "42");
+    assert_string_equal(it[2].id, "d3");
+    assert_string_equal(it[2].name, "d3");
+    assert_string_equal(it[3].id, "18446744073709551615");
+    assert_string_equal(it[4].id, "-5");
+    assert_string_equal(it[4].name, "-5");
+    api_items_free(it, n);
+
+    const char *widgets = "[{\"dashboardId\":\"d1\",\"name\":\"cpu\",\"widgetId\":\"w/1\"}]";
+    assert_int_equal(
+        api_parse_items((const unsigned char *)widgets, strlen(widgets), "widgetId", &it, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(it[0].id, "w/1");
+    assert_string_equal(it[0].name, "cpu");
+    api_items_free(it, n);
+
+    const char *empty = " [ ] \n";
+    assert_int_equal(api_parse_items((const unsigned char *)empty, strlen(empty), "id", &it, &n),
+                     0);
+    assert_int_equal(n, 0);
+    api_items_free(it, n);
+
+    const char *bad[] = {
+        "{\"id\":\"d1\"}",          /* not an array */
+        "\"text\"",                 /* not an array */
+        "[{\"id\":\"d1\"}",         /* cut off */
+        "[{\"id\":\"d1\"}] x",      /* trailing junk */
+        "[{\"name\":\"no id\"}]",   /* no id */
+        "[{\"id\":null}]",          /* null id */
+        "[{\"id\":1.5}]",           /* not an integer */
+        "[{\"id\":true}]",          /* wrong type */
+        "[{\"id\":\"\"}]",          /* empty id */
+        "[{\"id\":\"a\\u0000b\"}]", /* NUL inside */
+        "[\"d1\"]",                 /* element not an object */
+        "[{\"widgetId\":\"w\"}]",   /* the other key */
+        "<html></html>",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        it = (struct api_item *)1;
+        n = 7;
+        int rc = api_parse_items((const unsigned char *)bad[i], strlen(bad[i]), "id", &it, &n);
+        if (rc != -EIO)
+            fail_msg("\"%s\": rc %d", bad[i], rc);
+        assert_null(it);
+        assert_int_equal(n, 0);
+    }
+    /* A body with a NUL byte, and one over 4 MiB. */
+    const unsigned char nul[] = "[{\"id\":\"d\"}]\0";
+    assert_int_equal(api_parse_items(nul, sizeof(nul), "id", &it, &n), -EIO);
+    size_t big = API_JSON_MAX + 1;
+    unsigned char *huge = malloc(big);
+    memset(huge, ' ', big);
+    huge[0] = '[';
+    huge[big - 1] = ']';
+    assert_int_equal(api_parse_items(huge, big, "id", &it, &n), -EIO);
+    free(huge);
+    api_items_free(NULL, 0);
+}
+
+/* ---- backoff, budget, names ---- */
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    /* Caps: 250, 500, 1000, 2000, 4000, then 5000 for every later retry. */
+    const int64_t caps[] = {250, 500, 1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000};
+    for (int r = 1; r <= 10; r++) {
+        int64_t cap = caps[r - 1];
+        assert_int_equal(api_backoff_ms(r, 0), 0);
+        assert_int_equal(api_backoff_ms(r, (uint64_t)cap), cap);
+        assert_int_equal(api_backoff_ms(r, (uint64_t)cap + 1), 0);
+        int64_t max = 0;
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        for (int i = 0; i < 20000; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            int64_t d = api_backoff_ms(r, x);
+            assert_true(d >= 0 && d <= cap);
+            if (d > max)
+                max = d;
+        }
+        assert_true(max > cap * 9 / 10); /* the whole range is used */
+    }
+    assert_int_equal(api_backoff_ms(64, UINT64_MAX), (int64_t)(UINT64_MAX % 5001));
+    assert_true(api_backoff_ms(1000000, UINT64_MAX) <= 5000);
+    assert_true(api_backoff_ms(0, UINT64_MAX) <= 250);
+}
+
+static void test_budget(void **state)
+{
+    (void)state;
+    struct api_budget b;
+    api_budget_init(&b);
+    assert_int_equal(b.milli, 10000);
+    api_budget_first_try(&b); /* capped at 10 tokens */
+    assert_int_equal(b.milli, 10000);
+    for (int i = 0; i < 10; i++)
+        assert_true(api_budget_take_retry(&b));
+    assert_false(api_budget_take_retry(&b)); /* empty: final at once */
+    assert_int_equal(b.milli, 0);
+    for (int i = 0; i < 9; i++)
+        api_budget_first_try(&b);
+    assert_int_equal(b.milli, 900);
+    assert_false(api_budget_take_retry(&b)); /* 0.9 tokens is no token */
+    api_budget_first_try(&b);
+    assert_true(api_budget_take_retry(&b)); /* 10 first tries earn one retry */
+    assert_int_equal(b.milli, 0);
+    for (int i = 0; i < 500; i++)
+        api_budget_first_try(&b);
+    assert_int_equal(b.milli, 10000);
+}
+
+static void test_errno_names(void **state)
+{
+    (void)state;
+    assert_string_equal(api_errno_name(-EIO), "EIO");
+    assert_string_equal(api_errno_name(-ETIMEDOUT), "ETIMEDOUT");
+    assert_string_equal(api_errno_name(-EAGAIN), "EAGAIN");
+    assert_string_equal(api_errno_name(-EACCES), "EACCES");
+    assert_string_equal(api_errno_name(-ENOENT), "ENOENT");
+    assert_string_equal(api_errno_name(-EINVAL), "EINVAL");
+    assert_string_equal(api_errno_name(-ENOMEM), "ENOMEM");
+    assert_string_equal(api_errno_name(-EISDIR), "EISDIR");
+    assert_string_equal(api_errno_name(EIO), "EIO");
+    assert_string_equal(api_errno_name(-99999), "EUNKNOWN");
+}
+
+/* ---- loopback calls ---- */
+
+struct fx {
+    struct srv *s;
+    struct api *api;
+    struct cfg cfg;
+    char endpoint[64];
+};
+
+static struct fx *fx_new(int timeout_ms, int retries)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    f->s = srv_start(NULL);
+    snprintf(f->endpoint, sizeof(f->endpoint), "http://127.0.0.1:%d", f->s->port);
+    f->cfg.endpoint = f->endpoint;
+    f->cfg.access_key = ACCESS_KEY;
+    f->cfg.secret_key = SECRET;
+    f->cfg.timeout_ms = timeout_ms;
+    f->cfg.connect_timeout_ms = timeout_ms < 1000 ? timeout_ms : 1000;
+    f->cfg.retries = retries;
+    f->cfg.max_connections = 4;
+    f->cfg.max_image_bytes = 1 << 20;
+    char *err = NULL;
+    f->api = api_new(&f->cfg, 0, &err);
+    if (!f->api)
+        fail_msg("api_new: %s", err);
+    return f;
+}
+
+static void fx_free(struct fx *f)
+{
+    api_free(f->api);
+    srv_stop(f->s);
+    free(f);
+}
+
+static struct srv_reply png_reply(const char *extra_headers)
+{
+    unsigned char png[SRV_PNG_LEN];
+    srv_png(png);
+    return srv_http("200 OK", extra_headers, png, sizeof(png), true);
+}
+
+static struct srv_reply json_reply(const char *status, const char *headers, const char *json)
+{
+    char h[512];
+    snprintf(h, sizeof(h), "Content-Type: application/json\r\n%s", headers);
+    return srv_http(status, h, json, strlen(json), true);
+}
+
+static char *http_date(int64_t unix_ms)
+{
+    time_t t = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char buf[64], *out = NULL;
+    strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (asprintf(&out, "Date: %s\r\n", buf) < 0)
+        abort();
+    return out;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Request i carries a valid v2 signature for its own target and timestamp. Returns the
+ * timestamp. */
+static int64_t check_signed(struct srv *s, int i, const char *want_target)
+{
+    char *head = srv_request(s, i);
+    assert_non_null(head);
+    char *target = srv_target(head);
+    char *ts = srv_header(head, "x-ncp-apigw-timestamp");
+    char *ak = srv_header(head, "x-ncp-iam-access-key");
+    char *sig = srv_header(head, "x-ncp-apigw-signature-v2");
+    char *ua = srv_header(head, "User-Agent");
+    assert_non_null(target);
+    assert_non_null(ts);
+    assert_non_null(ak);
+    assert_non_null(sig);
+    if (want_target)
+        assert_string_equal(target, want_target);
+    assert_string_equal(ak, ACCESS_KEY);
+    assert_string_equal(ua, "insightfs/" INSIGHTFS_VERSION);
+    assert_non_null(strstr(head, " HTTP/1.1\r\n"));
+    assert_null(srv_header(head, "Expect"));
+    for (const char *p = ts; *p; p++)
+        assert_true(*p >= '0' && *p <= '9');
+    char want[SIGN_V2_LEN + 1];
+    assert_int_equal(sign_v2(SECRET, "GET", target, ts, ACCESS_KEY, want), 0);
+    assert_string_equal(sig, want);
+    int64_t t = strtoll(ts, NULL, 10);
+    free(head);
+    free(target);
+    free(ts);
+    free(ak);
+    free(sig);
+    free(ua);
+    return t;
+}
+
+/* stderr capture for the log lines. */
+struct cap {
+    int saved;
+    char path[64];
+};
+
+static void cap_start(struct cap *c)
+{
+    strcpy(c->path, "/tmp/insightfs-test-api-log-XXXXXX");
+    int fd = mkstemp(c->path);
+    assert_true(fd >= 0);
+    c->saved = dup(2);
+    dup2(fd, 2);
+    close(fd);
+}
+
+static char *cap_stop(struct cap *c)
+{
+    dup2(c->saved, 2);
+    close(c->saved);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = fopen(c->path, "r");
+    assert_non_null(f);
+    assert_true(getdelim(&buf, &len, '\0', f) >= 0 || feof(f));
+    fclose(f);
+    unlink(c->path);
+    return buf ? buf : strdup("");
+}
+
+struct acct {
+    atomic_long reserved;
+};
+
+static int acct_reserve(void *arg, size_t n)
+{
+    atomic_fetch_add(&((struct acct *)arg)->reserved, (long)n);
+    return 0;
+}
+
+static void acct_release(void *arg, size_t n)
+{
+    atomic_fetch_sub(&((struct acct *)arg)->reserved, (long)n);
+}
+
+static int fetch(struct fx *f, struct api_image *img, struct api_result *r,
+                 const struct api_mem *mem)
+{
+    return api_fetch_image(f->api, "dash1", "w1", 1733097600000, 1733148000000, VPATH_RES_AUTO, mem,
+                           img, r);
+}
+
+/* A good fetch: headers signed correctly, the body and its accounting handed over. */
+static void test_fetch_ok_signed(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    srv_push(f->s, png_reply(""));
+    struct acct a = {0};
+    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct api_image img;
+    struct api_result r;
+    int64_t before = wall_ms();
+    assert_int_equal(fetch(f, &img, &r, &mem), 0);
+    int64_t after = wall_ms();
+    unsigned char png[SRV_PNG_LEN];
+    srv_png(png);
+    assert_int_equal(img.len, SRV_PNG_LEN);
+    assert_memory_equal(img.data, png, SRV_PNG_LEN);
+    assert_int_equal(atomic_load(&a.reserved), SRV_PNG_LEN);
+    assert_int_equal(r.outcome, API_OK);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.tries, 1);
+    assert_string_equal(r.error_code, "");
+
+    assert_int_equal(srv_requests(f->s), 1);
+    int64_t ts = check_signed(f->s, 0, IMG_TARGET);
+    assert_true(ts >= before && ts <= after);
+    assert_int_equal(img.signed_at_ms, ts);
+
+    struct api_stats st;
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.requests, 1);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(st.retries, 0);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.bytes, SRV_PNG_LEN);
+    free(img.data);
+    fx_free(f);
+
+    /* The test clock offset moves the signed timestamp. */
+    f = fx_new(2000, 0);
+    api_free(f->api);
+    f->api = api_new(&f->cfg, 3600000, NULL);
+    srv_push(f->s, png_reply(""));
+    before = wall_ms();
+    assert_int_equal(fetch(f, &img, NULL, NULL), 0);
+    ts = check_signed(f->s, 0, IMG_TARGET);
+    assert_true(ts >= before + 3600000 && ts <= wall_ms() + 3600000);
+    free(img.data);
+    fx_free(f);
+}
+
+/* 503 then 200: exactly two requests, each signed afresh; stats count the retry. */
+static void test_retry_503_then_200(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    srv_push(f->s,
+             json_reply("503 Service Unavailable", "",
+                        "{\"error\":{\"errorCode\":\"500\",\"message\":\"Endpoint Error\"}}"));
+    srv_push(f->s, png_reply(""));
+    struct acct a = {0};
+    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct api_image img;
+    struct api_result r;
+    assert_int_equal(fetch(f, &img, &r, &mem), 0);
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(srv_requests(f->s), 2);
+    check_signed(f->s, 0, IMG_TARGET);
+    check_signed(f->s, 1, IMG_TARGET);
+    assert_true(srv_request_time(f->s, 1) - srv_request_time(f->s, 0) <= srv_tf(250 + 100));
+    assert_int_equal(atomic_load(&a.reserved), SRV_PNG_LEN); /* the 503 body was released */
+    struct api_stats st;
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.requests, 2);
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(st.retries, 1);
+    free(img.data);
+    fx_free(f);
+}
+
+/* 404: final at once; the exact warn line. */
+static void test_404_not_retried(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    srv_push(f->s, json_reply("404 Not Found", "",
+                              "{\"error\":{\"errorCode\":\"300\",\"message\":\"Not Found\"}}"));
+    struct acct a = {0};
+    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct api_image img;
+    struct api_result r;
+    struct cap c;
+    cap_start(&c);
+    int rc = fetch(f, &img, &r, &mem);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -ENOENT);
+    assert_null(img.data);
+    assert_int_equal(atomic_load(&a.reserved), 0);
+    assert_int_equal(srv_requests(f->s), 1);
+    assert_int_equal(r.outcome, API_HTTP);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(r.error_code, "300");
+    assert_string_equal(r.message, "Not Found");
+    assert_int_equal(r.tries, 1);
+    assert_string_equal(log, "insightfs: warn: upstream: GET " IMG_TARGET
+                             ": HTTP 404 errorCode=300 \"Not Found\" after 1 tries: ENOENT\n");
+    free(log);
+    fx_free(f);
+}
+
+/* 429 with errorCode 400 (quota exceeded) is final; 429/420 (rate limited) is retried. */
+static void test_429(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    srv_push(f->s, json_reply("429 Too Many Requests", "Retry-After: 0\r\n",
+                              "{\"error\":{\"errorCode\":400,\"message\":\"Quota Exceeded\"}}"));
+    srv_push(f->s, json_reply("429 Too Many Requests", "Retry-After: 0\r\n",
+                              "{\"error\":{\"errorCode\":\"420\",\"message\":\"Rate Limited\"}}"));
+    srv_push(f->s, png_reply(""));
+    struct api_image img;
+    struct api_result r;
+    assert_int_equal(fetch(f, &img, &r, NULL), -EAGAIN);
+    assert_string_equal(r.error_code, "400");
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(srv_requests(f->s), 1);
+
+    assert_int_equal(fetch(f, &img, &r, NULL), 0);
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(srv_requests(f->s), 3);
+    free(img.data);
+    fx_free(f);
+}
+
+/* D = 3 x 500 ms. A Retry-After of 30 s cannot be waited for: fail now, 1 request. */
+static void test_retry_after_past_deadline(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(500, 2);
+    srv_push(f->s, json_reply("503 Service Unavailable", "Retry-After: 30\r\n", "{}"));
+    struct api_image img;
+    struct api_result r;
+    struct cap c;
+    cap_start(&c);
+    int64_t t0 = http_mono_ms();
+    int rc = fetch(f, &img, &r, NULL);
+    int64_t took = http_mono_ms() - t0;
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -EIO);
+    assert_true(took < srv_tf(400));
+    assert_int_equal(srv_requests(f->s), 1);
+    assert_int_equal(r.tries, 1);
+    assert_non_null(strstr(log, ": HTTP 503 errorCode=- \"\" after 1 tries: EIO\n"));
+    free(log);
+    fx_free(f);
+}
+
+/* A server that never answers: ETIMEDOUT by D (2 x 300 ms), two tries. */
+static void test_hung_server_deadline(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(300, 1);
+    struct srv_reply hang = srv_http("200 OK", "", "", 0, true);
+    hang.split = 0;
+    hang.hang = true;
+    srv_set_default(f->s, hang);
+    struct api_image img;
+    struct api_result r;
+    int64_t t0 = http_mono_ms();
+    assert_int_equal(fetch(f, &img, &r, NULL), -ETIMEDOUT);
+    int64_t took = http_mono_ms() - t0;
+    assert_true(took >= 550 && took <= srv_tf(900));
+    assert_int_equal(r.outcome, API_TIMEOUT);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(srv_requests(f->s), 2);
+    fx_free(f);
+}
+
+/* 401 whose Date shows our timestamp 10 minutes off: retried once with the gateway's
+ * time, which then stays applied; a plain 401 is not retried. */
+static void test_401_skew(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 0); /* no retries: the skew retry needs none */
+    int64_t skew = 600000;
+    char *date = http_date(wall_ms() + skew);
+    srv_push(f->s, json_reply("401 Unauthorized", date,
+                              "{\"error\":{\"errorCode\":\"200\",\"message\":"
+                              "\"Authentication Failed\"}}"));
+    srv_push(f->s, png_reply(date));
+    free(date);
+    uint64_t gen0 = api_clock_generation(f->api);
+    struct api_image img;
+    struct api_result r;
+    struct cap c;
+    cap_start(&c);
+    int rc = fetch(f, &img, &r, NULL);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, 0);
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(srv_requests(f->s), 2);
+    int64_t ts0 = check_signed(f->s, 0, IMG_TARGET);
+    int64_t ts1 = check_signed(f->s, 1, IMG_TARGET);
+    assert_true(ts1 - ts0 > skew - 5000 && ts1 - ts0 < skew + 5000);
+    assert_int_equal(img.signed_at_ms, ts1);
+    assert_true(r.skew_known);
+    assert_true(r.skew_ms > skew - 5000 && r.skew_ms < skew + 5000);
+    assert_true(api_now_ms(f->api) - wall_ms() > skew - 5000);
+    assert_true(api_clock_generation(f->api) != gen0);
+    /* The Date header has whole seconds: 599 or 600 s. */
+    assert_true(strstr(log, "warn: local clock is 599 s behind the gateway (Date header)") ||
+                strstr(log, "warn: local clock is 600 s behind the gateway (Date header)"));
+    free(img.data);
+    free(log);
+
+    /* The offset stays applied: the next call signs with the gateway's time at once. */
+    date = http_date(wall_ms() + skew);
+    srv_push(f->s, png_reply(date));
+    free(date);
+    assert_int_equal(fetch(f, &img, &r, NULL), 0);
+    assert_int_equal(r.tries, 1);
+    int64_t ts2 = check_signed(f->s, 2, IMG_TARGET);
+    assert_true(ts2 - wall_ms() > skew - 5000);
+    free(img.data);
+    fx_free(f);
+
+    /* A 401 with the gateway's clock in step: EACCES, one request. */
+    f = fx_new(2000, 2);
+    date = http_date(wall_ms());
+    srv_push(f->s, json_reply("401 Unauthorized", date,
+                              "{\"error\":{\"errorCode\":\"200\",\"message\":"
+                              "\"Authentication Failed\"}}"));
+    free(date);
+    assert_int_equal(fetch(f, &img, &r, NULL), -EACCES);
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(srv_requests(f->s), 1);
+    assert_true(r.skew_known);
+    assert_true(r.skew_ms > -5000 && r.skew_ms < 5000);
+    fx_free(f);
+
+    /* A Date over 24 h off is ignored: no retry, "now" untouched. */
+    f = fx_new(2000, 2);
+    date = http_date(wall_ms() + 3LL * 86400 * 1000);
+    srv_push(f->s, json_reply("401 Unauthorized", date, "{}"));
+    free(date);
+    cap_start(&c);
+    rc = fetch(f, &img, &r, NULL);
+    log = cap_stop(&c);
+    assert_int_equal(rc, -EACCES);
+    assert_int_equal(srv_requests(f->s), 1);
+    assert_true(abs((int)(api_now_ms(f->api) - wall_ms())) < 5000);
+    assert_non_null(strstr(log, "over 24 h, ignored"));
+    free(log);
+    fx_free(f);
+}
+
+/* A 200 that is not a PNG: EIO, not retried, logged with its first bytes escaped. */
+static void test_not_png(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    const char *html = "<html>\"oops\"\n</html>";
+    srv_push(f->s, srv_http("200 OK", "", html, strlen(html), true));
+    struct acct a = {0};
+    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct api_image img;
+    struct api_result r;
+    struct cap c;
+    cap_start(&c);
+    int rc = fetch(f, &img, &r, &mem);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -EIO);
+    assert_int_equal(r.outcome, API_BAD_BODY);
+    assert_int_equal(srv_requests(f->s), 1);
+    assert_int_equal(atomic_load(&a.reserved), 0);
+    assert_string_equal(log, "insightfs: warn: upstream: GET " IMG_TARGET
+                             ": HTTP 200 errorCode=- \"not a valid PNG\" after 1 tries: EIO"
+                             " body=\"<html>\\x22oops\\x22\\x0a</html>\"\n");
+    free(log);
+    fx_free(f);
+}
+
+/* Every failure draws on the budget: with retries = 2, five calls spend 10 tokens
+ * (first tries earn back 0.4), so the sixth failed call gets no retry. */
+static void test_budget_empties(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    struct srv_reply fail = json_reply("503 Service Unavailable", "Retry-After: 0\r\n", "{}");
+    srv_set_default(f->s, fail);
+    struct api_image img;
+    struct api_result r;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(fetch(f, &img, &r, NULL), -EIO);
+        assert_int_equal(r.tries, 3);
+    }
+    assert_int_equal(srv_requests(f->s), 15);
+    int64_t t0 = http_mono_ms();
+    assert_int_equal(fetch(f, &img, &r, NULL), -EIO);
+    assert_int_equal(r.tries, 1);
+    assert_true(http_mono_ms() - t0 < srv_tf(200));
+    assert_int_equal(srv_requests(f->s), 16);
+    fx_free(f);
+}
+
+/* The list calls: targets, parsing, a malformed answer. */
+static void test_lists(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    srv_push(f->s, json_reply("200 OK", "",
+                              "[{\"id\":\"d1\",\"name\":\"web\"},{\"id\":7,\"name\":null}]"));
+    srv_push(f->s, json_reply("200 OK", "",
+                              "[{\"dashboardId\":\"a/b\",\"name\":\"cpu\",\"widgetId\":11}]"));
+    srv_push(f->s, json_reply("200 OK", "", "{\"not\":\"a list\"}"));
+    struct api_item *it = NULL;
+    size_t n = 0;
+    struct api_result r;
+    assert_int_equal(api_list_dashboards(f->api, &it, &n, &r), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(it[1].id, "7");
+    assert_string_equal(it[1].name, "7");
+    api_items_free(it, n);
+    check_signed(f->s, 0, "/cw_fea/real/cw/api/chart/dashboard");
+
+    assert_int_equal(api_list_widgets(f->api, "a/b", &it, &n, &r), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(it[0].id, "11");
+    assert_string_equal(it[0].name, "cpu");
+    api_items_free(it, n);
+    check_signed(f->s, 1, "/cw_fea/real/cw/api/chart/dashboard/a%2Fb/widgets");
+
+    struct cap c;
+    cap_start(&c);
+    int rc = api_list_dashboards(f->api, &it, &n, &r);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -EIO);
+    assert_null(it);
+    assert_int_equal(n, 0);
+    assert_int_equal(r.outcome, API_BAD_BODY);
+    assert_int_equal(srv_requests(f->s), 3);
+    assert_string_equal(log, "insightfs: warn: upstream: GET /cw_fea/real/cw/api/chart/dashboard"
+                             ": HTTP 200 errorCode=- \"not a JSON list\" after 1 tries: EIO"
+                             " body=\"{\\x22not\\x22:\\x22a list\\x22}\"\n");
+    free(log);
+    assert_int_equal(api_list_widgets(f->api, "", &it, &n, &r), -EINVAL);
+    assert_int_equal(api_list_widgets(f->api, "..", &it, &n, &r), -EINVAL);
+    fx_free(f);
+}
+
+/* Debug logging of a failing call shows neither the secret, the signature nor the
+ * access key; a refused port reads as unreachable. */
+static void test_no_secrets_in_logs(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 1);
+    srv_push(f->s, json_reply("500 Internal Server Error", "Retry-After: 0\r\n",
+                              "{\"error\":{\"errorCode\":\"900\",\"message\":\"Unexpected\"}}"));
+    srv_push(f->s, json_reply("401 Unauthorized", "",
+                              "{\"error\":{\"errorCode\":\"210\",\"message\":"
+                              "\"Permission Denied\"}}"));
+    log_set_level(LOG_LVL_DEBUG);
+    struct api_image img;
+    struct api_result r;
+    struct cap c;
+    cap_start(&c);
+    int rc = fetch(f, &img, &r, NULL);
+    char *log = cap_stop(&c);
+    log_set_level(LOG_LVL_INFO);
+    assert_int_equal(rc, -EACCES);
+    assert_string_equal(r.error_code, "210");
+    assert_non_null(strstr(log, "debug: upstream: GET "));
+    assert_non_null(strstr(log, "errorCode=900 \"Unexpected\" (try 1, retrying in"));
+    assert_non_null(strstr(log, "warn: upstream: GET "));
+    assert_non_null(strstr(log, "errorCode=210 \"Permission Denied\" after 2 tries: EACCES"));
+    assert_null(strstr(log, SECRET));
+    assert_null(strstr(log, ACCESS_KEY));
+    for (int i = 0; i < 2; i++) {
+        char *head = srv_request(f->s, i);
+        char *sig = srv_header(head, "x-ncp-apigw-signature-v2");
+        assert_null(strstr(log, sig));
+        free(sig);
+        free(head);
+    }
+    free(log);
+    fx_free(f);
+
+    /* Unreachable: the curl error becomes the message. */
+    struct cfg cfg = {0};
+    char ep[64];
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", srv_dead_port());
+    cfg.endpoint = ep;
+    cfg.access_key = ACCESS_KEY;
+    cfg.secret_key = SECRET;
+    cfg.timeout_ms = 1000;
+    cfg.connect_timeout_ms = 1000;
+    cfg.retries = 0;
+    cfg.max_connections = 1;
+    cfg.max_image_bytes = 1024;
+    struct api *api = api_new(&cfg, 0, NULL);
+    assert_non_null(api);
+    struct api_item *it;
+    size_t n;
+    cap_start(&c);
+    rc = api_list_dashboards(api, &it, &n, &r);
+    log = cap_stop(&c);
+    assert_int_equal(rc, -EIO);
+    assert_int_equal(r.outcome, API_UNREACHABLE);
+    assert_true(r.message[0] != '\0');
+    assert_non_null(strstr(log, ": HTTP - errorCode=- \""));
+    assert_non_null(strstr(log, "after 1 tries: EIO"));
+    free(log);
+    api_free(api);
+}
+
+static void test_api_new_errors(void **state)
+{
+    (void)state;
+    struct cfg cfg = {0};
+    char *err = NULL;
+    assert_null(api_new(NULL, 0, &err));
+    assert_non_null(err);
+    free(err);
+    cfg.endpoint = "https://cw.apigw.ntruss.com";
+    cfg.access_key = ACCESS_KEY;
+    cfg.timeout_ms = cfg.connect_timeout_ms = 1000;
+    cfg.max_connections = 1;
+    cfg.max_image_bytes = 1024;
+    assert_null(api_new(&cfg, 0, &err));
+    assert_string_equal(err, "api.secret_key: not set");
+    free(err);
+    cfg.secret_key = SECRET;
+    cfg.endpoint = "ftp://x";
+    assert_null(api_new(&cfg, 0, &err));
+    assert_non_null(strstr(err, "api.endpoint"));
+    free(err);
+    cfg.endpoint = "https://cw.apigw.ntruss.com";
+    struct api *api = api_new(&cfg, 0, &err);
+    assert_non_null(api);
+    api_free(api);
+    api_free(NULL);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    log_init(0, LOG_LVL_INFO);
+    return http_global_init();
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    http_global_cleanup();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_image_target),
+        cmocka_unit_test(test_png_valid),
+        cmocka_unit_test(test_gateway_error),
+        cmocka_unit_test(test_parse_items),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_errno_names),
+        cmocka_unit_test(test_api_new_errors),
+        cmocka_unit_test(test_fetch_ok_signed),
+        cmocka_unit_test(test_retry_503_then_200),
+        cmocka_unit_test(test_404_not_retried),
+        cmocka_unit_test(test_429),
+        cmocka_unit_test(test_retry_after_past_deadline),
+        cmocka_unit_test(test_hung_server_deadline),
+        cmocka_unit_test(test_401_skew),
+        cmocka_unit_test(test_not_png),
+        cmocka_unit_test(test_budget_empties),
+        cmocka_unit_test(test_lists),
+        cmocka_unit_test(test_no_secrets_in_logs),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
