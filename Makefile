@@ -67,8 +67,9 @@ $(B)/obj $(B)/tests:
 	mkdir -p $@
 
 .SECONDEXPANSION:
-$(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/obj/,$$(addsuffix .o,$$(UNIT_DEPS_$$*))) | $(B)/tests
-	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka 2>/dev/null) $(ALL_LDFLAGS) -o $@ $^ \
+$(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/obj/,$$(addsuffix .o,$$(UNIT_DEPS_$$*))) \
+		$(wildcard tests/unit/*.h src/*_int.h) | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka 2>/dev/null) $(ALL_LDFLAGS) -o $@ $(filter %.c %.o,$^) \
 		$(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
 
 # Installs only what is missing; quiet when everything is there.

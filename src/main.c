@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -689,6 +690,8 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof(o));
     int status = 1;
 
+    /* A closed stdout (--fetch | head) is an error to report, not a signal to die of. */
+    signal(SIGPIPE, SIG_IGN);
     /* Before any thread or child: credentials leave the environment. */
     if (cfg_env_take(&env) != 0) {
         fputs("insightfs: out of memory\n", stderr);
