@@ -93,7 +93,7 @@ unit: $(UNIT_BINS)
 
 integration: $(B)/insightfs
 	INSIGHTFS_BIN=$(CURDIR)/$(B)/insightfs INSIGHTFS_SANITIZE="$(SANITIZE)" \
-		$(PYTEST) -q -p no:cacheprovider tests/integration
+		$(PYTEST) -q -p no:cacheprovider tests/localapi tests/integration
 
 # `deps` must finish before anything is compiled: pkg-config answers need the -dev packages.
 check: deps

@@ -717,9 +717,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     # -- sending --------------------------------------------------------------------
-    def send_head(self, status, headers, body=b"", reason=None):
+    def send_head(self, status, headers, body=b"", final=False, reason=None):
         """Send the status line and headers (Date and Server first), and `body`
-        in the same write, so that a small answer leaves in one TCP segment."""
+        in the same write, so that a small answer leaves in one TCP segment.
+        final: this write completes the response (see transmit)."""
         if reason is None:
             reason = self.responses.get(status, ("Unknown",))[0]
         lines = ["HTTP/1.1 %d %s" % (status, reason),
@@ -735,17 +736,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
             lines.append("Connection: keep-alive")
         if self.entry is not None:
             self.state.log_update(self.entry, status=status)
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        self.connection.sendall(data + body)
-        if body and self.entry is not None:
-            self.state.log_add_bytes(self.entry, len(body))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        self.transmit(head, body, final)
 
-    def send_body(self, data):
+    def send_body(self, data, final=False):
         """Send body bytes, counting them in the log entry."""
-        if data:
-            self.connection.sendall(data)
-            if self.entry is not None:
-                self.state.log_add_bytes(self.entry, len(data))
+        self.transmit(b"", data, final)
+
+    def transmit(self, head, body, final):
+        """Write head + body and count the body bytes in the log entry.
+
+        The write that completes a response is logged (memory and file) before
+        it is made, so a client that has received a whole answer always finds
+        its log entry complete.  Other writes are counted once made."""
+        entry = self.entry
+        if entry is None:
+            self.connection.sendall(head + body)
+        elif final:
+            self.state.log_add_bytes(entry, len(body))
+            self.state.log_write(entry)
+            self.connection.sendall(head + body)
+        else:
+            self.connection.sendall(head + body)
+            if body:
+                self.state.log_add_bytes(entry, len(body))
 
     def reply(self, status, body=b"", content_type=None, headers=()):
         """A complete response with Content-Length, in one write."""
@@ -760,7 +774,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         hdrs.extend(headers)
         if self.command == "HEAD" or no_body:
             body = b""
-        self.send_head(status, hdrs, body)
+        self.send_head(status, hdrs, body, final=True)
 
     def reply_json(self, status, obj, headers=()):
         self.reply(status, json.dumps(obj), "application/json", headers)
@@ -982,6 +996,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """Close with RST: SO_LINGER 0, then close the descriptor now."""
         sock = self.connection
         self.close_connection = True
+        if self.entry is not None:
+            self.state.log_write(self.entry)  # before the client can see the RST
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
@@ -1042,7 +1058,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.connection.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
                 self.state.log_add_bytes(self.entry, len(piece))
             else:
-                self.send_body(piece)
+                self.send_body(piece, final=(total is not None and sent + len(piece) == total))
             sent += len(piece)
 
     # -- control endpoint -----------------------------------------------------------------------
@@ -1208,11 +1224,11 @@ def parse_range(value, total):
             return "unsatisfiable"
         return (max(0, total - n), total - 1)
     first = int(m.group(1))
-    last = int(m.group(2)) if m.group(2) else total - 1
-    if last < first:
+    if m.group(2) and int(m.group(2)) < first:
         return None                           # invalid: ignore the header
     if first >= total:
         return "unsatisfiable"
+    last = int(m.group(2)) if m.group(2) else total - 1
     return (first, min(last, total - 1))
 
 
@@ -1296,7 +1312,12 @@ def main(argv=None):
                               name="accept", daemon=True)
     thread.start()
     if args.port_file:
-        write_port_file(args.port_file, state.port)
+        try:
+            write_port_file(args.port_file, state.port)
+        except OSError as e:
+            sys.stderr.write("ciapi: --port-file: %s\n" % e)
+            sys.stderr.flush()
+            os._exit(2)
     host = "[%s]" % args.host if ":" in args.host else args.host
     sys.stdout.write("ciapi: listening on %s://%s:%d\n" % (state.scheme, host, state.port))
     sys.stdout.flush()
