@@ -405,6 +405,9 @@ static int run_discover(const struct cfg *cfg)
 static int run_check(const struct cfg *cfg, const char *path)
 {
     const char *file = path ? path : "(environment)";
+    /* The verdict is the one line below; the client's own warn lines would repeat it. */
+    if (log_get_level() < LOG_LVL_DEBUG)
+        log_set_level(LOG_LVL_ERROR);
     struct api *api = make_api(cfg);
     if (!api)
         return 1;
