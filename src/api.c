@@ -231,9 +231,19 @@ int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
         if (!id)
             goto out; /* -EIO, or an ENOMEM we cannot tell apart: both fail the list */
         char *name = NULL;
-        if (json_object_object_get_ex(el, "name", &v) && json_object_is_type(v, json_type_string))
-            name = strdup(json_object_get_string(v));
-        else
+        if (json_object_object_get_ex(el, "name", &v) && json_object_is_type(v, json_type_string)) {
+            /* "\u0000" decodes to a NUL inside the name: it becomes '_' as sanitizing
+             * would make it (SPEC 4), instead of silently cutting the name there. */
+            size_t nlen = (size_t)json_object_get_string_len(v);
+            name = malloc(nlen + 1);
+            if (name) {
+                memcpy(name, json_object_get_string(v), nlen);
+                name[nlen] = '\0';
+                for (size_t k = 0; k < nlen; k++)
+                    if (name[k] == '\0')
+                        name[k] = '_';
+            }
+        } else
             name = strdup(id);
         out[count].id = id;
         out[count].name = name;
@@ -294,8 +304,16 @@ static int64_t realtime_ms(void)
 
 static void sleep_ms(int64_t ms)
 {
-    int64_t until = http_mono_ms() + ms;
-    struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000};
+    /* From now in nanoseconds: a start truncated to whole ms would end up to 1 ms early,
+     * and a Retry-After of 1 s must mean at least 1 s (T4). */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
         ;
 }
@@ -337,7 +355,9 @@ static void note_date(struct api *api, const struct http_response *r)
     if (!r->has_date)
         return;
     int64_t local = (r->date_local_ms > 0 ? r->date_local_ms : realtime_ms()) + api->test_offset_ms;
-    int64_t off = r->date_ms - local;
+    /* Date has whole seconds: the gateway's clock was somewhere in [Date, Date + 1 s), so
+     * its middle is the unbiased estimate (Date alone reads 0.5 s behind on average). */
+    int64_t off = r->date_ms + SKEW_JITTER_MS / 2 - local;
     enum { SAY_NOTHING, SAY_APPLIED, SAY_LOCAL, SAY_IGNORED } say = SAY_NOTHING;
 
     pthread_mutex_lock(&api->mu);
@@ -362,7 +382,7 @@ static void note_date(struct api *api, const struct http_response *r)
     }
     pthread_mutex_unlock(&api->mu);
 
-    int64_t s = abs64(off) / 1000;
+    int64_t s = (abs64(off) + 500) / 1000;
     const char *dir = off > 0 ? "behind" : "ahead of";
     if (say == SAY_APPLIED)
         log_warn("local clock is %" PRId64 " s %s the gateway (Date header): using the "

@@ -604,8 +604,13 @@ static int fs_fetch(void *arg, struct cache *c, const struct cache_key *key, uns
     struct fs_gen *g = gen_get(fs);
     struct api_mem mem = {mem_reserve, mem_release, c};
     struct api_image img = {0};
+    uint64_t clock_gen = api_clock_generation(g->api);
     int rc = api_fetch_image(g->api, key->dash_id, key->widget_id, key->start_ms, key->end_ms,
                              key->res, &mem, &img, NULL);
+    /* SPEC 6: a change of the gateway offset forgets remembered EACCES errors (the wrong
+     * clock may have caused them). This fetch's own result is recorded after this. */
+    if (api_clock_generation(g->api) != clock_gen)
+        cache_forget_errors(c, EACCES);
     gen_unref(g);
     if (rc == 0) {
         *data = img.data;
@@ -922,13 +927,25 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_attr(req, &st, FS_DIR_ATTR_S);
 }
 
+/* The slice is replied from a private copy: as soon as the kernel has the answer, a
+ * RELEASEDIR or FORGET on another worker may free the source, while ASan's writev
+ * interceptor still reads the iovec after the call returns (a use-after-free report
+ * that stops the daemon under sanitizers). Only uncached reads and readdir get here. */
 static void reply_slice(fuse_req_t req, const void *data, size_t len, size_t size, off_t off)
 {
-    if (off < 0 || (size_t)off >= len)
+    if (off < 0 || (size_t)off >= len) {
         fuse_reply_buf(req, NULL, 0);
-    else
-        fuse_reply_buf(req, (const char *)data + off, len - (size_t)off < size ? len - (size_t)off
-                                                                             : size);
+        return;
+    }
+    size_t n = len - (size_t)off < size ? len - (size_t)off : size;
+    char *copy = malloc(n);
+    if (!copy) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    memcpy(copy, (const char *)data + off, n);
+    fuse_reply_buf(req, copy, n);
+    free(copy);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1366,6 +1383,45 @@ static void *inval_main(void *arg)
 
 /* ---- reload (SIGHUP) ------------------------------------------------------------ */
 
+/* Invalidate parent/name in the kernel unless it still leads to the same id. */
+static void inval_if_moved(struct fs *fs, fuse_ino_t parent, const char *name,
+                           const char *old_id, const char *new_id)
+{
+    if (new_id && strcmp(old_id, new_id) == 0)
+        return;
+    /* -ENOENT: the kernel did not know the name; nothing to do either way. */
+    (void)fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+}
+
+/* After a reload, make the kernel forget the names in / and in dashboard directories that
+ * no longer lead where they did: removed or renamed dashboards and widgets, by name and
+ * by id (SPEC 7). Runs in the reload thread, which serves no FUSE request (SPEC 12.2). */
+static void inval_moved_names(struct fs *fs, const struct ns_tree *old, const struct ns_tree *now)
+{
+    for (size_t i = 0; i < old->n_dashboards; i++) {
+        const struct ns_dashboard *d = &old->dashboards[i];
+        const char *keys[2] = {d->name, d->id};
+        for (size_t k = 0; k < 2; k++) {
+            const struct ns_dashboard *nd = ns_find_dashboard(now, keys[k]);
+            inval_if_moved(fs, FS_INO_ROOT, keys[k], ns_find_dashboard(old, keys[k])->id,
+                           nd ? nd->id : NULL);
+        }
+        const struct ns_dashboard *same = NULL;
+        for (size_t j = 0; j < now->n_dashboards && !same; j++)
+            if (strcmp(now->dashboards[j].id, d->id) == 0)
+                same = &now->dashboards[j];
+        struct fs_inode *dn = same ? dir_inode(fs, FK_DASH, d->id, NULL) : NULL;
+        for (size_t w = 0; dn && w < d->n_widgets; w++) {
+            const char *wkeys[2] = {d->widgets[w].name, d->widgets[w].id};
+            for (size_t k = 0; k < 2; k++) {
+                const struct ns_widget *nw = ns_find_widget(same, wkeys[k]);
+                inval_if_moved(fs, dn->ino, wkeys[k], ns_find_widget(d, wkeys[k])->id,
+                               nw ? nw->id : NULL);
+            }
+        }
+    }
+}
+
 /* Build a new generation from the file; all or nothing (SPEC 7). */
 static void fs_reload(struct fs *fs)
 {
@@ -1400,7 +1456,12 @@ static void fs_reload(struct fs *fs)
         cache_clear(fs->cache);
     cache_set_params(fs->cache, &cp);
     log_set_level(fs->opts.debug ? LOG_LVL_DEBUG : g->cfg->log_level);
+    struct ns_tree *old_tree = tree_get(fs);
     tree_rebuild(fs);
+    struct ns_tree *new_tree = tree_get(fs);
+    inval_moved_names(fs, old_tree, new_tree);
+    ns_unref(new_tree);
+    ns_unref(old_tree);
     log_info("configuration reloaded from %s", g->cfg->path);
     gen_unref(prev);
     gen_unref(old);
@@ -1710,8 +1771,10 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
         fuse_loop_cfg_set_idle_threads(lc, 10);
         rc = fuse_session_loop_mt(fs->se, lc);
     }
-    /* A loop ended by SIGINT/SIGTERM reports the signal as an error: that is a clean stop. */
-    status = (rc == 0 || fuse_session_exited(fs->se)) ? 0 : 1;
+    /* A loop ended by SIGINT/SIGTERM reports the signal as an error: that is a clean stop.
+     * libfuse 3.14 returns the signal's number (positive; real errors are negative) and
+     * resets the session before returning, so fuse_session_exited() is false by then. */
+    status = (rc == 0 || rc == SIGINT || rc == SIGTERM || fuse_session_exited(fs->se)) ? 0 : 1;
     if (status != 0)
         log_error("the FUSE session ended with an error: %s", strerror(rc < 0 ? -rc : rc));
 out_unmount:
