@@ -32,6 +32,7 @@ struct opts {
     enum mode mode;
     const char *fetch_path;
     const char *config;     /* -c, --config, -o config= */
+    char *config_opt;       /* the copy -o config= made (config may point to it) */
     const char *positional[2];
     int n_positional;
     struct fs_opts fs;
@@ -109,7 +110,11 @@ static int parse_mount_opt(struct opts *o, const char *opt)
 {
     unsigned long v;
     if (strncmp(opt, "config=", 7) == 0) {
-        o->config = opt + 7;
+        char *copy = strdup(opt + 7);
+        if (!copy)
+            return -1;
+        free(o->config_opt);
+        o->config = o->config_opt = copy;
         return 0;
     }
     if (strncmp(opt, "uid=", 4) == 0 || strncmp(opt, "gid=", 4) == 0) {
@@ -151,7 +156,6 @@ static int parse_mount_opts(struct opts *o, const char *list)
     char *buf = strdup(list);
     if (!buf)
         return -1;
-    const char *config_before = o->config;
     int rc = 0;
     char *w = buf;
     char *start = buf;
@@ -171,12 +175,7 @@ static int parse_mount_opts(struct opts *o, const char *list)
         }
         *w++ = *p;
     }
-    /* A config= option points into buf, which then lives until exit on purpose; any
-     * other list is freed (LeakSanitizer reports it otherwise). */
-    if (rc != 0 || o->config == config_before) {
-        o->config = config_before;
-        free(buf);
-    }
+    free(buf); /* config= made its own copy */
     return rc;
 }
 
@@ -758,6 +757,7 @@ int main(int argc, char **argv)
 out_curl:
     curl_global_cleanup();
 out:
+    free(o.config_opt);
     cfg_env_cleanup(&env);
     return status;
 }

@@ -268,12 +268,15 @@ def test_remembered_failure_then_recovery(api, config, mount):
     assert stat_errno(img(m, 0)) == errno.EIO
     failed_by = time.monotonic()
     assert count(api, target(0)) == 1
-    # A burst within error_ttl_s: one logical fetch for all of it.
-    for _ in range(20):
+    # A burst within error_ttl_s (the failure is remembered from some time after t0 for
+    # 1 s; calls start before t0 + 0.6 s): one logical fetch for all of it.
+    n = 0
+    while n < 20 and time.monotonic() < t0 + 0.6:
         assert stat_errno(img(m, 0)) == errno.EIO
         assert read_errno(img(m, 0)) == errno.EIO
-    burst_end = time.monotonic()
-    assert burst_end - t0 < 1.0, "the burst must run inside error_ttl_s (1 s)"
+        n += 1
+    assert n >= 3, "too slow to test a burst inside error_ttl_s"
+    assert time.monotonic() < t0 + 1.0
     assert count(api, target(0)) == 1
 
     # After error_ttl_s, with the fault gone: one new request, the exact bytes.
@@ -411,6 +414,14 @@ def test_hang_times_out_and_cached_file_stays_fast(api, config, mount):
     # ... while a cached file reads completely at once, and listings answer.
     t = time.monotonic()
     with open(img(m, 0), "rb") as f:
+        data = f.read()
+    read_took = time.monotonic() - t
+    assert data == cached
+    assert read_took < 0.05 * TIME_FACTOR, read_took
+    # The same with the kernel's pages dropped, so the daemon itself serves the READ.
+    t = time.monotonic()
+    with open(img(m, 0), "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         data = f.read()
     read_took = time.monotonic() - t
     assert data == cached
