@@ -592,6 +592,11 @@ static int fetch_path(const struct cfg *cfg, struct api *api, const char *path)
                  : vpath_parse_image(parts[2], cfg->resolution, &clk, &vi);
     if (rc != 0)
         goto out;
+    /* "x.png/" names a directory that a file cannot be, as under the mount. */
+    if (path[strlen(path) - 1] == '/') {
+        rc = -ENOTDIR;
+        goto out;
+    }
     rc = api_fetch_image(api, d->id, w->id, vi.start_ms, vi.end_ms, vi.res, NULL, &img, NULL);
     if (rc == 0)
         rc = write_all(img.data, img.len);

@@ -75,8 +75,21 @@ err:
     return -1;
 }
 
-/* Merge one discovered item into l: skipped when its id is already there. */
-static int list_discover(struct ns_list *l, const struct api_item *it)
+/* 1 when s is the id of one of the discovered siblings other than self. */
+static int sibling_id(const struct api_item *sib, size_t n, const struct api_item *self,
+                      const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (&sib[i] != self && strcmp(sib[i].id, s) == 0)
+            return 1;
+    return 0;
+}
+
+/* Merge one discovered item into l: skipped when its id is already there. Its name is
+ * suffixed when it equals a name or id taken before it, or the id of any discovered
+ * sibling (sib, n), so a --discover dump always loads as a configuration. */
+static int list_discover(struct ns_list *l, const struct api_item *it, const struct api_item *sib,
+                         size_t n_sib)
 {
     if (list_has_id(l, it->id))
         return 0;
@@ -85,7 +98,7 @@ static int list_discover(struct ns_list *l, const struct api_item *it)
         name = strdup(it->id);
     if (!name)
         return -1;
-    if (list_taken(l, name)) {
+    if (list_taken(l, name) || sibling_id(sib, n_sib, it, name)) {
         char *longer = NULL;
         if (asprintf(&longer, "%s (%s)", name, it->id) < 0)
             longer = NULL;
@@ -123,7 +136,7 @@ static int fill_dashboard(struct ns_dashboard *d, const struct cfg_dashboard *cd
     size_t n = 0;
     const struct api_item *items = disc_widgets(disc, d->id, &n);
     for (size_t i = 0; i < n; i++)
-        if (list_discover(&w, &items[i]) < 0)
+        if (list_discover(&w, &items[i], items, n) < 0)
             goto out;
     d->widgets = calloc(w.n ? w.n : 1, sizeof(*d->widgets));
     if (!d->widgets)
@@ -168,7 +181,7 @@ struct ns_tree *ns_build(const struct cfg *cfg, const struct ns_discovered *disc
         if (list_push(&dl, strdup(cfg->dashboards[i].name), strdup(cfg->dashboards[i].id)) < 0)
             goto err;
     for (size_t i = 0; disc && i < disc->n_dashboards; i++)
-        if (list_discover(&dl, &disc->dashboards[i]) < 0)
+        if (list_discover(&dl, &disc->dashboards[i], disc->dashboards, disc->n_dashboards) < 0)
             goto err;
     t->dashboards = calloc(dl.n ? dl.n : 1, sizeof(*t->dashboards));
     if (!t->dashboards)

@@ -37,6 +37,7 @@ STRERROR = {
     "ETIMEDOUT": "Connection timed out",
     "EIO": "Input/output error",
     "EISDIR": "Is a directory",
+    "ENOTDIR": "Not a directory",
 }
 
 # ---- every run is checked for leaked credentials -------------------------------------
@@ -236,6 +237,12 @@ def test_fetch_a_directory_is_eisdir(api, config):
     for path in ("/", "web", "/web/", "web/cpu", "%s/%s" % (WEB, CPU), "web/cpu/days",
                  "/web/cpu/days/", "db/disk_io__77"):
         fetch_fails(api, cfg, path, "EISDIR")
+
+
+def test_fetch_an_image_with_a_trailing_slash_is_enotdir(api, config):
+    cfg = config()
+    for path in ("web/cpu/" + RANGE + "/", "web/cpu/days/2024-12-01.png/"):
+        fetch_fails(api, cfg, path, "ENOTDIR")
 
 
 INVALID_NAMES = [
@@ -897,6 +904,31 @@ def test_discover_sanitizes_and_escapes(api, tmp_path):
     assert p.stdout.decode() == "insightfs: %s: OK (4 dashboards visible)\n" % full
     fetch_ok(api, full, 'say "hi" \\ ok/dup (x4)/' + RANGE, image_target("q1", "x4", S, E))
     fetch_ok(api, full, "q3/\u2603 snow_man/" + RANGE, image_target("q3", "w", S, E))
+
+
+def test_discover_name_equal_to_a_later_sibling_id_still_loads(api, tmp_path):
+    # "beta" is the name of the first dashboard and the id of the second: the
+    # configuration forbids a name equal to a sibling's id, so the name is suffixed.
+    api.set_data([{"id": "alpha", "name": "beta", "widgets": [
+                       {"widgetId": "w1", "name": "w2"}, {"widgetId": "w2", "name": "x"}]},
+                  {"id": "beta", "name": "gamma", "widgets": []}])
+    cfg = write_file(tmp_path / "api.conf", api_group(api))
+    text = discover(api, cfg)
+    assert text == (
+        'dashboards = (\n'
+        '  { name = "beta (alpha)"; id = "alpha";\n'
+        '    widgets = (\n'
+        '      { name = "w2 (w1)"; id = "w1"; },\n'
+        '      { name = "x"; id = "w2"; }\n'
+        '    ); },\n'
+        '  { name = "gamma"; id = "beta";\n'
+        '    widgets = (); }\n'
+        ');\n')
+    full = write_file(tmp_path / "full.conf", api_group(api) + text)
+    p = check(full)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == "insightfs: %s: OK (2 dashboards visible)\n" % full
+    fetch_ok(api, full, "beta (alpha)/w2 (w1)/" + RANGE, image_target("alpha", "w1", S, E))
 
 
 def test_discover_no_dashboards(api, tmp_path):

@@ -436,8 +436,8 @@ static void test_find_in_built_tree(void **state)
     struct api_item items[] = {
         {"2", "Two"},
         {"3", "1"},      /* becomes "1 (3)" */
-        {"40", "41"},    /* free when it comes: "41" */
-        {"41", "Other"}, /* its id is now another entry's name */
+        {"40", "41"},    /* a later sibling's id: "41 (40)", so a dump loads */
+        {"41", "Other"},
     };
     const char *ids[] = {"1"};
     struct api_item w1[] = {{"12", "Disk"}};
@@ -450,7 +450,7 @@ static void test_find_in_built_tree(void **state)
                                  .n_widgets = counts,
                                  .n_widget_lists = 1};
     struct ns_tree *t = ns_build(&cfg, &disc);
-    check_tree(t, "100#100{} | Prod#1{7#7,CPU#11,Disk#12} | Two#2{} | 1 (3)#3{} | 41#40{} | "
+    check_tree(t, "100#100{} | Prod#1{7#7,CPU#11,Disk#12} | Two#2{} | 1 (3)#3{} | 41 (40)#40{} | "
                   "Other#41{}");
 
     const struct ns_dashboard *d;
@@ -461,7 +461,8 @@ static void test_find_in_built_tree(void **state)
     assert_ptr_equal(ns_find_dashboard(t, "2"), &t->dashboards[2]);
     assert_ptr_equal(ns_find_dashboard(t, "1 (3)"), &t->dashboards[3]);
     assert_ptr_equal(ns_find_dashboard(t, "3"), &t->dashboards[3]);
-    assert_ptr_equal(ns_find_dashboard(t, "41"), &t->dashboards[4]); /* name before id */
+    assert_ptr_equal(ns_find_dashboard(t, "41 (40)"), &t->dashboards[4]);
+    assert_ptr_equal(ns_find_dashboard(t, "41"), &t->dashboards[5]); /* by id */
     assert_ptr_equal(ns_find_dashboard(t, "40"), &t->dashboards[4]);
     assert_ptr_equal(ns_find_dashboard(t, "Other"), &t->dashboards[5]);
     assert_null(ns_find_dashboard(t, "Production"));
