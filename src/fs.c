@@ -106,6 +106,7 @@ struct fs_disc_list {
     int have;               /* a good answer was ever stored */
     int64_t fetched_mono;   /* when it was stored */
     int refreshing;         /* a refresh is in flight (single flight) */
+    int64_t failed_mono;    /* when the last refresh failed (0: it did not) */
     int last_rc;            /* the last refresh's result */
 };
 
@@ -551,6 +552,11 @@ static int disc_refresh(struct fs *fs, const char *dash_id)
         rc = 0;
         goto out_locked;
     }
+    /* A failed refresh is remembered for error_ttl_s, like a failed image (SPEC 6). */
+    if (l->failed_mono && mono_ms() - l->failed_mono < (int64_t)g->cfg->error_ttl_s * 1000) {
+        rc = l->have ? 0 : l->last_rc;
+        goto out_locked;
+    }
     l->refreshing = 1;
     pthread_mutex_unlock(&fs->disc_lock);
 
@@ -569,8 +575,11 @@ static int disc_refresh(struct fs *fs, const char *dash_id)
         l->n = n;
         l->have = 1;
         l->fetched_mono = mono_ms();
-    } else if (l->have) {
-        rc = 0; /* the last good list stays in use */
+        l->failed_mono = 0;
+    } else {
+        l->failed_mono = mono_ms();
+        if (l->have)
+            rc = 0; /* the last good list stays in use */
     }
     pthread_cond_broadcast(&fs->disc_cond);
     pthread_mutex_unlock(&fs->disc_lock);

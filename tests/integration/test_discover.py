@@ -1,0 +1,113 @@
+"""discover = true on a real mount (SPEC 4, Discovery): the configured entries first,
+then what GetDashboardList / GetDashboardWidgetList give, sanitized, with collisions
+suffixed; refreshed only when older than discover_ttl_s; failures fall back to the last
+good list, or to the configured entries with the refresh's errno for unknown names.
+Request counts come from the local API's log."""
+import errno
+import os
+import time
+
+from conftest import TIME_FACTOR, wait_for
+from client import image_target
+
+LIST = "/cw_fea/real/cw/api/chart/dashboard"
+WEB = "df_457958429047263232"
+
+CONFIGURED = """discover = true;
+dashboards = (
+  { name = "web"; id = "df_457958429047263232";
+    widgets = ( { name = "cpu"; id = "cpu_avg__1234"; } ); },
+  { name = "empty"; id = "mine"; widgets = (); }
+);
+"""
+
+
+def listing(path):
+    return sorted(os.listdir(path)), os.listdir(path)
+
+
+def targets(api):
+    return [e["target"] for e in api.requests()]
+
+
+def errno_of(call, *args):
+    try:
+        call(*args)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def test_configured_first_then_discovered_sanitized_and_suffixed(api, config, mount):
+    m = mount(config(api_extra="  retries = 0;\n", body=CONFIGURED))
+    api.clear_log()
+    # web is configured (its API twin is dropped: configured wins by id); "empty" is
+    # taken by a configured entry, so the API's df_empty becomes "empty (df_empty)".
+    assert os.listdir(m.mnt) == ["web", "empty", "db", "empty (df_empty)", "we_ird_.name"]
+    assert targets(api) == [LIST]
+    # Configured widgets first, then the discovered ones of the same dashboard.
+    assert os.listdir(m.path("web")) == ["cpu", "memory", "network in"]
+    assert os.listdir(m.path("we_ird_.name")) == ["a_b", "w2"]
+    assert os.listdir(m.path("db")) == ["qps", "disk_io__77"]
+    assert targets(api) == [LIST, LIST + "/%s/widgets" % WEB, LIST + "/df_weird/widgets",
+                            LIST + "/1000123/widgets"]
+    # Within discover_ttl_s nothing is asked again, and ids reach the same entries.
+    assert os.listdir(m.mnt)[2:] == ["db", "empty (df_empty)", "we_ird_.name"]
+    assert os.listdir(m.path("1000123")) == ["qps", "disk_io__77"]
+    assert len(api.requests()) == 4
+    # A discovered widget serves its graph.
+    api.clear_log()
+    with open(m.path("db", "qps", "20241202T0000Z-20241203T0000Z.png"), "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert targets(api) == [image_target("1000123", "555", 1733097600000, 1733184000000)]
+
+
+def test_unknown_name_refreshes_once_then_enoent(api, config, mount):
+    m = mount(config(api_extra="  retries = 0;\n", body=CONFIGURED))
+    api.clear_log()
+    # The first lookup of an unknown name asks the API; the answer is then fresh.
+    assert errno_of(os.stat, m.path("nope")) == errno.ENOENT
+    assert targets(api) == [LIST]
+    assert errno_of(os.stat, m.path("nope2")) == errno.ENOENT
+    assert os.stat(m.path("db")).st_mode & 0o777 == 0o555
+    assert targets(api) == [LIST]
+
+
+def test_refresh_failure_without_a_good_list(api, config, mount):
+    m = mount(config(api_extra="  retries = 0;\n",
+                     body=CONFIGURED + "cache = { error_ttl_s = 1; };\n"))
+    api.fault("status", prefix=LIST, count=-1, status=503, errorCode="500",
+              message="Endpoint Error")
+    # Listings show the configured entries; an unknown name gets the errno, never ENOENT.
+    assert os.listdir(m.mnt) == ["web", "empty"]
+    assert errno_of(os.stat, m.path("db")) == errno.EIO
+    assert os.listdir(m.path("web")) == ["cpu"]
+    # One failed refresh of each list, remembered for error_ttl_s (10 s by default).
+    assert targets(api) == [LIST, LIST + "/%s/widgets" % WEB]
+    api.clear_faults()
+    api.fault("status", prefix=LIST, count=-1, status=401, errorCode="200",
+              message="Authentication Failed")
+    failed_at = time.monotonic()
+    wait_for(lambda: time.monotonic() - failed_at > 1.1, 5, "error_ttl_s")
+    assert errno_of(os.stat, m.path("db")) == errno.EACCES
+    # Configured entries keep working.
+    assert os.stat(m.path("web", "cpu")).st_mode & 0o777 == 0o555
+
+
+def test_refresh_failure_keeps_the_last_good_list(api, config, mount):
+    m = mount(config(api_extra="  retries = 0;\n", body=CONFIGURED + "discover_ttl_s = 10;\n"))
+    before = os.listdir(m.mnt)
+    assert before == ["web", "empty", "db", "empty (df_empty)", "we_ird_.name"]
+    listed_at = time.monotonic()
+    api.fault("status", prefix=LIST, count=-1, status=503, errorCode="500",
+              message="Endpoint Error")
+    api.clear_log()
+    # discover_ttl_s is 10 s: wait until the list is due for a refresh.
+    wait_for(lambda: time.monotonic() - listed_at > 10.5, 15 / TIME_FACTOR + 5, "discover_ttl_s")
+    assert os.listdir(m.mnt) == before
+    assert targets(api) == [LIST]  # the refresh was tried, failed, and the old list stayed
+    # The failure is remembered for error_ttl_s: no new request for an unknown name.
+    assert errno_of(os.stat, m.path("nope")) == errno.ENOENT
+    assert os.listdir(m.mnt) == before
+    assert targets(api) == [LIST]
