@@ -1,0 +1,108 @@
+"""Mount-mode command line (SPEC 2): usage errors and mount-point checks answer with one
+line in SPEC 2's forms and mount nothing; accepted mount(8) options are overridden by the
+fixed ro,nosuid,nodev; and once an image is read the kernel serves it alone (SPEC 12.1:
+OPEN and FLUSH answered ENOSYS, long timeouts), which the daemon's counters show."""
+import json
+import os
+import signal
+import subprocess
+
+from conftest import BIN, clean_env, is_mounted, run, wait_for
+
+FINAL = "1732924800000-1732968000000.png"  # 2024-11-30 00:00-12:00 UTC: final
+
+
+def not_mounted_anywhere_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return not any(line.split()[4].startswith(path) for line in f)
+
+
+def test_mount_point_missing(config, tmp_path):
+    mnt = str(tmp_path / "nope")
+    p = run([config(), mnt])
+    assert p.returncode == 1
+    assert p.stderr.decode() == ("insightfs: %s: mount point: No such file or directory "
+                                 "(see insightfs --help)\n" % mnt)
+    assert not_mounted_anywhere_under(str(tmp_path))
+
+
+def test_mount_point_not_a_directory(config, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    p = run([config(), str(f)])
+    assert p.returncode == 1
+    assert p.stderr.decode() == ("insightfs: %s: mount point is not a directory "
+                                 "(see insightfs --help)\n" % f)
+    assert not_mounted_anywhere_under(str(tmp_path))
+
+
+def test_unknown_mount_option_and_missing_mount_point(config, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    p = run(["-o", "ro,bogus=1", config(), str(mnt)])
+    assert (p.returncode, p.stderr.decode()) == (
+        1, "insightfs: unknown mount option 'bogus=1' (see insightfs --help)\n")
+    p = run(["-f"])
+    assert (p.returncode, p.stderr.decode()) == (
+        1, "insightfs: no mount point given (see insightfs --help)\n")
+    assert not_mounted_anywhere_under(str(tmp_path))
+
+
+def test_configuration_error_mounts_nothing(api, config, tmp_path):
+    cfg = config(api_extra="  timeut_ms = 5;\n")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    p = run(["-f", cfg, str(mnt)])
+    assert p.returncode == 1
+    assert p.stderr.decode() == "insightfs: %s:5: api.timeut_ms: unknown setting\n" % cfg
+    assert not_mounted_anywhere_under(str(tmp_path))
+
+
+def test_rw_dev_suid_are_accepted_and_overridden(api, config, mount):
+    m = mount(config(), args=["-o", "rw,dev,suid,exec,noatime"])
+    fields = is_mounted(m.mnt).split()
+    assert fields[5].split(",")[:3] == ["ro", "nosuid", "nodev"]
+    assert fields[fields.index("-") + 1] == "fuse.insightfs"
+
+
+def test_dead_mount_is_named(api, config, tmp_path):
+    mnt = str(tmp_path / "dead")
+    os.mkdir(mnt)
+    cfg = config()
+    proc = subprocess.Popen([BIN, "-f", cfg, mnt], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=clean_env())
+    try:
+        wait_for(lambda: is_mounted(mnt), 10, "the mount")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        p = run([cfg, mnt])
+        assert p.returncode == 1
+        assert p.stderr.decode() == ("insightfs: %s: a dead FUSE mount is there: run "
+                                     "fusermount3 -u %s (see insightfs --help)\n" % (mnt, mnt))
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
+
+
+def test_warm_reads_never_reach_the_daemon(api, config, mount):
+    m = mount(config())
+    path = m.path("web", "cpu", FINAL)
+    with open(path, "rb") as f:
+        first = f.read()
+    # The first lookup answered a pending version with entry timeout 0; the next one
+    # gets the ready version with a day's timeouts. From then on the kernel serves alone.
+    os.stat(path)
+    api.clear_log()
+
+    def counters():
+        with open(m.path(".insightfs", "stats"), "rb") as f:
+            s = json.loads(f.read())
+        return s["cache"]["hits"], s["cache"]["misses"], s["upstream"]["requests"]
+
+    before = counters()
+    for _ in range(200):
+        with open(path, "rb") as f:
+            assert f.read() == first
+        os.stat(path)
+    # No LOOKUP, GETATTR or READ reached the daemon: a lookup would count a hit.
+    assert counters() == before
+    assert api.requests() == []
