@@ -91,11 +91,20 @@ struct fs_inode {
     } names[FS_NAMES_MAX];
 };
 
+/* The API client, shared by generations whose api settings are the same, so a reload
+ * that changes only other settings keeps its connections, retry budget, clock offset
+ * and counters. */
+struct fs_api {
+    atomic_int refs;
+    struct api *api;
+};
+
 /* What one configuration made: swapped whole on reload. */
 struct fs_gen {
     atomic_int refs;
     struct cfg *cfg;
-    struct api *api;
+    struct fs_api *fa;
+    struct api *api; /* fa->api */
 };
 
 /* One discovered list: the dashboards (dash_id NULL) or one dashboard's widgets. */
@@ -157,7 +166,10 @@ static void gen_unref(struct fs_gen *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
-    api_free(g->api);
+    if (g->fa && atomic_fetch_sub(&g->fa->refs, 1) == 1) {
+        api_free(g->fa->api);
+        free(g->fa);
+    }
     cfg_free(g->cfg);
     free(g);
 }
@@ -172,7 +184,9 @@ static struct fs_gen *gen_get(struct fs *fs)
 }
 
 /* Takes ownership of cfg on success and failure. */
-static struct fs_gen *gen_new(struct cfg *cfg, struct api *api_reuse, int64_t test_offset,
+/* Takes ownership of cfg on success and failure. reuse: share this client (its api
+ * settings equal cfg's), or NULL to make a new one. */
+static struct fs_gen *gen_new(struct cfg *cfg, struct fs_api *reuse, int64_t test_offset,
                               char **err)
 {
     struct fs_gen *g = calloc(1, sizeof(*g));
@@ -182,12 +196,39 @@ static struct fs_gen *gen_new(struct cfg *cfg, struct api *api_reuse, int64_t te
     }
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
-    g->api = api_reuse ? api_reuse : api_new(cfg, test_offset, err);
-    if (!g->api) {
+    if (reuse) {
+        atomic_fetch_add(&reuse->refs, 1);
+        g->fa = reuse;
+    } else if ((g->fa = calloc(1, sizeof(*g->fa))) != NULL) {
+        atomic_init(&g->fa->refs, 1);
+        g->fa->api = api_new(cfg, test_offset, err);
+        if (!g->fa->api) {
+            free(g->fa);
+            g->fa = NULL;
+        }
+    }
+    if (!g->fa) {
         gen_unref(g);
         return NULL;
     }
+    g->api = g->fa->api;
     return g;
+}
+
+static int same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* 1 when a and b configure the API client identically. */
+static int same_client(const struct cfg *a, const struct cfg *b)
+{
+    return same_str(a->endpoint, b->endpoint) && same_str(a->access_key, b->access_key) &&
+           same_str(a->secret_key, b->secret_key) && same_str(a->ca_file, b->ca_file) &&
+           a->timeout_ms == b->timeout_ms && a->connect_timeout_ms == b->connect_timeout_ms &&
+           a->retries == b->retries && a->max_connections == b->max_connections &&
+           a->max_requests_per_second == b->max_requests_per_second &&
+           a->max_image_bytes == b->max_image_bytes;
 }
 
 static struct ns_tree *tree_get(struct fs *fs)
@@ -1446,9 +1487,10 @@ static void fs_reload(struct fs *fs)
     }
     int same_api = strcmp(cfg->endpoint, old->cfg->endpoint) == 0 &&
                    strcmp(cfg->access_key, old->cfg->access_key) == 0;
+    struct fs_api *reuse = same_client(cfg, old->cfg) ? old->fa : NULL;
     if (strcmp(cfg->timezone, old->cfg->timezone) != 0)
         log_warn("time.timezone changed: a restart is needed for it to apply");
-    struct fs_gen *g = gen_new(cfg, NULL, fs->opts.test_offset_ms, &err);
+    struct fs_gen *g = gen_new(cfg, reuse, fs->opts.test_offset_ms, &err);
     if (!g) {
         log_error("reload failed, keeping the old configuration: %s", err ? err : "out of memory");
         free(err);
@@ -1461,8 +1503,21 @@ static void fs_reload(struct fs *fs)
     struct fs_gen *prev = fs->gen;
     fs->gen = g;
     pthread_mutex_unlock(&fs->gen_lock);
-    if (!same_api)
+    if (!same_api) {
+        /* Another account: nothing it cached or listed may show through. */
         cache_clear(fs->cache);
+        pthread_mutex_lock(&fs->disc_lock);
+        for (size_t i = 0; i < fs->n_disc; i++) {
+            if (fs->disc[i].refreshing)
+                continue; /* its result will be stale but is replaced on the next refresh */
+            api_items_free(fs->disc[i].items, fs->disc[i].n);
+            fs->disc[i].items = NULL;
+            fs->disc[i].n = 0;
+            fs->disc[i].have = 0;
+            fs->disc[i].failed_mono = 0;
+        }
+        pthread_mutex_unlock(&fs->disc_lock);
+    }
     cache_set_params(fs->cache, &cp);
     log_set_level(fs->opts.debug ? LOG_LVL_DEBUG : g->cfg->log_level);
     struct ns_tree *old_tree = tree_get(fs);

@@ -815,6 +815,8 @@ def test_sighup_reloads_and_never_stops(api, config, mount, oracle):
     # The cached version stays for the same (dashboard id, widget id), whatever its name.
     assert read(m.path("web", "processor", FIN + ".png")) == data
     assert len(api.requests()) == 1
+    # The api group did not change, so the client (and its counters) carried over.
+    assert stats(m)["upstream"]["requests"] == 1
 
     # An invalid file: nothing changes.
     with open(cfg, "a") as f:
