@@ -31,19 +31,20 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg sign http api cache ns fs main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http api cache ns disc fs_ino fs fs_dir fs_mount main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
-UNIT_TESTS := vpath cfg sign http api cache log ns
+UNIT_TESTS := vpath cfg sign http api cache log ns disc
 UNIT_DEPS_vpath := vpath
-UNIT_DEPS_cfg := cfg vpath log
+UNIT_DEPS_cfg := cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_sign := sign
 UNIT_DEPS_http := http log
 UNIT_DEPS_api := api http sign log
 UNIT_DEPS_cache := cache log
 UNIT_DEPS_log := log
-UNIT_DEPS_ns := ns cfg vpath log
+UNIT_DEPS_ns := ns cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
+UNIT_DEPS_disc := disc api http sign $(UNIT_DEPS_ns)
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/test_%)
 
 # Debian packages of SPEC section 10: build, then tests.

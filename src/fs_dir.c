@@ -1,0 +1,174 @@
+/* fs_dir - directory listings of the mounted filesystem: OPENDIR, READDIR, RELEASEDIR.
+ *
+ * A listing is a snapshot taken at OPENDIR (SPEC 4): the whole directory is rendered
+ * into a buffer (fuse_add_direntry records; "." and ".." first) that READDIR serves by
+ * offset and RELEASEDIR frees; fi->fh points at it. OPENDIR is answered without
+ * FOPEN_CACHE_DIR, so days/ does not freeze across midnight (SPEC 12.1).
+ *
+ * What is listed: / the dashboards of the current tree (not /.insightfs); a dashboard
+ * its widgets; a widget its presets in config order, then days/; days/ today and the
+ * history_days-1 days before, newest first; /.insightfs its files. Listing / or a
+ * dashboard first refreshes its discovered list (fs_disc_refresh), whose failure leaves
+ * the last good or configured entries listed. Directories carry their stable inode
+ * numbers; files not looked up yet carry FS_UNKNOWN_INO (readdir never looks names up,
+ * that would make pending versions).
+ *
+ * Locking: none of its own; a buffer belongs to one open directory handle.
+ */
+#define FUSE_USE_VERSION 312
+
+#include "fs_int.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "insightfs/api.h"
+#include "insightfs/ns.h"
+#include "insightfs/vpath.h"
+
+#define FS_UNKNOWN_INO 0xffffffffu /* d_ino of files not looked up yet (as libfuse uses) */
+
+struct dirbuf {
+    char *p;
+    size_t size;
+};
+
+static int dirbuf_add(fuse_req_t req, struct dirbuf *b, const char *name, fuse_ino_t ino,
+                      mode_t type)
+{
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    st.st_ino = ino;
+    st.st_mode = type;
+    size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+    char *p = realloc(b->p, b->size + need);
+    if (!p)
+        return -ENOMEM;
+    b->p = p;
+    fuse_add_direntry(req, b->p + b->size, need, name, &st, (off_t)(b->size + need));
+    b->size += need;
+    return 0;
+}
+
+/* The listing of directory n, as a snapshot taken now (SPEC 4). */
+static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_t parent,
+                    struct dirbuf *b)
+{
+    int rc = 0;
+    /* Discovery failures leave the last good (or configured) entries listed. */
+    if (n->kind == FK_ROOT)
+        (void)fs_disc_refresh(fs, NULL);
+    else if (n->kind == FK_DASH)
+        (void)fs_disc_refresh(fs, n->dash_id);
+    struct fs_gen *g = fs_gen_get(fs);
+    struct ns_tree *t = fs_tree_get(fs);
+    rc = dirbuf_add(req, b, ".", n->ino, S_IFDIR);
+    if (!rc)
+        rc = dirbuf_add(req, b, "..", parent, S_IFDIR);
+    switch (n->kind) {
+    case FK_ROOT:
+        for (size_t i = 0; !rc && i < t->n_dashboards; i++) {
+            const struct ns_dashboard *d = &t->dashboards[i];
+            struct fs_inode *c = fs_ino_dir(fs->ino, FK_DASH, d->id, NULL);
+            rc = c ? dirbuf_add(req, b, d->name, c->ino, S_IFDIR) : -ENOMEM;
+        }
+        break;
+    case FK_META_DIR:
+        if (!rc)
+            rc = dirbuf_add(req, b, "stats", 0, S_IFREG);
+        break;
+    case FK_DASH: {
+        const struct ns_dashboard *d = ns_find_dashboard(t, n->dash_id);
+        for (size_t i = 0; !rc && d && i < d->n_widgets; i++) {
+            struct fs_inode *c = fs_ino_dir(fs->ino, FK_WIDGET, d->id, d->widgets[i].id);
+            rc = c ? dirbuf_add(req, b, d->widgets[i].name, c->ino, S_IFDIR) : -ENOMEM;
+        }
+        break;
+    }
+    case FK_WIDGET:
+        for (size_t i = 0; !rc && i < g->cfg->n_presets; i++) {
+            char *name = NULL;
+            if (asprintf(&name, "%s.png", g->cfg->presets[i]) < 0) {
+                rc = -ENOMEM;
+                break;
+            }
+            rc = dirbuf_add(req, b, name, FS_UNKNOWN_INO, S_IFREG);
+            free(name);
+        }
+        if (!rc) {
+            struct fs_inode *c = fs_ino_dir(fs->ino, FK_DAYS, n->dash_id, n->widget_id);
+            rc = c ? dirbuf_add(req, b, "days", c->ino, S_IFDIR) : -ENOMEM;
+        }
+        break;
+    case FK_DAYS: {
+        struct vpath_clock clk = {api_now_ms(g->api), g->cfg->align_s};
+        for (int i = 0; !rc && i < g->cfg->history_days; i++) {
+            char day[VPATH_DAY_LEN], name[VPATH_DAY_LEN + 4];
+            if (vpath_day_name(&clk, i, day) != 0)
+                break; /* before 1970 */
+            snprintf(name, sizeof(name), "%s.png", day);
+            rc = dirbuf_add(req, b, name, FS_UNKNOWN_INO, S_IFREG);
+        }
+        break;
+    }
+    default:
+        rc = -ENOTDIR;
+    }
+    ns_unref(t);
+    fs_gen_unref(g);
+    return rc;
+}
+
+void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    struct fs_inode *n = fs_ino_get(fs->ino, ino);
+    if (!n) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (n->kind == FK_IMAGE || n->kind == FK_META_FILE) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    struct dirbuf *b = calloc(1, sizeof(*b));
+    if (!b) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    /* ".." of a dashboard is the root; the kernel ignores d_ino of ".." anyway. */
+    int rc = dir_list(fs, req, n, FS_INO_ROOT, b);
+    if (rc != 0) {
+        free(b->p);
+        free(b);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)b;
+    if (fuse_reply_open(req, fi) != 0) {
+        free(b->p);
+        free(b);
+    }
+}
+
+void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+    fs_reply_slice(req, b->p, b->size, size, off);
+}
+
+void fs_dir_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+    if (b) {
+        free(b->p);
+        free(b);
+    }
+    fuse_reply_err(req, 0);
+}

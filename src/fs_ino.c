@@ -1,0 +1,289 @@
+/* fs_ino - the inode table of the fs module: every inode the kernel may name.
+ *
+ * Numbers (SPEC 12.2): the root (1) and /.insightfs (2) are fixed; dashboard, widget and
+ * days/ directories get a stable number per (kind, dashboard id, widget id) for the life
+ * of the daemon, from FS_INO_FIRST_DYNAMIC up; /.insightfs files are snapshots taken at
+ * lookup, one number per lookup from the same counter; an image version's inode is
+ * FS_IMAGE_BASE + the cache's version id, never reused while the daemon runs.
+ *
+ * Lifetime: each inode counts the lookups the kernel holds. Image and snapshot inodes
+ * are freed when FORGET brings that count to 0; each image inode holds one reference to
+ * its version, so eviction never frees bytes the kernel can still reach. Directory
+ * inodes live until the table is freed (they are few).
+ *
+ * Image inodes also remember the last FS_NAMES_MAX names the kernel got them under, so
+ * that when the cache evicts their version the fs can invalidate those entries.
+ *
+ * Storage: a hash of chains by number, grown 4x when it holds more than 2 inodes per
+ * bucket (a failed growth keeps the longer chains: lookups stay correct).
+ *
+ * Locking: lock guards the buckets, the counts, next_ino, and every inode's nlookup, next
+ * and names. It is held only for table work, never across a call into another module.
+ */
+#include "fs_int.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fs_ino {
+    pthread_mutex_t lock;
+    struct fs_inode **buckets; /* protected by lock */
+    size_t n_buckets;          /* protected by lock; a power of 2 */
+    size_t n_inodes;           /* protected by lock */
+    uint64_t next_ino;         /* protected by lock */
+};
+
+static size_t bucket_of(const struct fs_ino *t, uint64_t ino)
+{
+    uint64_t h = ino * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 17) & (t->n_buckets - 1);
+}
+
+/* lock held. */
+static struct fs_inode *find_locked(struct fs_ino *t, uint64_t ino)
+{
+    for (struct fs_inode *n = t->buckets[bucket_of(t, ino)]; n; n = n->next)
+        if (n->ino == ino)
+            return n;
+    return NULL;
+}
+
+/* lock held; grows the table when it gets crowded. */
+static void insert_locked(struct fs_ino *t, struct fs_inode *n)
+{
+    if (t->n_inodes + 1 > t->n_buckets * 2) {
+        size_t nb = t->n_buckets * 4;
+        struct fs_inode **b = calloc(nb, sizeof(*b));
+        if (b) {
+            struct fs_inode **old = t->buckets;
+            size_t old_n = t->n_buckets;
+            t->buckets = b;
+            t->n_buckets = nb;
+            for (size_t i = 0; i < old_n; i++) {
+                for (struct fs_inode *p = old[i], *next; p; p = next) {
+                    next = p->next;
+                    size_t k = bucket_of(t, p->ino);
+                    p->next = b[k];
+                    b[k] = p;
+                }
+            }
+            free(old);
+        } /* else: keep the longer chains; lookups stay correct */
+    }
+    size_t k = bucket_of(t, n->ino);
+    n->next = t->buckets[k];
+    t->buckets[k] = n;
+    t->n_inodes++;
+}
+
+/* lock held. */
+static void remove_locked(struct fs_ino *t, struct fs_inode *n)
+{
+    for (struct fs_inode **pp = &t->buckets[bucket_of(t, n->ino)]; *pp; pp = &(*pp)->next) {
+        if (*pp == n) {
+            *pp = n->next;
+            t->n_inodes--;
+            return;
+        }
+    }
+}
+
+static void inode_free(struct fs_inode *n)
+{
+    if (!n)
+        return;
+    for (size_t i = 0; i < FS_NAMES_MAX; i++)
+        free(n->names[i].name);
+    cache_version_unref(n->v);
+    free(n->dash_id);
+    free(n->widget_id);
+    free(n->data);
+    free(n);
+}
+
+struct fs_ino *fs_ino_new(void)
+{
+    struct fs_ino *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    if (pthread_mutex_init(&t->lock, NULL) != 0) {
+        free(t);
+        return NULL;
+    }
+    t->next_ino = FS_INO_FIRST_DYNAMIC;
+    t->n_buckets = 256;
+    t->buckets = calloc(t->n_buckets, sizeof(*t->buckets));
+    if (!t->buckets)
+        goto err;
+    static const struct {
+        uint64_t ino;
+        enum fs_kind kind;
+    } fixed[] = {{FS_INO_ROOT, FK_ROOT}, {FS_INO_META, FK_META_DIR}};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        struct fs_inode *n = calloc(1, sizeof(*n));
+        if (!n)
+            goto err;
+        n->ino = fixed[i].ino;
+        n->kind = fixed[i].kind;
+        n->nlookup = 1;
+        insert_locked(t, n); /* not shared yet */
+    }
+    return t;
+err:
+    fs_ino_free(t);
+    return NULL;
+}
+
+void fs_ino_free(struct fs_ino *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; t->buckets && i < t->n_buckets; i++) {
+        for (struct fs_inode *n = t->buckets[i], *next; n; n = next) {
+            next = n->next;
+            inode_free(n);
+        }
+    }
+    free(t->buckets);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+struct fs_inode *fs_ino_get(struct fs_ino *t, uint64_t ino)
+{
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *n = find_locked(t, ino);
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *dash_id,
+                            const char *widget_id)
+{
+    struct fs_inode *found = NULL;
+    pthread_mutex_lock(&t->lock);
+    /* Directories are few (dashboards + 2 x widgets): a scan keeps this simple. */
+    for (size_t i = 0; i < t->n_buckets && !found; i++) {
+        for (struct fs_inode *n = t->buckets[i]; n; n = n->next) {
+            if (n->kind == kind && strcmp(n->dash_id, dash_id) == 0 &&
+                (!widget_id || strcmp(n->widget_id, widget_id) == 0)) {
+                found = n;
+                break;
+            }
+        }
+    }
+    if (!found) {
+        struct fs_inode *n = calloc(1, sizeof(*n));
+        if (n) {
+            n->kind = kind;
+            n->dash_id = strdup(dash_id);
+            n->widget_id = widget_id ? strdup(widget_id) : NULL;
+            if (!n->dash_id || (widget_id && !n->widget_id)) {
+                inode_free(n);
+            } else {
+                n->ino = t->next_ino++;
+                insert_locked(t, n);
+                found = n;
+            }
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
+struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
+{
+    uint64_t ino = FS_IMAGE_BASE + cache_version_id(v);
+    struct cache_version *extra = NULL;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *n = find_locked(t, ino);
+    if (n) {
+        extra = v; /* the inode already holds one */
+    } else {
+        n = calloc(1, sizeof(*n));
+        if (n) {
+            n->ino = ino;
+            n->kind = FK_IMAGE;
+            n->v = v;
+            insert_locked(t, n);
+        } else {
+            extra = v;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    cache_version_unref(extra);
+    return n;
+}
+
+struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
+{
+    struct fs_inode *n = calloc(1, sizeof(*n));
+    if (!n) {
+        free(data);
+        return NULL;
+    }
+    n->kind = FK_META_FILE;
+    n->data = data;
+    n->len = len;
+    pthread_mutex_lock(&t->lock);
+    n->ino = t->next_ino++;
+    insert_locked(t, n);
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+void fs_ino_count_lookup(struct fs_ino *t, struct fs_inode *n)
+{
+    pthread_mutex_lock(&t->lock);
+    n->nlookup++;
+    pthread_mutex_unlock(&t->lock);
+}
+
+void fs_ino_forget(struct fs_ino *t, uint64_t ino, uint64_t nlookup)
+{
+    struct fs_inode *dead = NULL;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *n = find_locked(t, ino);
+    if (n) {
+        n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
+        if (n->nlookup == 0 && (n->kind == FK_IMAGE || n->kind == FK_META_FILE)) {
+            remove_locked(t, n);
+            dead = n;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    inode_free(dead); /* drops the version reference outside the lock */
+}
+
+void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent, const char *name)
+{
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < FS_NAMES_MAX; i++) {
+        if (n->names[i].name && n->names[i].parent == parent && strcmp(n->names[i].name, name) == 0)
+            goto out;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        goto out; /* only an invalidation is lost: the version stays pinned a little longer */
+    free(n->names[FS_NAMES_MAX - 1].name);
+    memmove(&n->names[1], &n->names[0], (FS_NAMES_MAX - 1) * sizeof(n->names[0]));
+    n->names[0].parent = parent;
+    n->names[0].name = copy;
+out:
+    pthread_mutex_unlock(&t->lock);
+}
+
+void fs_ino_names(struct fs_ino *t, uint64_t ino, struct fs_name out[FS_NAMES_MAX])
+{
+    memset(out, 0, FS_NAMES_MAX * sizeof(out[0]));
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *n = find_locked(t, ino);
+    for (size_t i = 0; n && i < FS_NAMES_MAX; i++) {
+        if (n->names[i].name) {
+            out[i].parent = n->names[i].parent;
+            out[i].name = strdup(n->names[i].name);
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+}
