@@ -16,8 +16,9 @@
  *    (SPEC 6): no new request until then;
  *  - last good: after a failed refresh the last good answer stays in use; with none the
  *    caller gets the refresh's errno (the filesystem answers it, never ENOENT).
- * disc_forget drops every list not being refreshed; a refresh already in flight still
- * stores its answer when it ends, and that answer is used until discover_ttl_s passes.
+ * disc_forget drops every list; a refresh already in flight when it is called stores
+ * nothing (epoch tells). generation grows with every change, so the filesystem can
+ * tell whether its tree reflects the latest lists.
  *
  * Locking: lock guards the array and every field of every list; cond (CLOCK_MONOTONIC)
  * is broadcast when a refresh ends. lock is never held across the API call; the only
@@ -51,6 +52,8 @@ struct disc {
     pthread_cond_t cond;     /* a refresh ended */
     struct disc_list *lists; /* protected by lock; may move when a list is added */
     size_t n_lists;          /* protected by lock */
+    uint64_t epoch;          /* protected by lock: grows with every disc_forget */
+    uint64_t generation;     /* protected by lock: grows with every change of lists */
 };
 
 static int64_t mono_ms(void)
@@ -154,6 +157,7 @@ int disc_refresh(struct disc *d, struct api *api, const struct cfg *cfg, const c
         goto out_locked;
     }
     l->refreshing = 1;
+    uint64_t epoch = d->epoch;
     pthread_mutex_unlock(&d->lock);
 
     struct api_item *items = NULL;
@@ -166,7 +170,14 @@ int disc_refresh(struct disc *d, struct api *api, const struct cfg *cfg, const c
     l = list_locked(d, dash_id);
     l->refreshing = 0;
     l->last_rc = rc;
-    if (rc == 0) {
+    if (epoch != d->epoch) {
+        /* Asked of the account before a disc_forget: its answer must not show. */
+        api_items_free(items, n);
+        items = NULL;
+        if (rc == 0)
+            rc = -EAGAIN;
+    } else if (rc == 0) {
+        d->generation++;
         api_items_free(l->items, l->n);
         l->items = items;
         l->n = n;
@@ -186,9 +197,19 @@ out_locked:
     return rc;
 }
 
-struct ns_tree *disc_build_tree(struct disc *d, const struct cfg *cfg)
+uint64_t disc_generation(struct disc *d)
 {
     pthread_mutex_lock(&d->lock);
+    uint64_t g = d->generation;
+    pthread_mutex_unlock(&d->lock);
+    return g;
+}
+
+struct ns_tree *disc_build_tree(struct disc *d, const struct cfg *cfg, uint64_t *generation)
+{
+    pthread_mutex_lock(&d->lock);
+    if (generation)
+        *generation = d->generation;
     size_t nl = d->n_lists;
     const char **ids = calloc(nl ? nl : 1, sizeof(*ids));
     const struct api_item **items = calloc(nl ? nl : 1, sizeof(*items));
@@ -225,10 +246,10 @@ struct ns_tree *disc_build_tree(struct disc *d, const struct cfg *cfg)
 void disc_forget(struct disc *d)
 {
     pthread_mutex_lock(&d->lock);
+    d->epoch++;
+    d->generation++;
     for (size_t i = 0; i < d->n_lists; i++) {
         struct disc_list *l = &d->lists[i];
-        if (l->refreshing)
-            continue;
         api_items_free(l->items, l->n);
         l->items = NULL;
         l->n = 0;

@@ -129,6 +129,7 @@ struct fs {
     pthread_mutex_t gen_lock;
     struct fs_gen *gen;   /* protected by gen_lock */
     struct ns_tree *tree; /* protected by gen_lock: configured + discovered */
+    uint64_t tree_generation; /* protected by gen_lock: the disc_generation tree reflects */
 
     struct disc *disc;  /* discovered lists; its own lock */
     struct fs_ino *ino; /* inode table; its own lock */

@@ -153,13 +153,15 @@ int64_t fs_now_ms(void *arg)
 void fs_tree_rebuild(struct fs *fs)
 {
     struct fs_gen *g = fs_gen_get(fs);
-    struct ns_tree *t = disc_build_tree(fs->disc, g->cfg);
+    uint64_t built = 0;
+    struct ns_tree *t = disc_build_tree(fs->disc, g->cfg, &built);
     fs_gen_unref(g);
     if (!t)
         return; /* out of memory: keep the old tree */
     pthread_mutex_lock(&fs->gen_lock);
     struct ns_tree *old = fs->tree;
     fs->tree = t;
+    fs->tree_generation = built;
     pthread_mutex_unlock(&fs->gen_lock);
     ns_unref(old);
 }
@@ -167,10 +169,14 @@ void fs_tree_rebuild(struct fs *fs)
 int fs_disc_refresh(struct fs *fs, const char *dash_id)
 {
     struct fs_gen *g = fs_gen_get(fs);
-    int changed = 0;
-    int rc = disc_refresh(fs->disc, g->api, g->cfg, dash_id, &changed);
+    int rc = disc_refresh(fs->disc, g->api, g->cfg, dash_id, NULL);
     fs_gen_unref(g);
-    if (changed)
+    /* Whoever stored the lists, this caller must see them: a waiter can wake before the
+     * refreshing thread has rebuilt the tree. */
+    pthread_mutex_lock(&fs->gen_lock);
+    uint64_t have = fs->tree_generation;
+    pthread_mutex_unlock(&fs->gen_lock);
+    if (disc_generation(fs->disc) != have)
         fs_tree_rebuild(fs);
     return rc;
 }

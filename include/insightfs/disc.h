@@ -43,13 +43,18 @@ int disc_refresh(struct disc *d, struct api *api, const struct cfg *cfg, const c
 
 /* The tree of cfg's configured entries merged with every list d holds (ns_build).
  * Returns a new tree with one reference (the caller owns it: ns_unref), or NULL (out of
- * memory). cfg is borrowed. Thread-safe. */
-struct ns_tree *disc_build_tree(struct disc *d, const struct cfg *cfg)
+ * memory); *generation (may be NULL) gets the disc_generation the tree reflects.
+ * cfg is borrowed. Thread-safe. */
+struct ns_tree *disc_build_tree(struct disc *d, const struct cfg *cfg, uint64_t *generation)
     __attribute__((warn_unused_result));
 
+/* A number that grows whenever what d holds changes (a list stored, or forgotten), so a
+ * caller can tell whether its tree is current. Thread-safe. */
+uint64_t disc_generation(struct disc *d);
+
 /* Drop every list d holds, with its failure memory (a reload that changed endpoint or
- * access key: nothing of the old account may show through). A list being refreshed is
- * left alone: that refresh stores its answer when it ends. Thread-safe. */
+ * access key: nothing of the old account may show through). A refresh in flight then
+ * stores nothing when it ends. Thread-safe. */
 void disc_forget(struct disc *d);
 
 #endif

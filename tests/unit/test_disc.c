@@ -102,7 +102,7 @@ static void expect(struct fx *f, const char *dash_id, int rc, int changed, int r
 static const char *dash_names(struct fx *f)
 {
     static char buf[256];
-    struct ns_tree *t = disc_build_tree(f->d, &f->cfg);
+    struct ns_tree *t = disc_build_tree(f->d, &f->cfg, NULL);
     assert_non_null(t);
     buf[0] = '\0';
     for (size_t i = 0; i < t->n_dashboards; i++) {
@@ -199,7 +199,7 @@ static void test_widget_lists(void **state)
     /* Another list: its own freshness, its own request. */
     expect(f, NULL, 0, 1, 2);
     expect(f, "d1", 0, 0, 2);
-    struct ns_tree *t = disc_build_tree(f->d, &f->cfg);
+    struct ns_tree *t = disc_build_tree(f->d, &f->cfg, NULL);
     assert_non_null(t);
     const struct ns_dashboard *web = ns_find_dashboard(t, "web");
     assert_non_null(web);
