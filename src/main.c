@@ -666,14 +666,15 @@ static int run_mount(struct opts *o, struct cfg_env *env)
     char *path = NULL, *mount_abs = NULL;
     struct cfg *cfg = NULL;
     int status = 1;
-    if (pick_config(o, positional_config, 1, &path) != 0)
-        goto out;
-    if (load_config(path, CFG_MODE_MOUNT, env, &cfg) != 0)
-        goto out;
+    /* A usage error first: it needs no file. */
     if (o->fs.allow_other && geteuid() != 0 && !user_allow_other()) {
         usage_error("-o allow_other needs user_allow_other in /etc/fuse.conf");
         goto out;
     }
+    if (pick_config(o, positional_config, 1, &path) != 0)
+        goto out;
+    if (load_config(path, CFG_MODE_MOUNT, env, &cfg) != 0)
+        goto out;
     mount_abs = absolute(mp);
     if (!mount_abs || check_mountpoint(mount_abs) != 0)
         goto out;

@@ -106,3 +106,43 @@ def test_warm_reads_never_reach_the_daemon(api, config, mount):
     # No LOOKUP, GETATTR or READ reached the daemon: a lookup would count a hit.
     assert counters() == before
     assert api.requests() == []
+
+
+def test_allow_other_as_non_root_needs_user_allow_other(api, tmp_path):
+    # A user without user_allow_other in /etc/fuse.conf (this machine has none): a usage
+    # error, given before the configuration is even read, and nothing is mounted.
+    with open("/etc/fuse.conf") as f:
+        assert not any(l.strip() == "user_allow_other" for l in f)
+    os.chmod(str(tmp_path), 0o755)
+    cfg = tmp_path / "plain.conf"
+    cfg.write_text('api = { endpoint = "%s"; };\ndashboards = ();\n' % api.url)
+    os.chmod(str(cfg), 0o644)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    os.chown(str(mnt), 65534, 65534)
+    env = clean_env({"NCLOUD_ACCESS_KEY": api.access_key, "NCLOUD_SECRET_KEY": api.secret_key})
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN,
+                        "-o", "allow_other", str(cfg), str(mnt)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=30)
+    assert p.returncode == 1
+    assert p.stderr.decode() == ("insightfs: -o allow_other needs user_allow_other in "
+                                 "/etc/fuse.conf (see insightfs --help)\n")
+    assert not_mounted_anywhere_under(str(tmp_path))
+
+
+def test_kill_9_with_auto_unmount_leaves_no_mount(api, config, tmp_path):
+    mnt = str(tmp_path / "mnt")
+    os.mkdir(mnt)
+    proc = subprocess.Popen([BIN, "-f", "-o", "auto_unmount", config(), mnt],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=clean_env())
+    try:
+        wait_for(lambda: is_mounted(mnt), 10, "the mount")
+        assert os.listdir(mnt) == ["web", "db"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # fusermount3's auto_unmount watcher notices the dead daemon (RELIABILITY P5).
+        wait_for(lambda: not is_mounted(mnt), 30, "auto_unmount after kill -9")
+    finally:
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
