@@ -4,6 +4,8 @@
 #   make check        install missing Debian packages, build, run every test
 #   make check SANITIZE=address,undefined    the same under ASan+UBSan (build/asan/)
 #   make demo         mount the bundled local API, show the tree, unmount
+#   make soak         1-hour soak under faults (RELIABILITY T20); SOAK_SECONDS=120 in CI
+#   make fuzz         libFuzzer targets (RELIABILITY P7), FUZZ_SECONDS=60 each; 30 in CI
 #   make install      $(DESTDIR)$(PREFIX)/bin/insightfs
 
 VERSION := 0.1.0
@@ -55,7 +57,7 @@ BENCH_DEBS := httpdirfs rclone
 
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all deps check unit integration demo install clean bench-deps
+.PHONY: all deps check unit integration demo install clean bench-deps fuzz soak
 all: $(B)/insightfs
 
 $(B)/insightfs: $(OBJS)
@@ -72,6 +74,48 @@ $(B)/tests/test_%: tests/unit/test_%.c $$(addprefix $(B)/obj/,$$(addsuffix .o,$$
 		$(wildcard tests/unit/*.h src/*_int.h) | $(B)/tests
 	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags cmocka 2>/dev/null) $(ALL_LDFLAGS) -o $@ $(filter %.c %.o,$^) \
 		$(LDLIBS) $(shell pkg-config --libs cmocka 2>/dev/null)
+
+# libFuzzer targets (RELIABILITY P7), always clang with ASan+UBSan, in build/fuzz/:
+# `make fuzz` runs each for FUZZ_SECONDS on a copy of its seed corpus (tests/fuzz/corpus)
+# and fails when any finds a crash, a timeout, a leak or runs out of memory.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := vpath cfg api_json retry_after
+FUZZ_DEPS_vpath := vpath
+FUZZ_DEPS_cfg := $(UNIT_DEPS_cfg)
+FUZZ_DEPS_api_json := api http sign log
+FUZZ_DEPS_retry_after := http log
+FUZZ_BINS := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=gnu11 $(WARN) -O1 -g -D_GNU_SOURCE -Iinclude \
+	-DINSIGHTFS_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+
+build/fuzz/obj/%.o: src/%.c $(wildcard include/insightfs/*.h src/*_int.h) | build/fuzz/obj
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c -o $@ $<
+
+build/fuzz/obj:
+	mkdir -p $@
+.PRECIOUS: build/fuzz/obj/%.o
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $$(addprefix build/fuzz/obj/,$$(addsuffix .o,$$(FUZZ_DEPS_$$*))) \
+		$(wildcard src/*_int.h) | build/fuzz/obj
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	@rm -rf build/fuzz/corpus build/fuzz/crashes && mkdir -p build/fuzz/corpus build/fuzz/crashes
+	@cp -R tests/fuzz/corpus/. build/fuzz/corpus/
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+		mkdir -p build/fuzz/corpus/$$t; \
+		echo "== fuzz_$$t: $(FUZZ_SECONDS) s"; \
+		if LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp:print_suppressions=0 \
+			build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=build/fuzz/crashes/$$t- \
+			build/fuzz/corpus/$$t >build/fuzz/fuzz_$$t.log 2>&1; then \
+			grep -E '^(Done|stat::(average_exec_per_sec|new_units_added))' build/fuzz/fuzz_$$t.log; \
+		else \
+			fail=1; tail -n 60 build/fuzz/fuzz_$$t.log; \
+			echo "fuzz_$$t FAILED: full log build/fuzz/fuzz_$$t.log, input in build/fuzz/crashes/"; \
+		fi; \
+	done; exit $$fail
 
 # Installs only what is missing; quiet when everything is there.
 deps:
@@ -95,6 +139,12 @@ unit: $(UNIT_BINS)
 integration: $(B)/insightfs
 	INSIGHTFS_BIN=$(CURDIR)/$(B)/insightfs INSIGHTFS_SANITIZE="$(SANITIZE)" \
 		$(PYTEST) -q -p no:cacheprovider tests/localapi tests/integration
+
+# RELIABILITY T20: 8 readers under probabilistic faults for SOAK_SECONDS (CI: 120).
+SOAK_SECONDS ?= 3600
+soak: $(B)/insightfs
+	SOAK_SECONDS=$(SOAK_SECONDS) INSIGHTFS_BIN=$(CURDIR)/$(B)/insightfs INSIGHTFS_SANITIZE="$(SANITIZE)" \
+		$(PYTEST) -q -rP -p no:cacheprovider tests/soak
 
 # `deps` must finish before anything is compiled: pkg-config answers need the -dev packages.
 check: deps

@@ -61,6 +61,33 @@ const char *cfg_errstr(int e)
     return s ? s : "unknown error";
 }
 
+/* s with its control characters (below 0x20, and 0x7f) as \xNN, so that a message stays
+ * one printable line: a path named in the file may hold a newline. Returns s itself when
+ * it has none, else a new string, freeing s; NULL (s freed) when out of memory. */
+static char *one_line(char *s)
+{
+    size_t n = 0;
+    char *out, *o;
+
+    if (!cfg_has_control(s))
+        return s;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        n += *p < 0x20 || *p == 0x7f ? 4 : 1;
+    out = malloc(n + 1);
+    if (out) {
+        o = out;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+            if (*p < 0x20 || *p == 0x7f)
+                o += sprintf(o, "\\x%02x", *p);
+            else
+                *o++ = (char)*p;
+        }
+        *o = '\0';
+    }
+    free(s);
+    return out;
+}
+
 /* Build *err as "FILE[:LINE]: [SETTING: ]MESSAGE" and return rc. */
 int cfg_fail(struct cfg_loader *ld, int rc, int line, const char *setting, const char *fmt, ...)
 {
@@ -88,7 +115,12 @@ int cfg_fail(struct cfg_loader *ld, int rc, int line, const char *setting, const
         n = asprintf(ld->err, "%s: %s: %s", pos, setting, msg);
     else
         n = asprintf(ld->err, "%s: %s", pos, msg);
-    if (n < 0)
+    if (n < 0) {
+        *ld->err = NULL; /* undefined after a failed asprintf: nomem must not free it */
+        goto nomem;
+    }
+    *ld->err = one_line(*ld->err);
+    if (!*ld->err)
         goto nomem;
     free(pos);
     free(msg);

@@ -108,7 +108,10 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
         struct vpath_clock clk = {api_now_ms(g->api), g->cfg->align_s};
         for (int i = 0; !rc && i < g->cfg->history_days; i++) {
             char day[VPATH_DAY_LEN], name[VPATH_DAY_LEN + 4];
-            if (vpath_day_name(&clk, i, day) != 0)
+            int drc = vpath_day_name(&clk, i, day);
+            if (drc == -ENOENT)
+                continue; /* a date the time zone skipped */
+            if (drc != 0)
                 break; /* before 1970 */
             snprintf(name, sizeof(name), "%s.png", day);
             rc = dirbuf_add(req, b, name, FS_UNKNOWN_INO, S_IFREG);

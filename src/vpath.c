@@ -337,8 +337,9 @@ static int midnight_by_mktime(const struct civil *c, int64_t d_days, time_t *out
     return 0;
 }
 
-/* The first instant of local date c, in Unix ms. */
-static int date_start_ms(const struct civil *c, int64_t *out_ms)
+/* The first instant of local date c, in Unix ms. When the zone skipped c (Pacific/Apia
+ * 2011-12-30): -ERANGE, or with or_later the first instant of the next date it kept. */
+static int date_first_ms(const struct civil *c, int or_later, int64_t *out_ms)
 {
     int64_t d_days = days_from_civil(c);
     int64_t guess, lo, hi;
@@ -364,13 +365,28 @@ static int date_start_ms(const struct civil *c, int64_t *out_ms)
             else
                 lo = mid;
         }
-        if (local_cmp((time_t)hi, d_days) != 0)
+        if (local_cmp((time_t)hi, d_days) != 0 && !or_later)
             return -ERANGE; /* the zone skipped the whole date */
         t = (time_t)hi;
     }
     if (__builtin_mul_overflow((int64_t)t, MS_PER_S, out_ms))
         return -ERANGE;
     return 0;
+}
+
+static int date_start_ms(const struct civil *c, int64_t *out_ms)
+{
+    return date_first_ms(c, 0, out_ms);
+}
+
+/* The end of local date c: the first instant after it, which is the start of the next
+ * date even when the zone skipped that one. */
+static int date_end_ms(const struct civil *c, int64_t *out_ms)
+{
+    struct civil s;
+
+    civil_from_days(days_from_civil(c) + 1, &s);
+    return date_first_ms(&s, 1, out_ms);
 }
 
 /* The first instant of the local date days_from_civil(c) + delta. */
@@ -391,7 +407,7 @@ static int resolve_today(const struct vpath_clock *clk, struct vpath_image *img)
     int64_t t, step, start, next, floor_end, bumped;
 
     if (clock_align(clk, &t, &step) || local_date_ms(clk->now_ms, &today) ||
-        date_start_ms(&today, &start) || shifted_start_ms(&today, 1, &next))
+        date_start_ms(&today, &start) || date_end_ms(&today, &next))
         return -ENOENT;
     if (__builtin_add_overflow(start, step, &floor_end) || __builtin_add_overflow(t, step, &bumped))
         return -ENOENT;
@@ -415,7 +431,7 @@ static int resolve_rel(const struct rel *rel, const struct vpath_clock *clk,
         return resolve_today(clk, img);
     case REL_YESTERDAY:
         if (local_date_ms(clk->now_ms, &today) || shifted_start_ms(&today, -1, &img->start_ms) ||
-            date_start_ms(&today, &img->end_ms) || shifted_start_ms(&today, 1, &img->changes_at_ms))
+            date_start_ms(&today, &img->end_ms) || date_end_ms(&today, &img->changes_at_ms))
             return -ENOENT;
         img->relative = 1;
         return 0;
@@ -487,7 +503,7 @@ int vpath_parse_day(const char *name, enum vpath_res default_res, const struct v
     } else {
         rc = date_start_ms(&day, &img.start_ms);
         if (rc == 0)
-            rc = shifted_start_ms(&day, 1, &img.end_ms);
+            rc = date_end_ms(&day, &img.end_ms);
         img.relative = 0;
         img.changes_at_ms = INT64_MAX;
     }
@@ -520,7 +536,7 @@ static void put_digits(char *p, int64_t v, int width)
 int vpath_day_name(const struct vpath_clock *clk, int i, char out[VPATH_DAY_LEN])
 {
     struct civil today, day;
-    int64_t n;
+    int64_t n, start;
 
     if (!clk || !out)
         return -EINVAL;
@@ -532,6 +548,8 @@ int vpath_day_name(const struct vpath_clock *clk, int i, char out[VPATH_DAY_LEN]
     civil_from_days(n, &day);
     if (day.y > 9999)
         return -ERANGE;
+    if (date_start_ms(&day, &start) != 0)
+        return -ENOENT; /* a date the zone skipped: no name for it parses */
     put_digits(out, day.y, 4);
     out[4] = '-';
     put_digits(out + 5, day.m, 2);

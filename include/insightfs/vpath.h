@@ -59,6 +59,7 @@ int vpath_is_relative(const char *rel);
 /* The name of the day i days before today (i = 0: today, the local date of
  * clk->now_ms; clk->align_s is not used) into out ("YYYY-MM-DD" and NUL).
  * Returns 0; -ERANGE if that day is before 1970-01-01 or after 9999-12-31, or i < 0;
+ * -ENOENT if the time zone skipped that date (Pacific/Apia 2011-12-30: list the next i);
  * -EINVAL if clk or out is NULL. Every name it returns parses in vpath_parse_day
  * with the same clock. */
 int vpath_day_name(const struct vpath_clock *clk, int i, char out[VPATH_DAY_LEN])

@@ -664,6 +664,12 @@ static const struct bad_case bad_cases[] = {
      "@F: api.ca_file: @D/no-such.pem: No such file or directory"},
     {"api = { ca_file = \"\"; };", -EINVAL, "@F:1: api.ca_file: is empty"},
     {"api = { ca_file = \"/\"; };", -EINVAL, "@F: api.ca_file: / is not a regular file"},
+    /* A path is echoed as given, but a message stays one line: control characters
+     * become \xNN (found by tests/fuzz/fuzz_cfg). */
+    {"api = { ca_file = \"no\\nsuch\\x7f.pem\"; };", -ENOENT,
+     "@F: api.ca_file: @D/no\\x0asuch\\x7f.pem: No such file or directory"},
+    {"api = { secret_key_file = \"a\\tb\"; };", -ENOENT,
+     "@F: api.secret_key_file: @D/a\\x09b: No such file or directory"},
 };
 
 static void test_bad_files(void **state)

@@ -651,6 +651,48 @@ static void test_days_midnight_transitions(void **state)
     assert_int_equal(vpath_day_start_ms(1710046799999LL), 1709960400000LL);
 }
 
+/* Pacific/Kiritimati skipped 1994-12-31 (zdump -v -c 1994,1996 Pacific/Kiritimati:
+ * 1994-12-31T09:59:59Z is 12-30 23:59:59 -10, the next second 1995-01-01 00:00 +14).
+ * The day before still lasts 24 h: it ends where 1995-01-01 starts. The skipped date has
+ * no instant: no name for it parses and vpath_day_name does not list it. Found by
+ * tests/fuzz/fuzz_vpath (a listed day that did not parse).
+ *   TZ=Pacific/Kiritimati date -d '1994-12-30 00:00' +%s -> 788781600
+ *   TZ=Pacific/Kiritimati date -d '1995-01-01 00:00' +%s -> 788868000
+ *   date -u -d 1995-01-01T12:00:00Z +%s -> 788961600 (1995-01-02 02:00 local) */
+static void test_days_skipped_date(void **state)
+{
+    const struct vpath_clock clk = {788961600000LL, 60};
+    const struct image_case cases[] = {
+        {"1994-12-30.png", 0, 788781600000LL, 788868000000LL, AUTO, 0, NEVER},
+        BAD("1994-12-31.png"),
+        {"1995-01-01.png", 0, 788868000000LL, 788868000000LL + 86400000LL, AUTO, 0, NEVER},
+    };
+    /* 12-30 22:00 local (date -u -d 1994-12-31T08:00:00Z +%s -> 788860800), align 1 d:
+     * T = 9130 d = 788832000, today = [12-30 00:00, start + 1 d], changing at 01-01. */
+    const struct vpath_clock late = {788860800000LL, 86400};
+    const struct image_case late_cases[] = {
+        {"today.png", 0, 788781600000LL, 788868000000LL, AUTO, 1, 788868000000LL},
+    };
+    /* On 1995-01-01 (date -u -d 1994-12-31T22:00:00Z +%s -> 788911200), yesterday is
+     * the skipped date: it has no instant, so no range either. */
+    const struct vpath_clock jan1 = {788911200000LL, 60};
+    const struct image_case jan1_cases[] = {
+        BAD("yesterday.png"),
+    };
+    char day[VPATH_DAY_LEN];
+
+    (void)state;
+    set_tz("Pacific/Kiritimati");
+    RUN_DAYS(&clk, AUTO, cases);
+    RUN_IMAGES(&late, AUTO, late_cases);
+    RUN_IMAGES(&jan1, AUTO, jan1_cases);
+    assert_int_equal(vpath_day_name(&clk, 1, day), 0);
+    assert_string_equal(day, "1995-01-01");
+    assert_int_equal(vpath_day_name(&clk, 2, day), -ENOENT);
+    assert_int_equal(vpath_day_name(&clk, 3, day), 0);
+    assert_string_equal(day, "1994-12-30");
+}
+
 /* ---- vpath_day_name and vpath_day_start_ms -------------------------------------- */
 
 struct day_name_case {
@@ -968,6 +1010,7 @@ int main(void)
         cmocka_unit_test(test_days_utc),
         cmocka_unit_test(test_days_zones),
         cmocka_unit_test(test_days_midnight_transitions),
+        cmocka_unit_test(test_days_skipped_date),
         cmocka_unit_test(test_day_name),
         cmocka_unit_test(test_day_start),
         cmocka_unit_test(test_hostile_clock),

@@ -1,0 +1,221 @@
+/* fuzz_api_json - libFuzzer target for the gateway's answers as api.c reads them:
+ * api_gateway_error (the JSON error body), api_parse_items (a list answer) and
+ * api_png_valid (an image body), all from src/api_int.h.
+ *
+ * Input: byte 0 flags (bit 0: the list's id key is "widgetId", else "id"; bit 1: the
+ * body is written in hex, so PNG seeds stay text), byte 1 the code buffer's size
+ * (0-39), byte 2 the message buffer's size (0-299); the rest is the body, passed with
+ * its length (NUL bytes included), each call on its own exact-size heap copy so ASan
+ * sees any read past it.
+ *
+ * Checks:
+ *   - gateway error: code and message are NUL-terminated inside their buffers, a size-0
+ *     buffer is not written; with small buffers each is a prefix of what large buffers
+ *     get, cut at most 3 bytes short and never inside a UTF-8 sequence when the whole
+ *     was valid UTF-8;
+ *   - list: 0, -EIO or -ENOMEM; on error no items; on success every item has a
+ *     non-empty id and a name, and the body is a JSON array; all freed (LeakSanitizer);
+ *   - PNG: the same answer with content_length -1 and len, false with another length;
+ *     a valid body starts with the signature and IHDR and ends with an empty IEND.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/api_int.h"
+
+#define BIG 70000 /* more than any error body api_gateway_error reads (64 KiB) */
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_api_json: %s failed (line %d)\n", #cond, __LINE__);              \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static int hexval(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        unsigned cp;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            len = 2, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            len = 3, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            len = 4, cp = c & 0x07;
+        else
+            return false;
+        if (n - i < len)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* small (from a buffer of size) against big (from a buffer that never cuts). */
+static void check_cut(const char *small, size_t size, const char *big)
+{
+    size_t s = strlen(small), b = strlen(big);
+
+    if (size == 0)
+        return;
+    CHECK(s < size);
+    CHECK(s <= b && memcmp(small, big, s) == 0);
+    if (utf8_valid((const unsigned char *)big, b)) {
+        size_t want = b < size - 1 ? b : size - 1;
+
+        CHECK(s + 3 >= want);
+        CHECK(utf8_valid((const unsigned char *)small, s));
+    }
+}
+
+static void fuzz_gateway_error(const unsigned char *body, size_t len, size_t code_size,
+                               size_t msg_size)
+{
+    /* size 0: a one-byte buffer whose byte must stay as it was */
+    char *code = malloc(code_size ? code_size : 1), *msg = malloc(msg_size ? msg_size : 1);
+    char *big_code = malloc(BIG), *big_msg = malloc(BIG);
+    char api_code[32], api_msg[256]; /* the sizes of struct api_result */
+
+    CHECK(code && msg && big_code && big_msg);
+    code[0] = msg[0] = 'X';
+    api_gateway_error(body, len, big_code, BIG, big_msg, BIG);
+    CHECK(memchr(big_code, '\0', BIG) && memchr(big_msg, '\0', BIG));
+    api_gateway_error(body, len, code, code_size, msg, msg_size);
+    if (code_size == 0)
+        CHECK(code[0] == 'X');
+    else
+        check_cut(code, code_size, big_code);
+    if (msg_size == 0)
+        CHECK(msg[0] == 'X');
+    else
+        check_cut(msg, msg_size, big_msg);
+    api_gateway_error(body, len, api_code, sizeof(api_code), api_msg, sizeof(api_msg));
+    check_cut(api_code, sizeof(api_code), big_code);
+    check_cut(api_msg, sizeof(api_msg), big_msg);
+    free(code);
+    free(msg);
+    free(big_code);
+    free(big_msg);
+}
+
+static void fuzz_items(const unsigned char *body, size_t len, const char *id_key)
+{
+    struct api_item *items = (struct api_item *)1;
+    size_t n = 12345;
+    int rc = api_parse_items(body, len, id_key, &items, &n);
+
+    CHECK(rc == 0 || rc == -EIO || rc == -ENOMEM);
+    if (rc != 0) {
+        CHECK(items == NULL && n == 0);
+        return;
+    }
+    CHECK(items != NULL);
+    size_t i = 0;
+    while (i < len && strchr(" \t\r\n", body[i]))
+        i++;
+    CHECK(i < len && body[i] == '[');
+    for (size_t k = 0; k < n; k++) {
+        CHECK(items[k].id && items[k].id[0] && items[k].name);
+    }
+    api_items_free(items, n);
+}
+
+static void fuzz_png(const unsigned char *body, size_t len)
+{
+    bool v = api_png_valid(body, len, -1);
+
+    CHECK(api_png_valid(body, len, (int64_t)len) == v);
+    CHECK(!api_png_valid(body, len, (int64_t)len + 1));
+    if (len > 0)
+        CHECK(!api_png_valid(body, len, (int64_t)len - 1));
+    if (v) {
+        static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+        static const unsigned char iend[8] = {0, 0, 0, 0, 'I', 'E', 'N', 'D'};
+
+        CHECK(len >= 32 && memcmp(body, sig, 8) == 0 && memcmp(body + 12, "IHDR", 4) == 0);
+        CHECK(memcmp(body + len - 12, iend, 8) == 0);
+        /* a truncated body is never valid */
+        CHECK(!api_png_valid(body, len - 1, -1));
+    }
+    CHECK(!api_png_valid(NULL, 0, -1));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    unsigned char *body;
+    size_t len = 0;
+
+    if (size < 3)
+        return 0;
+    /* Each call gets a buffer of exactly the body's length: no NUL after it. */
+    body = malloc(size - 3 ? size - 3 : 1);
+    CHECK(body);
+    if (data[0] & 2) {
+        int hi = -1;
+
+        for (size_t i = 3; i < size; i++) {
+            int h = hexval(data[i]);
+
+            if (h < 0)
+                continue;
+            if (hi < 0) {
+                hi = h;
+            } else {
+                body[len++] = (unsigned char)(hi << 4 | h);
+                hi = -1;
+            }
+        }
+    } else {
+        len = size - 3;
+        memcpy(body, data + 3, len);
+    }
+    if (len > 0) {
+        /* shrink to exactly len bytes */
+        unsigned char *exact = malloc(len);
+
+        CHECK(exact);
+        memcpy(exact, body, len);
+        free(body);
+        body = exact;
+    }
+
+    fuzz_gateway_error(body, len, data[1] % 40, data[2] % 300);
+    fuzz_items(body, len, (data[0] & 1) ? "widgetId" : "id");
+    fuzz_png(body, len);
+    free(body);
+    return 0;
+}
