@@ -242,7 +242,9 @@ static char *meta_stats(struct fs *fs, size_t *len)
 
 /* ---- replies -------------------------------------------------------------------- */
 
-/* Reply an entry and count the lookup; the count is undone if the kernel never got it. */
+/* Reply an entry whose lookup is counted (image and snapshot inodes come counted;
+ * directories are counted here); the count is undone if the kernel never got it. n is
+ * not touched after the reply: the kernel may FORGET it at once. */
 static void reply_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n, const struct stat *st,
                         double entry_s, double attr_s)
 {
@@ -252,9 +254,10 @@ static void reply_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n, const
     e.attr = *st;
     e.entry_timeout = entry_s;
     e.attr_timeout = attr_s;
-    fs_ino_count_lookup(fs->ino, n);
+    if (n->kind != FK_IMAGE && n->kind != FK_META_FILE)
+        fs_ino_count_lookup(fs->ino, n);
     if (fuse_reply_entry(req, &e) != 0)
-        fs_ino_forget(fs->ino, n->ino, 1);
+        fs_ino_forget(fs->ino, e.ino, 1);
 }
 
 /* reply_entry for image n looked up as parent/name, remembered for invalidation. */

@@ -200,12 +200,14 @@ struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
     struct fs_inode *n = find_locked(t, ino);
     if (n) {
         extra = v; /* the inode already holds one */
+        n->nlookup++;
     } else {
         n = calloc(1, sizeof(*n));
         if (n) {
             n->ino = ino;
             n->kind = FK_IMAGE;
             n->v = v;
+            n->nlookup = 1;
             insert_locked(t, n);
         } else {
             extra = v;
@@ -226,6 +228,7 @@ struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
     n->kind = FK_META_FILE;
     n->data = data;
     n->len = len;
+    n->nlookup = 1;
     pthread_mutex_lock(&t->lock);
     n->ino = t->next_ino++;
     insert_locked(t, n);

@@ -82,18 +82,22 @@ struct fs_inode *fs_ino_get(struct fs_ino *t, uint64_t ino);
 struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *dash_id,
                             const char *widget_id) __attribute__((warn_unused_result));
 
-/* The inode of version v (FS_IMAGE_BASE + its id), made on first use. Takes over the
- * caller's reference to v in every case (dropped when the inode already holds one, or on
- * failure). Returns the inode, or NULL (out of memory). */
+/* The inode of version v (FS_IMAGE_BASE + its id), made on first use, with one lookup
+ * counted under the table's lock (so a concurrent FORGET cannot free it before the
+ * caller replies; the caller replies the entry, or undoes the count with fs_ino_forget).
+ * Takes over the caller's reference to v in every case (dropped when the inode already
+ * holds one, or on failure). Returns the inode, or NULL (out of memory). */
 struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
     __attribute__((warn_unused_result));
 
-/* A new /.insightfs snapshot inode holding data (len bytes). Takes ownership of data in
- * every case. Returns the inode, or NULL (out of memory). */
+/* A new /.insightfs snapshot inode holding data (len bytes), with one lookup counted
+ * (as fs_ino_image). Takes ownership of data in every case. Returns the inode, or NULL
+ * (out of memory). */
 struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
     __attribute__((warn_unused_result));
 
-/* Count one lookup of n: call it before replying an entry for n to the kernel. */
+/* Count one lookup of directory inode n (never freed): call it before replying an entry
+ * for n to the kernel. Image and snapshot inodes come counted. */
 void fs_ino_count_lookup(struct fs_ino *t, struct fs_inode *n);
 
 /* FORGET: take nlookup from ino's lookup count. At 0 an image or snapshot inode is
