@@ -19,12 +19,12 @@
  *
  * LOOKUP never waits for the network (libfuse 3.14 never negotiates PARALLEL_DIROPS,
  * so the kernel serializes LOOKUPs per directory). It answers from the name alone: the
- * cached version when it is fresh, else the key's pending version with entry and
- * attribute timeouts 0. GETATTR (or the first READ) of a pending version fetches it in
- * single flight (cache_resolve). Those calls block a worker thread, so the session runs
- * with more threads than max_connections (fs_mount.c; SPEC 12.4). The exceptions are
- * discovery refreshes (SPEC 4): an unknown name in / or in a dashboard directory, and
- * OPENDIR of those, wait for disc_refresh.
+ * cached version when it is fresh, else the key's pending version with attribute
+ * timeout 0 (lookup_image says why its entry timeout is not 0). GETATTR (or the first
+ * READ) of a pending version fetches it in single flight (cache_resolve). Those calls
+ * block a worker thread, so the session runs with more threads than max_connections
+ * (fs_mount.c; SPEC 12.4). The exceptions are discovery refreshes (SPEC 4): an unknown
+ * name in / or in a dashboard directory, and OPENDIR of those, wait for disc_refresh.
  *
  * Inodes (fs_ino.c): the root and /.insightfs are fixed; directories get a stable number
  * per (kind, dashboard id, widget id); /.insightfs files are snapshots taken at lookup.
@@ -305,6 +305,7 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
                  ? vpath_parse_day(name, g->cfg->resolution, &clk, &img)
                  : vpath_parse_image(name, g->cfg->resolution, &clk, &img);
     int live_ttl = g->cfg->live_ttl_s;
+    int64_t settle_ms = (int64_t)g->cfg->settle_s * 1000;
     fs_gen_unref(g);
     if (rc != 0) {
         fuse_reply_err(req, ENOENT);
@@ -324,12 +325,20 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
     }
     struct stat st;
     attr_image(fs, &st, n);
+    double entry_s = seconds_until(img.changes_at_ms, now, FS_DAY_S);
     if (cache_version_state(n->v) != CACHE_READY) {
-        /* Pending or failed: GETATTR will fetch or report; nothing may be cached. */
-        reply_image_entry(fs, req, n, &st, 0, 0, parent->ino, name);
+        /* Pending or failed: GETATTR will fetch or report, so the attributes (size 0)
+         * must not be cached. The entry may: the name resolves to this version until
+         * changes_at, and a range that will be live for live_ttl_s at least. With an
+         * entry timeout of 0 every access looked the name up again while the fetch ran,
+         * and the kernel, applying such a reply's size 0 after the fetching GETATTR was
+         * sent, then dropped that GETATTR's true attributes as older (attr_version): a
+         * read could return an empty file (found by tests/soak). */
+        if (img.end_ms >= now - settle_ms && entry_s > live_ttl)
+            entry_s = live_ttl;
+        reply_image_entry(fs, req, n, &st, entry_s, 0, parent->ino, name);
         return;
     }
-    double entry_s = seconds_until(img.changes_at_ms, now, FS_DAY_S);
     if (!cache_version_final(n->v)) {
         int64_t fresh_until = cache_version_fetched_at(n->v) + (int64_t)live_ttl * 1000;
         entry_s = seconds_until(fresh_until, now, entry_s);

@@ -88,8 +88,8 @@ def test_warm_reads_never_reach_the_daemon(api, config, mount):
     path = m.path("web", "cpu", FINAL)
     with open(path, "rb") as f:
         first = f.read()
-    # The first lookup answered a pending version with entry timeout 0; the next one
-    # gets the ready version with a day's timeouts. From then on the kernel serves alone.
+    # The first lookup answered a pending version (attribute timeout 0); the read's
+    # GETATTR fetched it and gave a day's timeouts. From then on the kernel serves alone.
     os.stat(path)
     api.clear_log()
 
