@@ -1,4 +1,4 @@
-/* api internals shared with tests/unit/test_api.c only: the pure pieces of api.c
+/* api internals shared by api.c, api_body.c and tests/unit/test_api.c: the pure pieces
  * (body checks, JSON parsing, backoff, retry budget). Not part of any contract.
  */
 #ifndef INSIGHTFS_API_INT_H

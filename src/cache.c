@@ -55,83 +55,6 @@
 
 #define CACHE_MIN_BUCKETS 64u
 
-/* Pinned byte counter shared by the cache and the blobs it pinned. */
-struct cache_pin {
-    atomic_long refs;
-    atomic_uint_least64_t bytes;
-};
-
-struct cache_blob {
-    atomic_long refs; /* versions using this buffer */
-    unsigned char *data;
-    size_t len;
-    unsigned in_cache;     /* protected by cache->lock: in-cache versions using it */
-    struct cache_pin *pin; /* set under cache->lock when pinned; read by the last unref */
-};
-
-struct cache_entry;
-
-struct cache_version {
-    atomic_long refs;
-    uint64_t id;
-    struct cache_key key; /* strings point into names[] */
-    int state;            /* enum cache_state; __atomic release store / acquire load */
-    /* Written once before state becomes READY, then immutable. */
-    struct cache_blob *blob;
-    int64_t fetched_at;
-    int final;
-    pthread_cond_t done; /* broadcast when a fetch of this version ends */
-    /* protected by cache->lock */
-    int fetching;
-    uint64_t fetch_gen;
-    unsigned waiters;
-    int err;           /* the remembered failure's errno (positive) */
-    int has_fail;      /* a failure is remembered (see remembered()) */
-    int64_t failed_at; /* Unix ms, injected clock */
-    struct cache_entry *entry;
-    struct cache_version *lru_prev, *lru_next;
-    int in_lru;
-    struct cache_version *fail_prev, *fail_next;
-    int in_fail;
-    struct cache_version *drop_next;
-    int drop_notify;
-    char names[];
-};
-
-struct cache_entry {
-    struct cache_entry *next; /* hash chain */
-    uint64_t hash;
-    struct cache_key key; /* strings point into names[] */
-    struct cache_version *cur;
-    struct cache_version *prev;
-    char names[];
-};
-
-/* Versions that left the cache under the lock; released (and reported) after it. */
-struct cache_drops {
-    struct cache_version *head;
-};
-
-struct cache {
-    pthread_mutex_t lock;
-    pthread_condattr_t condattr; /* CLOCK_MONOTONIC, for every version's cond */
-    int64_t (*now_ms)(void *arg);
-    void *clock_arg;
-    cache_evict_fn on_evict;
-    void *evict_arg;
-    struct cache_pin *pin;
-    /* protected by lock */
-    struct cache_params params;
-    struct cache_entry **tab;
-    size_t nbuckets, nkeys;
-    struct cache_version *lru_head, *lru_tail; /* head: least recently used */
-    struct cache_version *fail_head, *fail_tail;
-    uint64_t ready_bytes, reserved, nfail, nready;
-    uint64_t next_id, hits, misses, evictions;
-    cache_wait_hook_fn wait_hook;
-    void *wait_hook_arg;
-};
-
 /* --- small helpers ------------------------------------------------------------------ */
 
 static int state_load(const struct cache_version *v)
@@ -142,49 +65,6 @@ static int state_load(const struct cache_version *v)
 static void state_store(struct cache_version *v, int st)
 {
     __atomic_store_n(&v->state, st, __ATOMIC_RELEASE);
-}
-
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull; /* FNV-1a */
-    }
-    return h;
-}
-
-static uint64_t key_hash(const struct cache_key *k)
-{
-    uint64_t h = 14695981039346656037ull;
-    int res = (int)k->res;
-    h = hash_bytes(h, k->dash_id, strlen(k->dash_id) + 1);
-    h = hash_bytes(h, k->widget_id, strlen(k->widget_id) + 1);
-    h = hash_bytes(h, &k->start_ms, sizeof k->start_ms);
-    h = hash_bytes(h, &k->end_ms, sizeof k->end_ms);
-    return hash_bytes(h, &res, sizeof res);
-}
-
-static int key_equal(const struct cache_key *a, const struct cache_key *b)
-{
-    return a->start_ms == b->start_ms && a->end_ms == b->end_ms && a->res == b->res &&
-           strcmp(a->dash_id, b->dash_id) == 0 && strcmp(a->widget_id, b->widget_id) == 0;
-}
-
-/* Copy key's strings into names (sized by key_names_len) and point out at them. */
-static void key_copy(struct cache_key *out, char *names, const struct cache_key *key)
-{
-    size_t d = strlen(key->dash_id) + 1;
-    memcpy(names, key->dash_id, d);
-    memcpy(names + d, key->widget_id, strlen(key->widget_id) + 1);
-    *out = *key;
-    out->dash_id = names;
-    out->widget_id = names + d;
-}
-
-static size_t key_names_len(const struct cache_key *key)
-{
-    return strlen(key->dash_id) + strlen(key->widget_id) + 2;
 }
 
 static int stale_errno(int err)
@@ -267,7 +147,7 @@ void cache_version_unref(struct cache_version *v)
 /* Lock held. A new PENDING version of key with one reference (the caller's). */
 static struct cache_version *version_new(struct cache *c, const struct cache_key *key)
 {
-    struct cache_version *v = calloc(1, sizeof *v + key_names_len(key));
+    struct cache_version *v = calloc(1, sizeof *v + cache_key_names_len(key));
     if (!v)
         return NULL;
     if (pthread_cond_init(&v->done, &c->condattr) != 0) {
@@ -275,7 +155,7 @@ static struct cache_version *version_new(struct cache *c, const struct cache_key
         return NULL;
     }
     atomic_init(&v->refs, 1);
-    key_copy(&v->key, v->names, key);
+    cache_key_copy(&v->key, v->names, key);
     v->id = c->next_id++;
     v->state = CACHE_PENDING;
     return v;
@@ -316,159 +196,15 @@ int cache_version_final(const struct cache_version *v)
     return state_load(v) == CACHE_READY ? v->final : 0;
 }
 
-/* --- LRU and failure lists (lock held) ---------------------------------------------- */
-
-static void lru_unlink(struct cache *c, struct cache_version *v)
-{
-    if (v->lru_prev)
-        v->lru_prev->lru_next = v->lru_next;
-    else
-        c->lru_head = v->lru_next;
-    if (v->lru_next)
-        v->lru_next->lru_prev = v->lru_prev;
-    else
-        c->lru_tail = v->lru_prev;
-    v->lru_prev = v->lru_next = NULL;
-    v->in_lru = 0;
-    c->nready--;
-}
-
-static void lru_push(struct cache *c, struct cache_version *v)
-{
-    v->lru_prev = c->lru_tail;
-    v->lru_next = NULL;
-    if (c->lru_tail)
-        c->lru_tail->lru_next = v;
-    else
-        c->lru_head = v;
-    c->lru_tail = v;
-    v->in_lru = 1;
-    c->nready++;
-}
-
-static void lru_touch(struct cache *c, struct cache_version *v)
-{
-    if (v->in_lru && c->lru_tail != v) {
-        lru_unlink(c, v);
-        lru_push(c, v);
-    }
-}
-
-static void fail_unlink(struct cache *c, struct cache_version *v)
-{
-    if (v->fail_prev)
-        v->fail_prev->fail_next = v->fail_next;
-    else
-        c->fail_head = v->fail_next;
-    if (v->fail_next)
-        v->fail_next->fail_prev = v->fail_prev;
-    else
-        c->fail_tail = v->fail_prev;
-    v->fail_prev = v->fail_next = NULL;
-    v->in_fail = 0;
-    c->nfail--;
-}
-
-/* Remember err for v from now on; counted in the bound while v is in the cache. */
-static void fail_record(struct cache *c, struct cache_version *v, int err, int64_t now)
-{
-    v->err = err;
-    v->failed_at = now;
-    v->has_fail = 1;
-    if (v->in_fail)
-        fail_unlink(c, v);
-    if (!v->entry)
-        return;
-    v->fail_prev = c->fail_tail;
-    v->fail_next = NULL;
-    if (c->fail_tail)
-        c->fail_tail->fail_next = v;
-    else
-        c->fail_head = v;
-    c->fail_tail = v;
-    v->in_fail = 1;
-    c->nfail++;
-}
-
-static void fail_forget(struct cache *c, struct cache_version *v)
-{
-    if (v->in_fail)
-        fail_unlink(c, v);
-    v->has_fail = 0;
-}
-
-static int remembered(const struct cache *c, const struct cache_version *v, int64_t now)
-{
-    return v->has_fail && now < v->failed_at + (int64_t)c->params.error_ttl_s * 1000;
-}
-
-/* Forget expired failures. The list is in failure order, so stop at the first one still
- * remembered (a clock stepping back only delays the accounting, never the answers). */
-static void fail_sweep(struct cache *c, int64_t now)
-{
-    while (c->fail_head && !remembered(c, c->fail_head, now))
-        fail_forget(c, c->fail_head);
-}
-
-/* --- entries and the table (lock held) ---------------------------------------------- */
-
-static struct cache_entry *table_find(struct cache *c, const struct cache_key *key, uint64_t hash)
-{
-    for (struct cache_entry *e = c->tab[hash % c->nbuckets]; e; e = e->next)
-        if (e->hash == hash && key_equal(&e->key, key))
-            return e;
-    return NULL;
-}
-
-/* Double the buckets when the load passes 1; on ENOMEM keep the longer chains. */
-static void table_grow(struct cache *c)
-{
-    size_t n = c->nbuckets * 2;
-    struct cache_entry **tab = calloc(n, sizeof *tab);
-    if (!tab)
-        return;
-    for (size_t i = 0; i < c->nbuckets; i++) {
-        struct cache_entry *e = c->tab[i];
-        while (e) {
-            struct cache_entry *next = e->next;
-            e->next = tab[e->hash % n];
-            tab[e->hash % n] = e;
-            e = next;
-        }
-    }
-    free(c->tab);
-    c->tab = tab;
-    c->nbuckets = n;
-}
-
-static void table_insert(struct cache *c, struct cache_entry *e)
-{
-    if (c->nkeys >= c->nbuckets)
-        table_grow(c);
-    e->next = c->tab[e->hash % c->nbuckets];
-    c->tab[e->hash % c->nbuckets] = e;
-    c->nkeys++;
-}
-
-static void table_remove(struct cache *c, struct cache_entry *e)
-{
-    struct cache_entry **pp = &c->tab[e->hash % c->nbuckets];
-    while (*pp != e)
-        pp = &(*pp)->next;
-    *pp = e->next;
-    c->nkeys--;
-    free(e);
-}
-
 /* v leaves the cache: out of the LRU, the byte count and the failure list; the cache's
  * reference moves to drops, to be released (and reported) once the lock is dropped. The
  * caller clears the entry's pointer to v. */
 static void version_leave(struct cache *c, struct cache_version *v, struct cache_drops *drops)
 {
     if (v->in_lru)
-        lru_unlink(c, v);
+        cache_lru_unlink(c, v);
     if (v->in_fail)
-        fail_unlink(c, v);
+        cache_fail_unlink(c, v);
     if (state_load(v) == CACHE_READY)
         blob_leave(c, v->blob, v);
     v->entry = NULL;
@@ -489,7 +225,7 @@ static void evict_version(struct cache *c, struct cache_version *v, struct cache
     /* v is e->cur, so e->prev is NULL (invariant): the entry goes with it. */
     e->cur = NULL;
     version_leave(c, v, drops);
-    table_remove(c, e);
+    cache_table_remove(c, e);
 }
 
 static uint64_t bytes_used(const struct cache *c)
@@ -515,7 +251,7 @@ static int make_room(struct cache *c, uint64_t extra, struct cache_drops *drops)
             evict_version(c, c->lru_head, drops);
             c->evictions++;
         } else {
-            fail_forget(c, c->fail_head); /* non-NULL: see the test above */
+            cache_fail_forget(c, c->fail_head); /* non-NULL: see the test above */
         }
     }
     return 0;
@@ -642,7 +378,7 @@ void cache_forget_errors(struct cache *c, int err)
     while (v) {
         struct cache_version *next = v->fail_next;
         if (v->err == err)
-            fail_forget(c, v);
+            cache_fail_forget(c, v);
         v = next;
     }
     pthread_mutex_unlock(&c->lock);
@@ -673,7 +409,7 @@ static int stale_window_open(const struct cache *c, const struct cache_version *
 /* Lock held. The new entry for key with a pending version, or NULL (ENOMEM). */
 static struct cache_entry *entry_new(struct cache *c, const struct cache_key *key, uint64_t hash)
 {
-    struct cache_entry *e = calloc(1, sizeof *e + key_names_len(key));
+    struct cache_entry *e = calloc(1, sizeof *e + cache_key_names_len(key));
     if (!e)
         return NULL;
     e->cur = version_new(c, key);
@@ -683,8 +419,8 @@ static struct cache_entry *entry_new(struct cache *c, const struct cache_key *ke
     }
     e->cur->entry = e;
     e->hash = hash;
-    key_copy(&e->key, e->names, key);
-    table_insert(c, e);
+    cache_key_copy(&e->key, e->names, key);
+    cache_table_insert(c, e);
     return e;
 }
 
@@ -694,11 +430,11 @@ struct cache_version *cache_get(struct cache *c, const struct cache_key *key, in
     struct cache_version *v = NULL;
     int is_hit = 0;
     int64_t now = c->now_ms(c->clock_arg);
-    uint64_t hash = key_hash(key);
+    uint64_t hash = cache_key_hash(key);
 
     pthread_mutex_lock(&c->lock);
-    fail_sweep(c, now);
-    struct cache_entry *e = table_find(c, key, hash);
+    cache_fail_sweep(c, now);
+    struct cache_entry *e = cache_table_find(c, key, hash);
     if (!e) {
         e = entry_new(c, key, hash);
         if (!e)
@@ -708,9 +444,9 @@ struct cache_version *cache_get(struct cache *c, const struct cache_key *key, in
     if (state_load(v) == CACHE_READY) {
         /* A ready version with a remembered failure is one served stale (only those
          * carry a failure), so its failure was EAGAIN, ETIMEDOUT or EIO. */
-        if (fresh(c, v, now) || (remembered(c, v, now) && stale_window_open(c, v, now))) {
+        if (fresh(c, v, now) || (cache_remembered(c, v, now) && stale_window_open(c, v, now))) {
             is_hit = 1;
-            lru_touch(c, v);
+            cache_lru_touch(c, v);
         } else {
             struct cache_version *nv = version_new(c, key);
             if (!nv) {
@@ -721,7 +457,7 @@ struct cache_version *cache_get(struct cache *c, const struct cache_key *key, in
             e->cur = nv;
             if (stale_window_open(c, v, now)) {
                 /* Kept, with its bytes and LRU place, for a refresh that fails. */
-                fail_forget(c, v);
+                cache_fail_forget(c, v);
                 e->prev = v;
             } else {
                 version_leave(c, v, &drops);
@@ -755,14 +491,14 @@ static void finish_ready(struct cache *c, struct cache_version *v, struct cache_
     v->blob = b;
     v->fetched_at = signed_at;
     v->final = v->key.end_ms < signed_at - (int64_t)c->params.settle_s * 1000;
-    fail_forget(c, v);
+    cache_fail_forget(c, v);
     state_store(v, CACHE_READY);
     if (!e) {
         blob_pin(c, b); /* left the cache while being fetched (cache_clear) */
         return;
     }
     blob_enter(c, b);
-    lru_push(c, v);
+    cache_lru_push(c, v);
     if (e->prev) {
         version_leave(c, e->prev, drops);
         e->prev = NULL;
@@ -781,15 +517,15 @@ static int finish_failed(struct cache *c, struct cache_version *v, int err, int6
         v->blob = prev->blob;
         v->fetched_at = prev->fetched_at;
         v->final = prev->final;
-        fail_record(c, v, err, now);
+        cache_fail_record(c, v, err, now);
         state_store(v, CACHE_READY);
         blob_enter(c, v->blob); /* before prev leaves: the shared bytes stay counted */
-        lru_push(c, v);
+        cache_lru_push(c, v);
         e->prev = NULL;
         version_leave(c, prev, drops);
         return 0;
     }
-    fail_record(c, v, err, now);
+    cache_fail_record(c, v, err, now);
     state_store(v, CACHE_FAILED);
     if (prev && (drop_errno(err) || !stale_window_open(c, prev, now))) {
         e->prev = NULL;
@@ -830,7 +566,7 @@ int cache_resolve(struct cache *c, struct cache_version *v, const struct cache_f
     for (;;) {
         int st = state_load(v);
         if (st == CACHE_READY) {
-            lru_touch(c, v);
+            cache_lru_touch(c, v);
             rc = 0;
             goto out_unlock;
         }
@@ -853,7 +589,7 @@ int cache_resolve(struct cache *c, struct cache_version *v, const struct cache_f
         v->waiters--;
     }
     /* Not ready and nobody fetching (no fetch ended since we came: now is current). */
-    if (state_load(v) == CACHE_FAILED && remembered(c, v, now)) {
+    if (state_load(v) == CACHE_FAILED && cache_remembered(c, v, now)) {
         rc = -v->err;
         goto out_unlock;
     }
@@ -908,7 +644,7 @@ int cache_reserve(struct cache *c, size_t bytes)
     int64_t now = c->now_ms(c->clock_arg);
 
     pthread_mutex_lock(&c->lock);
-    fail_sweep(c, now);
+    cache_fail_sweep(c, now);
     int rc = make_room(c, bytes, &drops);
     if (rc == 0)
         c->reserved += bytes;
@@ -929,7 +665,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
     int64_t now = c->now_ms(c->clock_arg);
 
     pthread_mutex_lock(&c->lock);
-    fail_sweep(c, now);
+    cache_fail_sweep(c, now);
     out->entries = c->nready;
     out->bytes = bytes_used(c);
     out->pinned_bytes = atomic_load(&c->pin->bytes);

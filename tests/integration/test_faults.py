@@ -381,6 +381,9 @@ def test_stale_window_expires(api, config, mount):
 T1_API = ("  timeout_ms = 1000;\n  connect_timeout_ms = 500;\n  retries = 1;\n"
           "  max_connections = 2;\n")
 T1_D = 1.0 * (1 + 1)  # timeout_ms x (retries + 1), seconds
+# "At once" while fetches hang: far below the 1 s a hung try lasts, with room for a busy
+# machine. Waiting for a connection slot would take most of a second.
+AT_ONCE = min(0.25 * TIME_FACTOR, 0.5)
 
 
 def test_hang_times_out_and_cached_file_stays_fast(api, config, mount):
@@ -417,7 +420,7 @@ def test_hang_times_out_and_cached_file_stays_fast(api, config, mount):
         data = f.read()
     read_took = time.monotonic() - t
     assert data == cached
-    assert read_took < 0.05 * TIME_FACTOR, read_took
+    assert read_took < AT_ONCE, read_took
     # The same with the kernel's pages dropped, so the daemon itself serves the READ.
     t = time.monotonic()
     with open(img(m, 0), "rb") as f:
@@ -425,16 +428,16 @@ def test_hang_times_out_and_cached_file_stays_fast(api, config, mount):
         data = f.read()
     read_took = time.monotonic() - t
     assert data == cached
-    assert read_took < 0.05 * TIME_FACTOR, read_took
+    assert read_took < AT_ONCE, read_took
     t = time.monotonic()
     listing = os.listdir(m.path("web", "cpu"))
     list_took = time.monotonic() - t
     assert "last-1h.png" in listing and "days" in listing
-    assert list_took < 0.05 * TIME_FACTOR, list_took
+    assert list_took < AT_ONCE, list_took
     t = time.monotonic()
     assert os.stat(img(m, 0)).st_size == len(cached)
     assert sorted(os.listdir(m.mnt)) == ["db", "web"]
-    assert time.monotonic() - t < 0.05 * TIME_FACTOR
+    assert time.monotonic() - t < AT_ONCE
     assert len(hung()) == 2  # the slot waiters really waited (max_connections = 2)
 
     runner.join((T1_D + 6) * TIME_FACTOR)
