@@ -4,8 +4,9 @@
 #   make check        install missing Debian packages, build, run every test
 #   make check SANITIZE=address,undefined    the same under ASan+UBSan (build/asan/)
 #   make demo         mount the bundled local API, show the tree, unmount
+#   make bench        SPEC 11 benchmark (not a test): insightfs vs tmpfs, curl, httpdirfs, rclone
 #   make soak         1-hour soak under faults (RELIABILITY T20); SOAK_SECONDS=120 in CI
-#   make fuzz         libFuzzer targets (RELIABILITY P7), FUZZ_SECONDS=60 each; 30 in CI
+#   make fuzz         libFuzzer targets (RELIABILITY P7), FUZZ_SECONDS=60 each, as in CI
 #   make install      $(DESTDIR)$(PREFIX)/bin/insightfs
 
 VERSION := 0.1.0
@@ -57,7 +58,7 @@ BENCH_DEBS := httpdirfs rclone
 
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all deps check unit integration demo install clean bench-deps fuzz soak
+.PHONY: all deps check unit integration demo install clean bench-deps bench fuzz soak
 all: $(B)/insightfs
 
 $(B)/insightfs: $(OBJS)
@@ -132,6 +133,19 @@ deps:
 
 bench-deps:
 	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(BENCH_DEBS)"
+
+# SPEC 11, a benchmark, never part of `check`: prints a table of measured values, ratios
+# and targets (tests/bench/README.md). Exits non-zero only when something broke, not
+# when a target is missed. Always the plain build. BENCH_ARGS: see bench.py --help.
+bench: deps
+	@$(MAKE) --no-print-directory bench-deps
+	@$(MAKE) --no-print-directory SANITIZE= build/insightfs build/bench/warmread
+	/usr/bin/python3 tests/bench/bench.py --bin $(CURDIR)/build/insightfs \
+		--warmread $(CURDIR)/build/bench/warmread $(BENCH_ARGS)
+
+build/bench/warmread: tests/bench/warmread.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O2 -o $@ $<
 
 unit: $(UNIT_BINS)
 	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail

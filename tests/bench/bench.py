@@ -1,0 +1,924 @@
+#!/usr/bin/python3
+"""make bench: SPEC section 11's performance targets, measured side by side in one run.
+
+A benchmark, not a test: it never runs under `make check`, and a missed target is
+printed (MISSED), not fatal. It exits non-zero only when something broke: a mount that
+fails, a read that fails or returns other bytes than the local API serves for that
+image, a daemon that does not exit 0.
+
+One local API process (tests/localapi/ciapi.py, plain HTTP/1.1 keep-alive, PNGs at zlib
+level 6, ~6.5 kB) serves the signed API and /static/ alike; its global latency is set per
+measurement. Every image is rendered once by a Python client before it is timed (the
+expected bytes), so the server's render time is never in a measurement.
+
+Rows (see tests/bench/README.md for how to read the table):
+  1  warm read: 1000 x (open, read, close) of a file already read, insightfs vs a private
+     tmpfs holding the same bytes at the same depth; median of batches.
+  2  cold read of one image, latency 20 ms: `cat NAME` of a name not read since the
+     mount (connection already open) vs one `curl -s -o /dev/null` process with the
+     signed headers; medians, interleaved.
+  3  32 different images at once in one directory, latency 50 ms, max_connections = 8,
+     vs the stand-in's floor: 8 threads, each with an open keep-alive connection,
+     4 signed GETs each (the same 32 targets).
+  4  32 readers of one uncached image through 8 spellings (name and id paths, ISO and
+     epoch names, @auto): upstream requests for it in the local API's log.
+  5  VmRSS of the daemon after reading N different images (default 5000) with
+     cache.max_bytes = 8 MiB, vs max_bytes + pinned_bytes + 32 MiB.
+  6  insightfs (max_connections = 32) vs httpdirfs --cache and rclone mount
+     --vfs-cache-mode full, both on /static/: cold read (cat), warm read, 32 parallel
+     reads of different files; latency 20 ms.
+
+Standard library only, plus tests/localapi/client.py.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "localapi"))
+from client import LocalAPI, image_target, signed_headers  # noqa: E402
+
+MIB = 1 << 20
+HOUR = 3600 * 1000
+DAY = 86400 * 1000
+STATIC_FIRST_DAY = 1733011200000     # 2024-12-01: the 4 days /static/ lists per widget
+STATIC_DAYS = [STATIC_FIRST_DAY + i * DAY for i in range(4)]
+BASE_A = 1704067200000               # 2024-01-01: rows 1-4 (final ranges, hours)
+BASE_B = 1719792000000               # 2024-07-01: row 5
+
+DASH_ID, DASH_NAME = "df_bench_0001", "bench"
+N_WIDGETS = 64
+WIDGETS = [("wid_%02d" % i, "w%02d" % i) for i in range(N_WIDGETS)]  # (id, name)
+DATASET = [{"id": DASH_ID, "name": DASH_NAME,
+            "widgets": [{"widgetId": wid, "name": name} for wid, name in WIDGETS]}]
+
+MEM_MAX_BYTES = 8 * MIB
+
+
+class BenchError(Exception):
+    """Something broke (not a missed target)."""
+
+
+class PeerUnavailable(Exception):
+    """A peer filesystem could not be mounted: its rows are not measured."""
+
+
+def log(msg):
+    sys.stderr.write("[bench] %s\n" % msg)
+    sys.stderr.flush()
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def iso(ms, seconds=False):
+    return time.strftime("%Y%m%dT%H%M%SZ" if seconds else "%Y%m%dT%H%MZ",
+                         time.gmtime(ms // 1000))
+
+
+def mounted(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def mounts_under(prefix):
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            p = line.split()[4]
+            if p == prefix or p.startswith(prefix + "/"):
+                out.append(p)
+    return out
+
+
+def clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().endswith("_proxy") and not k.startswith("NCLOUD_")
+           and k != "INSIGHTFS_CONFIG"}
+    env.setdefault("HOME", "/root")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def read_all(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        os.close(fd)
+
+
+def tail(path, n=2000):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+# ---- the result table --------------------------------------------------------------------
+
+class Row:
+    def __init__(self, key, what, target):
+        self.key, self.what, self.target = key, what, target
+        self.ours = self.ref = self.ratio = "-"
+        self.status = "not measured"
+        self.notes = []
+
+    def set(self, ours, ref, ratio, met):
+        self.ours, self.ref = ours, ref
+        self.ratio = "-" if ratio is None else "%.2fx" % ratio
+        self.status = "met" if met else "MISSED"
+
+    def fail(self, why):
+        self.status = "FAILED"
+        self.notes.append(why)
+
+    def skip(self, why):
+        self.status = "not measured"
+        self.notes.append(why)
+
+
+def fmt_time(s):
+    if s < 1e-3:
+        return "%.1f us" % (s * 1e6)
+    if s < 1:
+        return "%.1f ms" % (s * 1e3)
+    return "%.2f s" % s
+
+
+def print_table(rows, out):
+    head = ("#", "what", "insightfs", "reference", "ratio", "target", "result")
+    data = [head] + [(r.key, r.what, r.ours, r.ref, r.ratio, r.target, r.status) for r in rows]
+    widths = [max(len(str(d[i])) for d in data) for i in range(len(head))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    out.write("+" + line + "+\n")
+    for k, d in enumerate(data):
+        out.write("| " + " | ".join(str(v).ljust(w) for v, w in zip(d, widths)) + " |\n")
+        if k == 0:
+            out.write("+" + line + "+\n")
+    out.write("+" + line + "+\n")
+    notes = [(r.key, n) for r in rows for n in r.notes]
+    if notes:
+        out.write("\nNotes:\n")
+        for key, n in notes:
+            out.write("  %s: %s\n" % (key, n))
+    missed = [r.key for r in rows if r.status == "MISSED"]
+    failed = [r.key for r in rows if r.status == "FAILED"]
+    unmeasured = [r.key for r in rows if r.status == "not measured"]
+    out.write("\n")
+    out.write("MISSED targets: %s\n" % (", ".join(missed) if missed else "none"))
+    if unmeasured:
+        out.write("not measured: %s\n" % ", ".join(unmeasured))
+    if failed:
+        out.write("FAILED (something broke): %s\n" % ", ".join(failed))
+    out.flush()
+
+
+# ---- the bench -------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.bin = args.bin
+        self.tmp = tempfile.mkdtemp(prefix="insightfs-bench.")
+        global EXPECTED_DIR
+        EXPECTED_DIR = os.path.join(self.tmp, "expected")
+        os.mkdir(EXPECTED_DIR)
+        self.api = None
+        self.procs = []       # (name, Popen, mountpoint or None, stderr path)
+        self.tmpfs = []       # tmpfs mount points
+        self.expected = {}    # request target -> bytes
+        self.expect_conn = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start_api(self):
+        self.api = LocalAPI().start(os.path.join(self.tmp, "api"), data=DATASET,
+                                    extra_args=("--zlib-level", "6"))
+        log("local API on %s (pid %d)" % (self.api.url, self.api.proc.pid))
+
+    def cleanup(self):
+        problems = []
+        for name, proc, mnt, errpath in reversed(self.procs):
+            try:
+                self._stop_proc(name, proc, mnt)
+            except Exception as e:  # keep cleaning up
+                problems.append("%s: %s" % (name, e))
+        self.procs = []
+        for mnt in reversed(self.tmpfs):
+            if mounted(mnt):
+                r = subprocess.run(["umount", mnt], stderr=subprocess.PIPE)
+                if r.returncode != 0:
+                    subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
+        self.tmpfs = []
+        if self.expect_conn is not None:
+            self.expect_conn.close()
+            self.expect_conn = None
+        if self.api is not None:
+            try:
+                self.api.stop()
+            except Exception as e:
+                problems.append("local API: %s" % e)
+                if self.api.proc is not None and self.api.proc.poll() is None:
+                    self.api.proc.kill()
+                    self.api.proc.wait()
+            self.api = None
+        left = mounts_under(self.tmp)
+        for m in sorted(left, reverse=True):
+            subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
+        left = mounts_under(self.tmp)
+        if left:
+            problems.append("still mounted, %s left in place: %s" % (self.tmp, left))
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return problems
+
+    def _stop_proc(self, name, proc, mnt):
+        if mnt is not None and mounted(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+        try:
+            return proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise BenchError("%s did not exit after unmount" % name)
+
+    def unmount(self, name):
+        """Unmount one of ours now; insightfs must exit 0."""
+        for i, (n, proc, mnt, errpath) in enumerate(self.procs):
+            if n == name:
+                del self.procs[i]
+                rc = self._stop_proc(n, proc, mnt)
+                if n.startswith("insightfs") and rc != 0:
+                    raise BenchError("%s exited with %d:\n%s" % (n, rc, tail(errpath)))
+                return
+        raise KeyError(name)
+
+    def mount_tmpfs(self):
+        mnt = os.path.join(self.tmp, "tmpfs")
+        os.mkdir(mnt)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755",
+                        "insightfs-bench", mnt], check=True)
+        self.tmpfs.append(mnt)
+        return mnt
+
+    def unmount_tmpfs(self, mnt):
+        subprocess.run(["umount", mnt], check=True)
+        self.tmpfs.remove(mnt)
+
+    def _wait_mount(self, name, proc, mnt, errpath, timeout):
+        deadline = time.monotonic() + timeout
+        while not mounted(mnt):
+            if proc.poll() is not None:
+                raise PeerUnavailable("%s exited with %d before mounting: %s"
+                                      % (name, proc.returncode, tail(errpath, 600).strip()))
+            if time.monotonic() > deadline:
+                raise PeerUnavailable("%s did not mount within %d s: %s"
+                                      % (name, timeout, tail(errpath, 600).strip()))
+            time.sleep(0.02)
+        os.listdir(mnt)  # the first request waits for FUSE INIT
+
+    def mount_insightfs(self, name, max_connections, cache_extra=""):
+        conf = os.path.join(self.tmp, name + ".conf")
+        widgets = ",\n".join('      { name = "%s"; id = "%s"; }' % (n, w) for w, n in WIDGETS)
+        text = ('api = {\n  endpoint = "%s";\n  access_key = "%s";\n  secret_key = "%s";\n'
+                '  max_connections = %d;\n%s};\n'
+                'log_level = "warn";\n'
+                'dashboards = (\n  { name = "%s"; id = "%s";\n    widgets = (\n%s\n    ); }\n);\n'
+                % (self.api.url, self.api.access_key, self.api.secret_key, max_connections,
+                   "  max_image_bytes = 1048576;\n" if cache_extra else "",
+                   DASH_NAME, DASH_ID, widgets))
+        if cache_extra:
+            text += "cache = { %s };\n" % cache_extra
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        mnt = os.path.join(self.tmp, name)
+        os.mkdir(mnt)
+        errpath = os.path.join(self.tmp, name + ".stderr")
+        with open(errpath, "w") as err:
+            proc = subprocess.Popen([self.bin, "-f", conf, mnt], stdin=subprocess.DEVNULL,
+                                    stdout=err, stderr=err, env=clean_env())
+        self.procs.append((name, proc, mnt, errpath))
+        try:
+            self._wait_mount(name, proc, mnt, errpath, 15)
+        except PeerUnavailable as e:
+            raise BenchError(str(e))
+        log("%s mounted on %s (pid %d, max_connections %d%s)"
+            % (name, mnt, proc.pid, max_connections, ", " + cache_extra if cache_extra else ""))
+        return mnt, proc
+
+    def mount_peer(self, name, argv, mnt, env=None):
+        errpath = os.path.join(self.tmp, name + ".stderr")
+        with open(errpath, "w") as err:
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                        env=clean_env(env))
+            except OSError as e:
+                raise PeerUnavailable("%s: %s" % (argv[0], e))
+        self.procs.append((name, proc, mnt, errpath))
+        self._wait_mount(name, proc, mnt, errpath, 30)
+        log("%s mounted on %s (pid %d)" % (name, mnt, proc.pid))
+
+    # -- expected bytes ------------------------------------------------------------------------
+    def expect(self, target):
+        """The bytes the local API serves for `target` (fetched once, which also puts the
+        PNG in the server's render cache)."""
+        body = self.expected.get(target)
+        if body is None:
+            for attempt in (0, 1):
+                if self.expect_conn is None:
+                    self.expect_conn = self.api.connection(timeout=60)
+                try:
+                    status, _, body = self.api.signed_get(target, conn=self.expect_conn)
+                    break
+                except OSError:
+                    self.expect_conn.close()
+                    self.expect_conn = None
+                    if attempt:
+                        raise
+            if status != 200 or not body.startswith(b"\x89PNG"):
+                raise BenchError("local API: %s: HTTP %d" % (target, status))
+            self.expected[target] = body
+        return body
+
+    def check(self, what, got, target):
+        if isinstance(got, Exception):
+            raise BenchError("%s: %s" % (what, got))
+        exp = self.expect(target)
+        if got != exp:
+            raise BenchError("%s: wrong bytes (%d read, sha256 %s; expected %d, sha256 %s)"
+                             % (what, len(got), hashlib.sha256(got).hexdigest()[:16], len(exp),
+                                hashlib.sha256(exp).hexdigest()[:16]))
+
+    def requests(self):
+        return self.api.stats()["requests"]
+
+    def connections(self):
+        """TCP connections the local API accepted so far, this control call's own
+        included: a later call minus an earlier one, minus 1, counts the others."""
+        return self.api.stats()["connections"]
+
+
+# ---- measurements ---------------------------------------------------------------------------
+
+WARMREAD = None  # tests/bench/warmread.c, built by `make bench` (--warmread)
+EXPECTED_DIR = None
+
+
+def warm_loop(path, expected, n):
+    """Seconds for n x (open, read whole, close), timed inside warmread (C, so no
+    interpreter overhead sits on either side of a ratio); every read checked."""
+    exp = os.path.join(EXPECTED_DIR, hashlib.sha256(expected).hexdigest())
+    if not os.path.exists(exp):
+        with open(exp, "wb") as f:
+            f.write(expected)
+    r = subprocess.run([WARMREAD, str(n), path, exp], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise BenchError("warmread %s: %s" % (path, r.stderr.decode(errors="replace").strip()))
+    return int(r.stdout) / 1e9
+
+
+def warm_per_op(paths_expected, batches, n=1000):
+    """Interleaved batches over several files; per-op median seconds for each."""
+    for p, e in paths_expected:
+        warm_loop(p, e, 100)
+    times = [[] for _ in paths_expected]
+    for _ in range(batches):
+        for k, (p, e) in enumerate(paths_expected):
+            times[k].append(warm_loop(p, e, n) / n)
+    return [median(t) for t in times]
+
+
+def timed_cat(path):
+    t0 = time.perf_counter()
+    r = subprocess.run(["cat", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise BenchError("cat %s: %s" % (path, r.stderr.decode(errors="replace").strip()))
+    return dt, r.stdout
+
+
+def timed_curl(api, target, expected_len):
+    hdrs = signed_headers(target, api.access_key, api.secret_key)
+    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+            "--noproxy", "*"]
+    for k, v in hdrs.items():
+        argv += ["-H", "%s: %s" % (k, v)]
+    argv.append(api.url + target)
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0 or r.stdout.decode() != "200 %d" % expected_len:
+        raise BenchError("curl %s: exit %d, %r" % (target, r.returncode, r.stdout))
+    return dt
+
+
+def run_parallel(fns):
+    """Run fns[i]() in one thread each, released together; (seconds from release until
+    the last finished, results). A result is the return value or the exception."""
+    n = len(fns)
+    barrier = threading.Barrier(n + 1)
+    results = [None] * n
+    done = [0.0] * n
+
+    def worker(i):
+        try:
+            barrier.wait()
+            results[i] = fns[i]()
+        except Exception as e:  # reported by the caller
+            results[i] = e
+        done[i] = time.perf_counter()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    while barrier.n_waiting < n:
+        time.sleep(0.0005)
+    t0 = time.perf_counter()
+    barrier.wait()
+    for t in threads:
+        t.join(120)
+    if any(t.is_alive() for t in threads):
+        raise BenchError("parallel readers still blocked after 120 s")
+    return max(done) - t0, results
+
+
+def parallel_read(bench, items, what):
+    """items: [(path, target)]; reads them all at once, checks bytes; seconds."""
+    dt, res = run_parallel([(lambda p=p: read_all(p)) for p, _ in items])
+    for (p, t), r in zip(items, res):
+        bench.check("%s: %s" % (what, p), r, t)
+    return dt
+
+
+def img(w, s, e, mode="AUTO"):
+    return image_target(DASH_ID, WIDGETS[w][0], s, e, mode)
+
+
+def row1_warm(bench, row, mnt):
+    s, e = BASE_A, BASE_A + HOUR
+    target = img(0, s, e)
+    exp = bench.expect(target)
+    path = os.path.join(mnt, DASH_NAME, WIDGETS[0][1], "%d-%d.png" % (s, e))
+    bench.check("row 1 first read", read_all(path), target)
+    tfs = bench.mount_tmpfs()
+    tdir = os.path.join(tfs, DASH_NAME, WIDGETS[0][1])
+    os.makedirs(tdir)
+    tpath = os.path.join(tdir, "%d-%d.png" % (s, e))
+    with open(tpath, "wb") as f:
+        f.write(exp)
+    try:
+        ours, ref = warm_per_op([(path, exp), (tpath, exp)], bench.args.batches)
+    finally:
+        bench.unmount_tmpfs(tfs)
+    ratio = ours / ref
+    row.set(fmt_time(ours), "tmpfs " + fmt_time(ref), ratio, ratio <= 1.5)
+    row.notes.append("per file, median of %d batches of 1000, same path depth, %d-byte PNG, "
+                     "open/read to EOF/close timed in C (warmread), every read compared"
+                     % (bench.args.batches, len(exp)))
+
+
+def row2_cold(bench, row, mnt, reps):
+    api = bench.api
+    wdir = os.path.join(mnt, DASH_NAME, WIDGETS[1][1])
+    names = [(BASE_A + (i + 1) * HOUR, BASE_A + (i + 2) * HOUR) for i in range(reps + 1)]
+    for s, e in names:
+        bench.expect(img(1, s, e))
+    api.set_latency(20)
+    try:
+        # Warm the daemon's connection with another image.
+        s, e = names[0]
+        bench.check("row 2 warm-up", read_all(os.path.join(wdir, "%d-%d.png" % (s, e))),
+                    img(1, s, e))
+        ours, ref, new_conns = [], [], 0
+        for s, e in names[1:]:
+            t = img(1, s, e)
+            c0 = bench.connections()
+            dt, out = timed_cat(os.path.join(wdir, "%d-%d.png" % (s, e)))
+            new_conns += bench.connections() - c0 - 1
+            bench.check("row 2 cold cat", out, t)
+            ours.append(dt)
+            ref.append(timed_curl(api, t, len(bench.expect(t))))
+    finally:
+        api.set_latency(0)
+    o, r = median(ours), median(ref)
+    row.set(fmt_time(o), "curl " + fmt_time(r), o / r, o / r <= 1.2)
+    row.notes.append("median of %d, interleaved (insightfs min %s max %s; curl min %s max %s); "
+                     "connections insightfs opened during the timed reads: %d"
+                     % (reps, fmt_time(min(ours)), fmt_time(max(ours)), fmt_time(min(ref)),
+                        fmt_time(max(ref)), new_conns))
+
+
+def row3_parallel(bench, row, mnt, reps):
+    api = bench.api
+    # Rep r uses widget 10 + r: 32 hourly ranges in one directory, never read before.
+    sets = []
+    for r in range(reps + 1):
+        w = 10 + r
+        sets.append([(os.path.join(mnt, DASH_NAME, WIDGETS[w][1], "%d-%d.png"
+                                   % (BASE_A + i * HOUR, BASE_A + (i + 1) * HOUR)),
+                      img(w, BASE_A + i * HOUR, BASE_A + (i + 1) * HOUR)) for i in range(32)])
+    for items in sets:
+        for _, t in items:
+            bench.expect(t)
+    api.set_latency(50)
+    # Warm-up: opens the daemon's 8 connections (set 0, not timed).
+    parallel_read(bench, sets[0], "row 3 warm-up")
+    conns = [api.connection(timeout=60) for _ in range(8)]
+    try:
+        for c in conns:  # the floor's 8 keep-alive connections, open before timing
+            st, _, b = api.signed_get(sets[0][0][1], conn=c)
+            if st != 200:
+                raise BenchError("row 3 floor warm-up: HTTP %d" % st)
+        ours, floor, new_conns = [], [], 0
+        for items in sets[1:]:
+            c0 = bench.connections()
+            ours.append(parallel_read(bench, items, "row 3"))
+            new_conns += bench.connections() - c0 - 1
+            targets = [t for _, t in items]
+
+            def client(k):
+                def go():
+                    out = []
+                    for t in targets[k::8]:   # 4 rounds on one connection
+                        st, _, b = api.signed_get(t, conn=conns[k])
+                        out.append((t, st, b))
+                    return out
+                return go
+            dt, res = run_parallel([client(k) for k in range(8)])
+            for r in res:
+                if isinstance(r, Exception):
+                    raise BenchError("row 3 floor client: %s" % r)
+                for t, st, b in r:
+                    bench.check("row 3 floor %s" % t, b, t)
+            floor.append(dt)
+    finally:
+        for c in conns:
+            c.close()
+        api.set_latency(0)
+    o, f = median(ours), median(floor)
+    row.set(fmt_time(o), "floor " + fmt_time(f), o / f, o / f <= 1.5)
+    row.notes.append("median of %d (insightfs %s; floor %s); connections insightfs opened "
+                     "during the timed runs: %d"
+                     % (reps, " ".join(fmt_time(x) for x in ours),
+                        " ".join(fmt_time(x) for x in floor), new_conns))
+
+
+def row4_single_flight(bench, row, mnt):
+    api = bench.api
+    s, e = BASE_A + 200 * DAY, BASE_A + 200 * DAY + 6 * HOUR
+    wid, wname = WIDGETS[20]
+    target = img(20, s, e)
+    bench.expect(target)
+    names = ["%d-%d.png" % (s, e), "%s-%s.png" % (iso(s), iso(e)),
+             "%s-%d.png" % (iso(s, True), e), "%d-%s@auto.png" % (s, iso(e, True))]
+    dirs = [(DASH_NAME, wname), (DASH_ID, wid), (DASH_NAME, wid), (DASH_ID, wname)]
+    spellings = [os.path.join(mnt, d, w, n) for d, w in dirs for n in names]
+    api.set_latency(50)
+    api.fault("latency", prefix=target.split("?")[0], count=-1, ms=250)
+    try:
+        api.clear_log()
+        r0 = bench.requests()
+        dt, res = run_parallel([(lambda p=spellings[i % len(spellings)]: read_all(p))
+                                for i in range(32)])
+        for i, r in enumerate(res):
+            bench.check("row 4 reader %d (%s)" % (i, spellings[i % len(spellings)]), r, target)
+        total = bench.requests() - r0
+        api.clear_faults()
+    finally:
+        api.set_latency(0)
+    n = sum(1 for x in api.requests() if x["target"] == target)
+    row.set("%d request%s" % (n, "" if n == 1 else "s"), "-", None, n == 1 and total == 1)
+    row.notes.append("%d spellings x %d dirs (name/id paths; epoch, ISO, ISO with seconds, "
+                     "mixed, @auto); latency 50 ms + 250 ms on that image; all 32 done in %s; "
+                     "requests to the API during the run: %d"
+                     % (len(names), len(dirs), fmt_time(dt), total))
+
+
+def row5_memory(bench, row, n_images):
+    items = []
+    for i in range(n_images):
+        w, k = i % N_WIDGETS, i // N_WIDGETS
+        s, e = BASE_B + k * HOUR, BASE_B + (k + 1) * HOUR
+        items.append((os.path.join(DASH_NAME, WIDGETS[w][1], "%d-%d.png" % (s, e)), img(w, s, e)))
+    mnt, proc = bench.mount_insightfs("insightfs-mem", 8, "max_bytes = %d;" % MEM_MAX_BYTES)
+    log("row 5: rendering %d expected images in the local API" % n_images)
+    t0 = time.monotonic()
+    total_bytes = 0
+    for _, t in items:
+        total_bytes += len(bench.expect(t))
+    log("row 5: %d images, %.1f MiB, rendered in %.0f s"
+        % (n_images, total_bytes / MIB, time.monotonic() - t0))
+    lock = threading.Lock()
+    nxt = [0]
+    errors = []
+
+    def reader():
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(items) or errors:
+                return
+            rel, t = items[i]
+            try:
+                got = read_all(os.path.join(mnt, rel))
+                if got != bench.expected[t]:
+                    raise BenchError("row 5: %s: wrong bytes" % rel)
+            except Exception as e:
+                errors.append(e)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    if errors:
+        raise BenchError(str(errors[0]))
+    if any(t.is_alive() for t in threads):
+        raise BenchError("row 5 readers still blocked after 600 s")
+    secs = time.monotonic() - t0
+    with open("/proc/%d/status" % proc.pid) as f:
+        st = {ln.split(":")[0]: ln.split(":", 1)[1].strip() for ln in f}
+    rss = int(st["VmRSS"].split()[0]) * 1024
+    hwm = int(st["VmHWM"].split()[0]) * 1024
+    stats = json.loads(read_all(os.path.join(mnt, ".insightfs", "stats")))
+    c = stats["cache"]
+    bound = c["max_bytes"] + c["pinned_bytes"] + 32 * MIB
+    bench.unmount("insightfs-mem")
+    row.set("VmRSS %.1f MiB" % (rss / MIB), "bound %.1f MiB" % (bound / MIB), rss / bound,
+            rss <= bound)
+    row.notes.append("cache.max_bytes = %d (8 MiB); %d images (%.1f MiB) read by 8 threads in "
+                     "%.1f s; after: cache bytes %.1f MiB, pinned_bytes %.1f MiB, entries %d, "
+                     "evictions %d, upstream requests %d; VmHWM %.1f MiB; bound = max_bytes + "
+                     "pinned_bytes + 32 MiB"
+                     % (c["max_bytes"], n_images, total_bytes / MIB, secs, c["bytes"] / MIB,
+                        c["pinned_bytes"] / MIB, c["entries"], c["evictions"],
+                        stats["upstream"]["requests"], hwm / MIB))
+    if c["evictions"] == 0:
+        row.notes.append("WARNING: no eviction happened; the bound was not exercised")
+
+
+def row6_peers(bench, rows, reps, par_reps):
+    """rows: {(peer, kind): Row}. Mounts insightfs (32 connections), httpdirfs, rclone."""
+    api = bench.api
+    fss = []   # (name, root dir of dashboards)
+    mnt, _ = bench.mount_insightfs("insightfs-peers", 32)
+    fss.append(("insightfs", mnt))
+    peers_down = {}
+    hd = os.path.join(bench.tmp, "httpdirfs")
+    os.mkdir(hd)
+    home = os.path.join(bench.tmp, "peer-home")
+    os.makedirs(home)
+    penv = {"HOME": home, "XDG_CACHE_HOME": os.path.join(home, "cache"),
+            "XDG_CONFIG_HOME": os.path.join(home, "config")}
+    try:
+        if shutil.which("httpdirfs") is None:
+            raise PeerUnavailable("httpdirfs is not installed (make bench-deps)")
+        os.makedirs(os.path.join(bench.tmp, "httpdirfs-cache"))
+        bench.mount_peer("httpdirfs", ["httpdirfs", "-f", "--cache", "--cache-location",
+                                       os.path.join(bench.tmp, "httpdirfs-cache"),
+                                       "--max-conns", "256",
+                                       api.url + "/static/", hd], hd, penv)
+        fss.append(("httpdirfs", hd))
+    except PeerUnavailable as e:
+        peers_down["httpdirfs"] = str(e)
+    rc = os.path.join(bench.tmp, "rclone")
+    os.mkdir(rc)
+    try:
+        if shutil.which("rclone") is None:
+            raise PeerUnavailable("rclone is not installed (make bench-deps)")
+        rconf = os.path.join(home, "rclone.conf")
+        open(rconf, "w").close()
+        bench.mount_peer("rclone", ["rclone", "mount", ":http:", rc, "--http-url",
+                                    api.url + "/static/", "--vfs-cache-mode", "full",
+                                    "--cache-dir", os.path.join(bench.tmp, "rclone-cache"),
+                                    "--config", rconf], rc, penv)
+        fss.append(("rclone", rc))
+    except PeerUnavailable as e:
+        peers_down["rclone"] = str(e)
+    for peer, why in peers_down.items():
+        log("%s: not measured: %s" % (peer, why))
+        for kind in ("cold", "warm", "parallel"):
+            rows[(peer, kind)].skip(why)
+
+    def path(root, w, day):
+        return os.path.join(root, DASH_NAME, WIDGETS[w][1], "%d-%d.png" % (day, day + DAY))
+
+    def tgt(w, day):
+        return img(w, day, day + DAY)
+
+    # Files: cold reps on widgets 0-3 (4 days each), the connection warm-up on widget 4,
+    # 32-parallel sets of 8 widgets x 4 days from widget 8 on (the first untimed).
+    cold = [(w, d) for w in range(4) for d in STATIC_DAYS][:reps]
+    psets = [[(w, d) for w in range(8 + 8 * r, 16 + 8 * r) for d in STATIC_DAYS]
+             for r in range(1 + max(1, min(par_reps, 6)))]
+    if 16 + 8 * (len(psets) - 1) > N_WIDGETS:
+        raise BenchError("not enough widgets for %d parallel sets" % len(psets))
+    for w, d in cold + [(4, STATIC_DAYS[0])] + [x for s in psets for x in s]:
+        bench.expect(tgt(w, d))
+    # Every directory is listed before timing (peers fetch listings and HEADs there;
+    # insightfs does not go upstream for it), at latency 0.
+    for name, root in fss:
+        for w in range(N_WIDGETS):
+            ls = os.listdir(os.path.join(root, DASH_NAME, WIDGETS[w][1]))
+            if name != "insightfs" and len(ls) != 4:
+                raise BenchError("%s lists %r in %s" % (name, ls, WIDGETS[w][1]))
+    api.set_latency(20)
+    try:
+        for name, root in fss:   # connections open: one image, and one parallel set
+            bench.check("%s warm-up" % name, read_all(path(root, 4, STATIC_DAYS[0])),
+                        tgt(4, STATIC_DAYS[0]))
+            parallel_read(bench, [(path(root, w, d), tgt(w, d)) for w, d in psets[0]],
+                          "%s parallel warm-up" % name)
+        cold_t = {n: [] for n, _ in fss}
+        for w, d in cold:
+            for name, root in fss:
+                dt, out = timed_cat(path(root, w, d))
+                bench.check("%s cold cat" % name, out, tgt(w, d))
+                cold_t[name].append(dt)
+        par_t = {n: [] for n, _ in fss}
+        for s in psets[1:]:
+            for name, root in fss:
+                par_t[name].append(parallel_read(
+                    bench, [(path(root, w, d), tgt(w, d)) for w, d in s], name + " parallel"))
+        w0, d0 = cold[0]
+        exp = bench.expect(tgt(w0, d0))
+        warm = warm_per_op([(path(root, w0, d0), exp) for _, root in fss],
+                           max(3, bench.args.batches // 2))
+        warm_t = {name: warm[k] for k, (name, _) in enumerate(fss)}
+    finally:
+        api.set_latency(0)
+    for name, _ in fss[1:]:
+        for kind, res, label in (("cold", cold_t, "median of %d cat" % len(cold)),
+                                 ("warm", warm_t, "per file, median of batches of 1000"),
+                                 ("parallel", par_t, "median of %d sets" % (len(psets) - 1))):
+            o = median(res["insightfs"]) if kind != "warm" else res["insightfs"]
+            p = median(res[name]) if kind != "warm" else res[name]
+            r = rows[(name, kind)]
+            r.set(fmt_time(o), "%s %s" % (name, fmt_time(p)), o / p, o < p)
+            if kind == "cold":
+                r.notes.append("%s; insightfs %s; %s %s" % (
+                    label, " ".join(fmt_time(x) for x in cold_t["insightfs"]), name,
+                    " ".join(fmt_time(x) for x in cold_t[name])))
+            elif kind == "parallel":
+                r.notes.append("%s of 32 files (8 dirs x 4); insightfs %s; %s %s" % (
+                    label, " ".join(fmt_time(x) for x in par_t["insightfs"]), name,
+                    " ".join(fmt_time(x) for x in par_t[name])))
+            else:
+                r.notes.append("%s; insightfs %s, %s %s" % (
+                    label, fmt_time(warm_t["insightfs"]), name, fmt_time(warm_t[name])))
+    for n in [x[0] for x in fss]:
+        bench.unmount("insightfs-peers" if n == "insightfs" else n)
+
+
+def machine_line():
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    return "%d CPUs, kernel %s, load average %s" % (os.cpu_count(), os.uname().release, load)
+
+
+def versions(bin_path):
+    out = []
+    for argv in ([bin_path, "--version"], ["httpdirfs", "--version"], ["rclone", "version"],
+                 ["curl", "--version"]):
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+            first = r.stdout.decode(errors="replace").splitlines()[0].split()
+            out.append(" ".join(first[:3] if argv[0] != "curl" else first[:2]))
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            out.append("%s: not available" % argv[0])
+    return ", ".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "insightfs"))
+    ap.add_argument("--warmread", default=os.path.join(ROOT, "build", "bench", "warmread"),
+                    help="the C warm-read loop (tests/bench/warmread.c)")
+    ap.add_argument("--reps", type=int, default=11, help="repetitions of cold reads (default 11)")
+    ap.add_argument("--par-reps", type=int, default=5,
+                    help="repetitions of the 32-at-once runs (default 5; row 6 at most 6)")
+    ap.add_argument("--batches", type=int, default=7,
+                    help="batches of 1000 warm reads (default 7)")
+    ap.add_argument("--images", type=int, default=5000, help="images read for row 5 (default 5000)")
+    ap.add_argument("--no-peers", action="store_true", help="skip row 6")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench.py: needs root (tmpfs and FUSE mounts)")
+    if not os.access(args.bin, os.X_OK):
+        sys.exit("bench.py: %s: not an executable (make build/insightfs)" % args.bin)
+    if not os.access(args.warmread, os.X_OK):
+        sys.exit("bench.py: %s: not an executable (make bench builds it)" % args.warmread)
+    global WARMREAD
+    WARMREAD = args.warmread
+    args.reps = max(3, min(args.reps, 16))
+    args.par_reps = max(1, min(args.par_reps, 40))
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    rows = [Row("1", "warm read (open+read+close)", "<= 1.5x tmpfs"),
+            Row("2", "cold read, latency 20 ms", "<= 1.2x curl"),
+            Row("3", "32 images at once, 1 dir, 50 ms, 8 conns", "<= 1.5x floor"),
+            Row("4", "32 readers, 1 image, 16 spellings", "1 request"),
+            Row("5", "memory after %d images" % args.images, "<= bound")]
+    peer_rows = {}
+    keys = iter("abcdef")
+    for peer in ("httpdirfs", "rclone"):
+        for kind, what in (("cold", "cold read (cat), 20 ms"), ("warm", "warm read"),
+                           ("parallel", "32 parallel reads, 20 ms")):
+            r = Row("6" + next(keys), "vs %s: %s" % (peer, what), "faster (< 1x)")
+            peer_rows[(peer, kind)] = r
+            rows.append(r)
+
+    started = machine_line()
+    bench = Bench(args)
+    interrupted = False
+    cleanup_problems = []
+    try:
+        bench.start_api()
+        try:
+            mnt, _ = bench.mount_insightfs("insightfs", 8)
+            for row, fn in ((rows[0], lambda r: row1_warm(bench, r, mnt)),
+                            (rows[1], lambda r: row2_cold(bench, r, mnt, args.reps)),
+                            (rows[2], lambda r: row3_parallel(bench, r, mnt, args.par_reps)),
+                            (rows[3], lambda r: row4_single_flight(bench, r, mnt))):
+                log("row %s: %s" % (row.key, row.what))
+                try:
+                    fn(row)
+                except BenchError as e:
+                    row.fail(str(e))
+                    log("row %s FAILED: %s" % (row.key, e))
+            bench.unmount("insightfs")
+        except BenchError as e:
+            for row in rows[:4]:
+                if row.status == "not measured":
+                    row.fail(str(e))
+        log("row 5: %s" % rows[4].what)
+        try:
+            row5_memory(bench, rows[4], args.images)
+        except BenchError as e:
+            rows[4].fail(str(e))
+        if args.no_peers:
+            for r in peer_rows.values():
+                r.skip("--no-peers")
+        else:
+            log("row 6: insightfs vs httpdirfs and rclone on /static/")
+            try:
+                row6_peers(bench, peer_rows, args.reps, args.par_reps)
+            except BenchError as e:
+                log("row 6 FAILED: %s" % e)
+                for r in peer_rows.values():
+                    if r.status == "not measured" and not r.notes:
+                        r.fail(str(e))
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: cleaning up")
+    finally:
+        cleanup_problems = bench.cleanup()
+    for p in cleanup_problems:
+        log("cleanup: " + p)
+    out = sys.stdout
+    out.write("\ninsightfs benchmark (SPEC section 11), one local API process, plain HTTP/1.1 "
+              "keep-alive, PNGs ~%d bytes\n" % (
+                  median([len(b) for b in bench.expected.values()]) if bench.expected else 0))
+    out.write("machine: %s at start; %s at end\n" % (started, machine_line().split("load average ")[1]))
+    out.write("versions: %s\n\n" % versions(args.bin))
+    print_table(rows, out)
+    if interrupted:
+        out.write("interrupted: the table is incomplete\n")
+        return 130
+    if cleanup_problems or any(r.status == "FAILED" for r in rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
