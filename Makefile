@@ -34,7 +34,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno api api_body cache cache_index ns disc fs_ino fs fs_dir fs_mount main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno api api_body cache cache_index ns disc fs_ino fs fs_dir fs_meta fs_mount main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.

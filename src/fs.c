@@ -210,36 +210,6 @@ static int image_resolve(struct fs *fs, struct fs_inode *n)
     return cache_resolve(fs->cache, n->v, &f, fetch_deadline(fs));
 }
 
-/* ---- /.insightfs ---------------------------------------------------------------- */
-
-static char *meta_stats(struct fs *fs, size_t *len)
-{
-    struct cache_stats cs;
-    struct api_stats as;
-    cache_get_stats(fs->cache, &cs);
-    struct fs_gen *g = fs_gen_get(fs);
-    api_get_stats(g->api, &as);
-    fs_gen_unref(g);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long long up = (long long)(now.tv_sec - fs->ready_mono.tv_sec);
-    char *s = NULL;
-    int n = asprintf(&s,
-                     "{\"cache\":{\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
-                     ",\"pinned_bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"hits\":%" PRIu64
-                     ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64
-                     "},\"upstream\":{\"requests\":%" PRIu64 ",\"failures\":%" PRIu64
-                     ",\"retries\":%" PRIu64 ",\"in_flight\":%" PRIu64 ",\"bytes\":%" PRIu64
-                     "},\"uptime_s\":%lld}\n",
-                     cs.entries, cs.bytes, cs.pinned_bytes, cs.max_bytes, cs.hits, cs.misses,
-                     cs.evictions, as.requests, as.failures, as.retries, as.in_flight, as.bytes,
-                     up < 0 ? 0 : up);
-    if (n < 0)
-        return NULL;
-    *len = (size_t)n;
-    return s;
-}
-
 /* ---- replies -------------------------------------------------------------------- */
 
 /* Reply an entry whose lookup is counted (image and snapshot inodes come counted;
@@ -348,15 +318,12 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
 
 static void lookup_meta_file(struct fs *fs, fuse_req_t req, const char *name)
 {
-    if (strcmp(name, "stats") != 0) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
     size_t len = 0;
-    char *data = meta_stats(fs, &len);
-    struct fs_inode *n = data ? fs_ino_snapshot(fs->ino, data, len) : NULL;
+    char *data = NULL;
+    int rc = fs_meta_snapshot(fs, name, &data, &len);
+    struct fs_inode *n = rc == 0 ? fs_ino_snapshot(fs->ino, data, len) : NULL;
     if (!n) {
-        fuse_reply_err(req, ENOMEM);
+        fuse_reply_err(req, rc ? -rc : ENOMEM);
         return;
     }
     struct stat st;

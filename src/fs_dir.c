@@ -78,8 +78,8 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
         }
         break;
     case FK_META_DIR:
-        if (!rc)
-            rc = dirbuf_add(req, b, "stats", 0, S_IFREG);
+        for (size_t i = 0; !rc && fs_meta_name(i); i++)
+            rc = dirbuf_add(req, b, fs_meta_name(i), FS_UNKNOWN_INO, S_IFREG);
         break;
     case FK_DASH: {
         const struct ns_dashboard *d = ns_find_dashboard(t, n->dash_id);

@@ -3,6 +3,7 @@
  *   fs.c        the FUSE request handlers (the adapter proper) and the ops table
  *   fs_dir.c    directory listings (OPENDIR, READDIR, RELEASEDIR)
  *   fs_ino.c    the inode table
+ *   fs_meta.c   the files of /.insightfs
  *   fs_mount.c  the root context's life: build, mount, serve, SIGHUP reload, the
  *               invalidation thread, tear down
  *
@@ -198,6 +199,13 @@ struct fuse_file_info;
 /* The low-level operations table (static storage) for fuse_session_new; its userdata
  * must be the struct fs. */
 const struct fuse_lowlevel_ops *fs_lowlevel_ops(void);
+
+/* fs_meta.c. The i-th name of /.insightfs in listing order, NULL past the last. */
+const char *fs_meta_name(size_t i);
+/* A snapshot of /.insightfs/<name>: 0 with *data (malloc'd, the caller's) and *len;
+ * -ENOENT for another name; -ENOMEM. Thread-safe. */
+int fs_meta_snapshot(struct fs *fs, const char *name, char **data, size_t *len)
+    __attribute__((warn_unused_result));
 
 /* Reply bytes [off, off + size) of data (len bytes), cut at len, from a private copy:
  * the source may be freed by another worker as soon as the kernel has the answer. */

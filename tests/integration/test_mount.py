@@ -769,6 +769,91 @@ def test_statfs(api, config, mount):
     assert out.splitlines()[1].split()[1] == str(8388608 // 1024)
 
 
+METRICS = [  # (name, type) in SPEC 5's order: the gauges, then the counters
+    ("insightfs_cache_entries", "gauge"), ("insightfs_cache_bytes", "gauge"),
+    ("insightfs_cache_pinned_bytes", "gauge"), ("insightfs_cache_max_bytes", "gauge"),
+    ("insightfs_upstream_in_flight", "gauge"), ("insightfs_uptime_seconds", "gauge"),
+    ("insightfs_cache_hits_total", "counter"), ("insightfs_cache_misses_total", "counter"),
+    ("insightfs_cache_evictions_total", "counter"),
+    ("insightfs_upstream_requests_total", "counter"),
+    ("insightfs_upstream_failures_total", "counter"),
+    ("insightfs_upstream_retries_total", "counter"), ("insightfs_upstream_bytes_total", "counter")]
+
+
+def parse_metrics(text):
+    """Prometheus text 0.0.4 as SPEC 5 gives it: per metric exactly HELP, TYPE, one sample
+    without labels or timestamp, in METRICS order; returns {name: int}."""
+    assert text.endswith("\n")
+    lines = text[:-1].split("\n")
+    assert len(lines) == 3 * len(METRICS)
+    values = {}
+    for k, (name, kind) in enumerate(METRICS):
+        helpl, typel, sample = lines[3 * k:3 * k + 3]
+        assert helpl.startswith("# HELP %s " % name) and len(helpl) > len(name) + 8, helpl
+        assert typel == "# TYPE %s %s" % (name, kind)
+        sname, value = sample.split(" ")
+        assert sname == name and value.isdigit(), sample
+        values[name] = int(value)
+    return values
+
+
+def test_meta_files(api, config, mount):
+    cfg = config(body=body(cache="max_bytes = 8388608;"))
+    m = mount(cfg)
+    meta = m.path(".insightfs")
+    assert readdir(meta) == [(".", DT_DIR), ("..", DT_DIR), ("stats", DT_REG),
+                             ("metrics", DT_REG), ("metrics.prom", DT_REG), ("config", DT_REG)]
+    size = len(read(m.path("web", "cpu", FIN + ".png")))
+    for name in ("stats", "metrics", "metrics.prom", "config"):
+        p = os.path.join(meta, name)
+        st = os.stat(p)
+        assert st.st_mode == stat.S_IFREG | 0o444, name
+        assert st.st_size == len(read(p)) > 0, name   # each lookup: a new snapshot
+
+    # metrics: the same numbers as stats (nothing moves between the two reads).
+    s = stats(m)
+    text = read(os.path.join(meta, "metrics")).decode()
+    v = parse_metrics(text)
+    assert v == {
+        "insightfs_cache_entries": 1, "insightfs_cache_bytes": size,
+        "insightfs_cache_pinned_bytes": 0, "insightfs_cache_max_bytes": 8388608,
+        "insightfs_upstream_in_flight": 0,
+        "insightfs_uptime_seconds": v["insightfs_uptime_seconds"],
+        "insightfs_cache_hits_total": s["cache"]["hits"],
+        "insightfs_cache_misses_total": 1, "insightfs_cache_evictions_total": 0,
+        "insightfs_upstream_requests_total": 1, "insightfs_upstream_failures_total": 0,
+        "insightfs_upstream_retries_total": 0, "insightfs_upstream_bytes_total": size}
+    assert s["uptime_s"] <= v["insightfs_uptime_seconds"] <= s["uptime_s"] + 1
+    # metrics.prom: the same bytes (for node_exporter's textfile collector), unless the
+    # uptime ticked between the two snapshots.
+    prom = read(os.path.join(meta, "metrics.prom")).decode()
+    strip = lambda t: [ln for ln in t.split("\n")  # noqa: E731
+                       if not ln.startswith("insightfs_uptime_seconds ")]
+    assert strip(prom) == strip(text)
+    assert len(api.requests()) == 1   # none of this went upstream
+
+    # config: the configuration in force, libconfig text, defaults filled in, never the
+    # secret, the access key as "..." and its last 4 characters.
+    conf = read(os.path.join(meta, "config")).decode()
+    assert api.secret_key not in conf and "secret_key" not in conf
+    assert api.access_key not in conf
+    assert 'access_key = "...%s";' % api.access_key[-4:] in conf
+    assert 'endpoint = "%s";' % api.url in conf
+    assert "max_bytes = 8388608" in conf
+    assert "live_ttl_s = " in conf and "error_ttl_s = " in conf   # defaults filled in
+    assert '"cpu"' in conf and '"%s"' % CPU in conf
+
+    # After a reload, the configuration now in force.
+    make_config(cfg, api, body=body(cache="max_bytes = 16777216;"))
+    m.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: log_line(m, "insightfs: info: configuration reloaded from " + cfg), 10,
+             "the reload line")
+    conf = read(os.path.join(meta, "config")).decode()
+    assert "max_bytes = 16777216" in conf and "max_bytes = 8388608" not in conf
+    v = parse_metrics(read(os.path.join(meta, "metrics")).decode())
+    assert v["insightfs_cache_max_bytes"] == 16777216
+
+
 # ---- signals -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

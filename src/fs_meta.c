@@ -1,0 +1,142 @@
+/* fs_meta - the files of /.insightfs (SPEC 5): stats, metrics, metrics.prom, config.
+ *
+ * Each is a snapshot made when its name is looked up (fs.c gives it its own inode with
+ * the exact size), so a reader sees one consistent set of numbers however it reads.
+ * stats and metrics report the same counters: cache_get_stats and api_get_stats of the
+ * generation in force. config is cfg_dump of that generation's configuration, which
+ * never holds the secret and shows only the access key's last 4 characters.
+ * No locks of its own; the counters come from thread-safe getters.
+ */
+#include "fs_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "insightfs/api.h"
+#include "insightfs/cache.h"
+#include "insightfs/cfg.h"
+
+/* In listing order (SPEC 5). */
+static const char *const meta_names[] = {"stats", "metrics", "metrics.prom", "config"};
+
+const char *fs_meta_name(size_t i)
+{
+    return i < sizeof(meta_names) / sizeof(meta_names[0]) ? meta_names[i] : NULL;
+}
+
+struct meta_counters {
+    struct cache_stats cache;
+    struct api_stats api;
+    long long uptime_s;
+};
+
+static void counters(struct fs *fs, struct meta_counters *c)
+{
+    cache_get_stats(fs->cache, &c->cache);
+    struct fs_gen *g = fs_gen_get(fs);
+    api_get_stats(g->api, &c->api);
+    fs_gen_unref(g);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    c->uptime_s = (long long)(now.tv_sec - fs->ready_mono.tv_sec);
+    if (c->uptime_s < 0)
+        c->uptime_s = 0;
+}
+
+static char *stats_json(const struct meta_counters *c)
+{
+    char *s = NULL;
+    if (asprintf(&s,
+                 "{\"cache\":{\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"pinned_bytes\":%" PRIu64
+                 ",\"max_bytes\":%" PRIu64 ",\"hits\":%" PRIu64 ",\"misses\":%" PRIu64
+                 ",\"evictions\":%" PRIu64 "},\"upstream\":{\"requests\":%" PRIu64
+                 ",\"failures\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"in_flight\":%" PRIu64
+                 ",\"bytes\":%" PRIu64 "},\"uptime_s\":%lld}\n",
+                 c->cache.entries, c->cache.bytes, c->cache.pinned_bytes, c->cache.max_bytes,
+                 c->cache.hits, c->cache.misses, c->cache.evictions, c->api.requests,
+                 c->api.failures, c->api.retries, c->api.in_flight, c->api.bytes,
+                 c->uptime_s) < 0)
+        return NULL;
+    return s;
+}
+
+/* Prometheus text format 0.0.4: HELP, TYPE, the sample; no timestamps. */
+static char *metrics_text(const struct meta_counters *c)
+{
+    const struct {
+        const char *name, *type, *help;
+        uint64_t value;
+    } m[] = {
+        {"insightfs_cache_entries", "gauge", "Image versions with bytes in the cache.",
+         c->cache.entries},
+        {"insightfs_cache_bytes", "gauge", "Bytes counted against cache.max_bytes.",
+         c->cache.bytes},
+        {"insightfs_cache_pinned_bytes", "gauge",
+         "Bytes of evicted versions still held by open files or the kernel.",
+         c->cache.pinned_bytes},
+        {"insightfs_cache_max_bytes", "gauge", "The configured cache.max_bytes.",
+         c->cache.max_bytes},
+        {"insightfs_upstream_in_flight", "gauge", "HTTP requests in flight now.",
+         c->api.in_flight},
+        {"insightfs_uptime_seconds", "gauge", "Seconds since the mount was ready.",
+         (uint64_t)c->uptime_s},
+        {"insightfs_cache_hits_total", "counter",
+         "Image lookups that found a fresh cached version.", c->cache.hits},
+        {"insightfs_cache_misses_total", "counter",
+         "Image lookups that started or joined a fetch.", c->cache.misses},
+        {"insightfs_cache_evictions_total", "counter",
+         "Versions removed from the cache for max_bytes.", c->cache.evictions},
+        {"insightfs_upstream_requests_total", "counter", "HTTP tries of every API call.",
+         c->api.requests},
+        {"insightfs_upstream_failures_total", "counter", "HTTP tries without a valid answer.",
+         c->api.failures},
+        {"insightfs_upstream_retries_total", "counter", "HTTP tries after the first of a call.",
+         c->api.retries},
+        {"insightfs_upstream_bytes_total", "counter", "Response body bytes received.",
+         c->api.bytes},
+    };
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", m[i].name, m[i].help,
+                m[i].name, m[i].type, m[i].name, m[i].value);
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+int fs_meta_snapshot(struct fs *fs, const char *name, char **data, size_t *len)
+{
+    struct meta_counters c;
+    char *s = NULL;
+    *data = NULL;
+    *len = 0;
+    if (strcmp(name, "stats") == 0) {
+        counters(fs, &c);
+        s = stats_json(&c);
+    } else if (strcmp(name, "metrics") == 0 || strcmp(name, "metrics.prom") == 0) {
+        counters(fs, &c);
+        s = metrics_text(&c);
+    } else if (strcmp(name, "config") == 0) {
+        struct fs_gen *g = fs_gen_get(fs);
+        s = cfg_dump(g->cfg);
+        fs_gen_unref(g);
+    } else {
+        return -ENOENT;
+    }
+    if (!s)
+        return -ENOMEM;
+    *data = s;
+    *len = strlen(s);
+    return 0;
+}
