@@ -3,6 +3,7 @@
 #   make              build/insightfs
 #   make check        install missing Debian packages, build, run every test
 #   make check SANITIZE=address,undefined    the same under ASan+UBSan (build/asan/)
+#   make check VALGRIND=1    the plain build, every test binary and insightfs run under valgrind
 #   make demo         mount the bundled local API, show the tree, unmount
 #   make bench        SPEC 11 benchmark (not a test): insightfs vs tmpfs, curl, httpdirfs, rclone
 #   make soak         1-hour soak under faults (RELIABILITY T20); SOAK_SECONDS=120 in CI
@@ -14,9 +15,17 @@ VERSION := 0.1.0
 PREFIX ?= /usr/local
 CFLAGS ?= -O2 -g
 SANITIZE ?=
+VALGRIND ?=
+ifeq ($(VALGRIND),0)
+override VALGRIND :=
+endif
 
 PKGS := fuse3 libcurl openssl libconfig json-c
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
+
+ifneq ($(and $(SANITIZE),$(VALGRIND)),)
+$(error VALGRIND=1 runs the plain build: it cannot be combined with SANITIZE)
+endif
 
 ifeq ($(SANITIZE),)
 B := build
@@ -147,11 +156,22 @@ build/bench/warmread: tests/bench/warmread.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) -O2 -o $@ $<
 
+# RELIABILITY P6 under valgrind (VALGRIND=1): a finding or a definite leak exits 99, a
+# status no test binary or insightfs uses. tests/integration/conftest.py passes the same
+# flags (plus a log file per process) for every run of insightfs. Time factor 20 (SPEC 10).
+VALGRIND_FLAGS := -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	--show-leak-kinds=definite --num-callers=40 --vgdb=no \
+	--suppressions=$(CURDIR)/tests/valgrind.supp
+VALGRIND_ENV := $(if $(VALGRIND),INSIGHTFS_TEST_TIME_FACTOR=$${INSIGHTFS_TEST_TIME_FACTOR:-20})
+VALGRIND_RUN := $(if $(VALGRIND),valgrind $(VALGRIND_FLAGS))
+
 unit: $(UNIT_BINS)
-	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || fail=1; done; exit $$fail
+	@fail=0; for t in $(UNIT_BINS); do echo "== $$t"; \
+		$(VALGRIND_ENV) $(VALGRIND_RUN) $$t || fail=1; done; exit $$fail
 
 integration: $(B)/insightfs
 	INSIGHTFS_BIN=$(CURDIR)/$(B)/insightfs INSIGHTFS_SANITIZE="$(SANITIZE)" \
+		INSIGHTFS_VALGRIND="$(VALGRIND)" \
 		$(PYTEST) -q -p no:cacheprovider tests/localapi tests/integration
 
 # RELIABILITY T20: 8 readers under probabilistic faults for SOAK_SECONDS (CI: 120).

@@ -13,7 +13,11 @@
  * numbers; files not looked up yet carry FS_UNKNOWN_INO (readdir never looks names up,
  * that would make pending versions).
  *
- * Locking: none of its own; a buffer belongs to one open directory handle.
+ * Every buffer is also on fs->dirs, so that those whose RELEASEDIR never comes (the
+ * kernel drops queued ones at unmount) are freed at exit by fs_dir_free_all.
+ *
+ * Locking: a buffer belongs to one open directory handle; fs->dirs_lock guards only
+ * the list links.
  */
 #define FUSE_USE_VERSION 312
 
@@ -35,7 +39,39 @@
 struct dirbuf {
     char *p;
     size_t size;
+    struct dirbuf *prev, *next; /* in fs->dirs, under fs->dirs_lock (see fs_int.h) */
 };
+
+static void dirs_link(struct fs *fs, struct dirbuf *b)
+{
+    pthread_mutex_lock(&fs->dirs_lock);
+    b->prev = NULL;
+    b->next = fs->dirs;
+    if (fs->dirs)
+        fs->dirs->prev = b;
+    fs->dirs = b;
+    pthread_mutex_unlock(&fs->dirs_lock);
+}
+
+static void dirs_unlink_free(struct fs *fs, struct dirbuf *b)
+{
+    pthread_mutex_lock(&fs->dirs_lock);
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        fs->dirs = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    pthread_mutex_unlock(&fs->dirs_lock);
+    free(b->p);
+    free(b);
+}
+
+void fs_dir_free_all(struct fs *fs)
+{
+    while (fs->dirs)
+        dirs_unlink_free(fs, fs->dirs);
+}
 
 static int dirbuf_add(fuse_req_t req, struct dirbuf *b, const char *name, fuse_ino_t ino,
                       mode_t type)
@@ -152,10 +188,9 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     fi->fh = (uint64_t)(uintptr_t)b;
-    if (fuse_reply_open(req, fi) != 0) {
-        free(b->p);
-        free(b);
-    }
+    dirs_link(fs, b);
+    if (fuse_reply_open(req, fi) != 0)
+        dirs_unlink_free(fs, b);
 }
 
 void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -169,9 +204,7 @@ void fs_dir_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
     struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
-    if (b) {
-        free(b->p);
-        free(b);
-    }
+    if (b)
+        dirs_unlink_free(fuse_req_userdata(req), b);
     fuse_reply_err(req, 0);
 }

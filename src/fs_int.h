@@ -161,6 +161,12 @@ struct fs {
     int hup_pipe[2];
     pthread_t reload_thread;
     int reload_started;
+
+    /* Open directory handles (fs_dir.c), so that fs_free frees those whose RELEASEDIR
+     * never came: the kernel sends RELEASEDIR in the background and drops what is still
+     * queued when the connection goes away at unmount (valgrind: a definite leak). */
+    pthread_mutex_t dirs_lock;
+    struct dirbuf *dirs; /* protected by dirs_lock: a doubly linked list */
 };
 
 /* The current generation with one more reference (release with fs_gen_unref).
@@ -218,5 +224,7 @@ void fs_dir_open(struct fuse_req *req, uint64_t ino, struct fuse_file_info *fi);
 void fs_dir_read(struct fuse_req *req, uint64_t ino, size_t size, off_t off,
                  struct fuse_file_info *fi);
 void fs_dir_release(struct fuse_req *req, uint64_t ino, struct fuse_file_info *fi);
+/* Free the handles still open (no RELEASEDIR came); after the session is destroyed. */
+void fs_dir_free_all(struct fs *fs);
 
 #endif

@@ -402,6 +402,8 @@ static void fs_free(struct fs *fs)
 {
     if (!fs)
         return;
+    fs_dir_free_all(fs); /* handles whose RELEASEDIR never came (fs_int.h) */
+    pthread_mutex_destroy(&fs->dirs_lock);
     fs_ino_free(fs->ino); /* drops the inodes' version references before the cache goes */
     cache_free(fs->cache);
     ns_unref(fs->tree);
@@ -428,6 +430,7 @@ static struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struc
     pthread_mutex_init(&fs->gen_lock, NULL);
     pthread_mutex_init(&fs->inval_lock, NULL);
     pthread_cond_init(&fs->inval_cond, NULL);
+    pthread_mutex_init(&fs->dirs_lock, NULL);
     fs->hup_pipe[0] = fs->hup_pipe[1] = -1;
     fs->env = env;
     fs->opts = *o;

@@ -6,12 +6,20 @@
 - `mount`: mounts for real with `insightfs -f`, waits for the mount with a deadline, and
   on teardown unmounts, asserts exit status 0 and that the daemon's stderr holds no
   sanitizer report.
-Time bounds are multiplied by INSIGHTFS_TEST_TIME_FACTOR (3 under sanitizers).
+- `bin_cmd(args)`: the argv that runs build/insightfs; every run of the binary goes
+  through it. With INSIGHTFS_VALGRIND=1 (`make check VALGRIND=1`) it is prefixed by
+  valgrind, which writes each process's report to its own log file; the autouse fixture
+  `valgrind_clean` fails the test if any of them is non-empty (stderr stays exact).
+Time bounds are multiplied by INSIGHTFS_TEST_TIME_FACTOR (3 under sanitizers, 20 under
+valgrind).
 """
+import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -23,8 +31,54 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "localapi"))
 from client import LocalAPI  # noqa: E402
 
 BIN = os.environ.get("INSIGHTFS_BIN", os.path.join(ROOT, "build", "insightfs"))
+VALGRIND = os.environ.get("INSIGHTFS_VALGRIND", "") not in ("", "0")
 TIME_FACTOR = float(os.environ.get("INSIGHTFS_TEST_TIME_FACTOR",
+                                   "20" if VALGRIND else
                                    "3" if os.environ.get("INSIGHTFS_SANITIZE") else "1"))
+
+# Valgrind's flags, the same as the Makefile's VALGRIND_FLAGS for the unit tests. A
+# finding exits 99, a status insightfs never uses, so it cannot pass for an expected one.
+VALGRIND_EXIT = 99
+VALGRIND_ARGS = ["valgrind", "-q", "--error-exitcode=%d" % VALGRIND_EXIT, "--leak-check=full",
+                 "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
+                 "--num-callers=40", "--vgdb=no",
+                 "--suppressions=" + os.path.join(ROOT, "tests", "valgrind.supp")]
+_vg_dir = []  # the current test's log directory (set by valgrind_clean)
+
+
+def bin_cmd(args=()):
+    """The argv running insightfs with args: BIN, under valgrind with INSIGHTFS_VALGRIND."""
+    if not VALGRIND:
+        return [BIN] + list(args)
+    if not _vg_dir:  # outside valgrind_clean (tests/soak, unchecked): one directory a process
+        _vg_dir.append(tempfile.mkdtemp(prefix="insightfs-valgrind-"))
+        os.chmod(_vg_dir[0], 0o1777)
+    return VALGRIND_ARGS + ["--log-file=" + os.path.join(_vg_dir[0], "vg.%p"), BIN] + list(args)
+
+
+@pytest.fixture(autouse=True)
+def valgrind_clean():
+    """Under valgrind, fail the test if any insightfs it ran reported anything. Set up
+    before (so torn down after) the `mount` fixture, whose teardown waits for the daemon.
+    The directory is world-writable: one test runs insightfs as nobody."""
+    if not VALGRIND:
+        yield
+        return
+    d = tempfile.mkdtemp(prefix="insightfs-valgrind-")
+    os.chmod(d, 0o1777)
+    _vg_dir[:] = [d]
+    yield
+    del _vg_dir[:]
+    reports = []
+    for path in sorted(glob.glob(os.path.join(d, "vg.*"))):
+        with open(path, errors="replace") as f:
+            text = f.read()
+        if text:
+            reports.append("%s:\n%s" % (path, text))
+    if reports:
+        raise AssertionError("valgrind reports (kept in %s):\n%s" % (d, "\n".join(reports)))
+    shutil.rmtree(d, ignore_errors=True)
+
 
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "ThreadSanitizer")
 
@@ -91,7 +145,7 @@ def config(tmp_path, api):
 
 
 def run(args, env=None, timeout=60, input=None):
-    return subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.run(bin_cmd(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=clean_env(env), timeout=timeout * TIME_FACTOR, input=input)
 
 
@@ -148,7 +202,7 @@ def mount(tmp_path):
         os.mkdir(mnt)
         stderr_path = str(tmp_path / ("daemon%d.stderr" % len(mounts)))
         err = open(stderr_path, "w")
-        proc = subprocess.Popen([BIN, "-f"] + list(args) + [config_path, mnt],
+        proc = subprocess.Popen(bin_cmd(["-f"] + list(args) + [config_path, mnt]),
                                 stdout=err, stderr=err, env=clean_env(env))
         err.close()
         m = Mount(mnt, proc, stderr_path)

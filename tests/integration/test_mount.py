@@ -21,6 +21,7 @@ import ctypes
 import errno
 import json
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -29,7 +30,8 @@ import time
 
 import pytest
 
-from conftest import BIN, DEFAULT_DASHBOARDS, TIME_FACTOR, is_mounted, make_config, wait_for
+from conftest import (BIN, DEFAULT_DASHBOARDS, TIME_FACTOR, VALGRIND, bin_cmd, is_mounted,
+                      make_config, wait_for)
 from client import LocalAPI, image_target, now_ms
 
 DASH = "df_457958429047263232"   # web
@@ -1010,7 +1012,9 @@ def _daemon_pids(mnt):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == b"insightfs" and mnt.encode() in argv:
+        # Under valgrind argv[0] is valgrind's own; the binary is a later argument.
+        names = argv if VALGRIND else argv[:1]
+        if any(os.path.basename(a) == b"insightfs" for a in names) and mnt.encode() in argv:
             pids.append(int(d))
     return pids
 
@@ -1025,7 +1029,8 @@ def _gone(pid):
 
 @pytest.fixture
 def helper_on_path():
-    """build/insightfs as /usr/local/sbin/insightfs for the duration of a test."""
+    """build/insightfs as /usr/local/sbin/insightfs for the duration of a test: a symlink,
+    or under valgrind a script that runs it under valgrind."""
     if not os.path.exists("/usr/sbin/mount.fuse3") and not os.path.exists("/sbin/mount.fuse3"):
         pytest.skip("mount.fuse3 (package fuse3) is not installed")
     link = "/usr/local/sbin/insightfs"
@@ -1036,7 +1041,13 @@ def helper_on_path():
         made_link = False
     else:
         os.makedirs("/usr/local/sbin", exist_ok=True)
-        os.symlink(os.path.realpath(BIN), link)
+        if VALGRIND:
+            fd = os.open(link, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+            with os.fdopen(fd, "w") as f:
+                f.write("#!/bin/sh\nexec %s \"$@\"\n"
+                        % " ".join(shlex.quote(a) for a in bin_cmd([])))
+        else:
+            os.symlink(os.path.realpath(BIN), link)
         made_link = True
     yield link
     if made_link:

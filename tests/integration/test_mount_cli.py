@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from conftest import BIN, clean_env, is_mounted, run, wait_for
+from conftest import bin_cmd, clean_env, is_mounted, run, wait_for
 
 FINAL = "1732924800000-1732968000000.png"  # 2024-11-30 00:00-12:00 UTC: final
 
@@ -69,7 +69,7 @@ def test_dead_mount_is_named(api, config, tmp_path):
     mnt = str(tmp_path / "dead")
     os.mkdir(mnt)
     cfg = config()
-    proc = subprocess.Popen([BIN, "-f", cfg, mnt], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(bin_cmd(["-f", cfg, mnt]), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=clean_env())
     try:
         wait_for(lambda: is_mounted(mnt), 10, "the mount")
@@ -121,8 +121,8 @@ def test_allow_other_as_non_root_needs_user_allow_other(api, tmp_path):
     mnt.mkdir()
     os.chown(str(mnt), 65534, 65534)
     env = clean_env({"NCLOUD_ACCESS_KEY": api.access_key, "NCLOUD_SECRET_KEY": api.secret_key})
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN,
-                        "-o", "allow_other", str(cfg), str(mnt)],
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+                       + bin_cmd(["-o", "allow_other", str(cfg), str(mnt)]),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=30)
     assert p.returncode == 1
     assert p.stderr.decode() == ("insightfs: -o allow_other needs user_allow_other in "
@@ -133,7 +133,7 @@ def test_allow_other_as_non_root_needs_user_allow_other(api, tmp_path):
 def test_kill_9_with_auto_unmount_leaves_no_mount(api, config, tmp_path):
     mnt = str(tmp_path / "mnt")
     os.mkdir(mnt)
-    proc = subprocess.Popen([BIN, "-f", "-o", "auto_unmount", config(), mnt],
+    proc = subprocess.Popen(bin_cmd(["-f", "-o", "auto_unmount", config(), mnt]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=clean_env())
     try:
