@@ -118,7 +118,7 @@ static void attr_image(struct fs *fs, struct stat *st, struct fs_inode *n)
     size_t len = 0;
     cache_version_data(n->v, &len);
     int64_t t = cache_version_final(n->v) ? cache_version_key(n->v)->end_ms
-                                           : cache_version_fetched_at(n->v);
+                                          : cache_version_fetched_at(n->v);
     attr_file(fs, st, n->ino, len, t);
 }
 
@@ -271,9 +271,8 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
     int64_t now = api_now_ms(g->api);
     struct vpath_clock clk = {now, g->cfg->align_s};
     struct vpath_image img;
-    int rc = parent->kind == FK_DAYS
-                 ? vpath_parse_day(name, g->cfg->resolution, &clk, &img)
-                 : vpath_parse_image(name, g->cfg->resolution, &clk, &img);
+    int rc = parent->kind == FK_DAYS ? vpath_parse_day(name, g->cfg->resolution, &clk, &img)
+                                     : vpath_parse_image(name, g->cfg->resolution, &clk, &img);
     int live_ttl = g->cfg->live_ttl_s;
     int64_t settle_ms = (int64_t)g->cfg->settle_s * 1000;
     fs_gen_unref(g);
@@ -539,7 +538,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 static const char *const xattr_names[] = {
-    "user.insightfs.start_ms", "user.insightfs.end_ms", "user.insightfs.resolution",
+    "user.insightfs.start_ms", "user.insightfs.end_ms",     "user.insightfs.resolution",
     "user.insightfs.api_path", "user.insightfs.fetched_at",
 };
 #define N_XATTRS (sizeof(xattr_names) / sizeof(xattr_names[0]))

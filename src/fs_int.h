@@ -132,8 +132,8 @@ struct fs_gen {
 /* The root context, built by fs_run and reached as the session's userdata. */
 struct fs {
     pthread_mutex_t gen_lock;
-    struct fs_gen *gen;   /* protected by gen_lock */
-    struct ns_tree *tree; /* protected by gen_lock: configured + discovered */
+    struct fs_gen *gen;       /* protected by gen_lock */
+    struct ns_tree *tree;     /* protected by gen_lock: configured + discovered */
     uint64_t tree_generation; /* protected by gen_lock: the disc_generation tree reflects */
 
     struct disc *disc;  /* discovered lists; its own lock */

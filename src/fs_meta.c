@@ -51,15 +51,15 @@ static char *stats_json(const struct meta_counters *c)
 {
     char *s = NULL;
     if (asprintf(&s,
-                 "{\"cache\":{\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"pinned_bytes\":%" PRIu64
-                 ",\"max_bytes\":%" PRIu64 ",\"hits\":%" PRIu64 ",\"misses\":%" PRIu64
-                 ",\"evictions\":%" PRIu64 "},\"upstream\":{\"requests\":%" PRIu64
-                 ",\"failures\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"in_flight\":%" PRIu64
-                 ",\"bytes\":%" PRIu64 "},\"uptime_s\":%lld}\n",
+                 "{\"cache\":{\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
+                 ",\"pinned_bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"hits\":%" PRIu64
+                 ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64
+                 "},\"upstream\":{\"requests\":%" PRIu64 ",\"failures\":%" PRIu64
+                 ",\"retries\":%" PRIu64 ",\"in_flight\":%" PRIu64 ",\"bytes\":%" PRIu64
+                 "},\"uptime_s\":%lld}\n",
                  c->cache.entries, c->cache.bytes, c->cache.pinned_bytes, c->cache.max_bytes,
                  c->cache.hits, c->cache.misses, c->cache.evictions, c->api.requests,
-                 c->api.failures, c->api.retries, c->api.in_flight, c->api.bytes,
-                 c->uptime_s) < 0)
+                 c->api.failures, c->api.retries, c->api.in_flight, c->api.bytes, c->uptime_s) < 0)
         return NULL;
     return s;
 }
@@ -80,14 +80,13 @@ static char *metrics_text(const struct meta_counters *c)
          c->cache.pinned_bytes},
         {"insightfs_cache_max_bytes", "gauge", "The configured cache.max_bytes.",
          c->cache.max_bytes},
-        {"insightfs_upstream_in_flight", "gauge", "HTTP requests in flight now.",
-         c->api.in_flight},
+        {"insightfs_upstream_in_flight", "gauge", "HTTP requests in flight now.", c->api.in_flight},
         {"insightfs_uptime_seconds", "gauge", "Seconds since the mount was ready.",
          (uint64_t)c->uptime_s},
         {"insightfs_cache_hits_total", "counter",
          "Image lookups that found a fresh cached version.", c->cache.hits},
-        {"insightfs_cache_misses_total", "counter",
-         "Image lookups that started or joined a fetch.", c->cache.misses},
+        {"insightfs_cache_misses_total", "counter", "Image lookups that started or joined a fetch.",
+         c->cache.misses},
         {"insightfs_cache_evictions_total", "counter",
          "Versions removed from the cache for max_bytes.", c->cache.evictions},
         {"insightfs_upstream_requests_total", "counter", "HTTP tries of every API call.",
@@ -105,8 +104,8 @@ static char *metrics_text(const struct meta_counters *c)
     if (!f)
         return NULL;
     for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
-        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", m[i].name, m[i].help,
-                m[i].name, m[i].type, m[i].name, m[i].value);
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", m[i].name, m[i].help, m[i].name,
+                m[i].type, m[i].name, m[i].value);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         free(buf);

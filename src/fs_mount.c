@@ -235,8 +235,8 @@ static void *inval_main(void *arg)
 /* ---- reload (SIGHUP) ------------------------------------------------------------ */
 
 /* Invalidate parent/name in the kernel unless it still leads to the same id. */
-static void inval_if_moved(struct fs *fs, fuse_ino_t parent, const char *name,
-                           const char *old_id, const char *new_id)
+static void inval_if_moved(struct fs *fs, fuse_ino_t parent, const char *name, const char *old_id,
+                           const char *new_id)
 {
     if (new_id && strcmp(old_id, new_id) == 0)
         return;

@@ -31,8 +31,8 @@ enum mode { MODE_MOUNT, MODE_FETCH, MODE_DISCOVER, MODE_CHECK, MODE_HELP, MODE_V
 struct opts {
     enum mode mode;
     const char *fetch_path;
-    const char *config;     /* -c, --config, -o config= */
-    char *config_opt;       /* the copy -o config= made (config may point to it) */
+    const char *config; /* -c, --config, -o config= */
+    char *config_opt;   /* the copy -o config= made (config may point to it) */
     const char *positional[2];
     int n_positional;
     struct fs_opts fs;
@@ -98,12 +98,14 @@ static int parse_id(const char *s, unsigned long *out)
 }
 
 /* Generic mount(8) options: accepted and left to the fixed ro,nosuid,nodev mount. */
+/* clang-format off */
 static const char *const generic_mount_opts[] = {
     "ro", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
     "relatime", "norelatime", "strictatime", "diratime", "nodiratime", "sync", "async",
     "dirsync", "auto", "noauto", "user", "users", "nouser", "defaults", "_netdev", "nofail",
     "lazytime", "nolazytime", "default_permissions", NULL,
 };
+/* clang-format on */
 
 /* One -o option; 0 or -1 after printing a usage error. */
 static int parse_mount_opt(struct opts *o, const char *opt)

@@ -29,12 +29,12 @@ enum api_outcome {
 
 struct api_result {
     enum api_outcome outcome;
-    long status;          /* HTTP status of the last try, 0 when none */
-    char error_code[32];  /* the gateway's errorCode, "" when none */
-    char message[256];    /* the gateway's message or curl's error text, "" when none */
-    int tries;            /* tries made */
-    int skew_known;       /* 1 once any answer carried a Date header */
-    int64_t skew_ms;      /* gateway clock - local clock at the last answer with a Date */
+    long status;         /* HTTP status of the last try, 0 when none */
+    char error_code[32]; /* the gateway's errorCode, "" when none */
+    char message[256];   /* the gateway's message or curl's error text, "" when none */
+    int tries;           /* tries made */
+    int skew_known;      /* 1 once any answer carried a Date header */
+    int64_t skew_ms;     /* gateway clock - local clock at the last answer with a Date */
 };
 
 /* Memory accounting for a body as it grows (the cache's byte bound). reserve returns 0
@@ -63,7 +63,7 @@ struct api_stats {
     uint64_t failures; /* tries without a valid answer */
     uint64_t retries;  /* tries after the first */
     uint64_t in_flight;
-    uint64_t bytes;    /* body bytes received */
+    uint64_t bytes; /* body bytes received */
 };
 
 /* Build a client for cfg (copies what it needs; cfg may be freed afterwards).
@@ -74,9 +74,9 @@ void api_free(struct api *api); /* NULL-safe; no call may be running */
 
 /* GetDashboardWidgetImage. Returns 0 and *out, or a negative errno of SPEC 6's table.
  * result may be NULL. */
-int api_fetch_image(struct api *api, const char *dash_id, const char *widget_id,
-                    int64_t start_ms, int64_t end_ms, enum vpath_res res,
-                    const struct api_mem *mem, struct api_image *out, struct api_result *result)
+int api_fetch_image(struct api *api, const char *dash_id, const char *widget_id, int64_t start_ms,
+                    int64_t end_ms, enum vpath_res res, const struct api_mem *mem,
+                    struct api_image *out, struct api_result *result)
     __attribute__((warn_unused_result));
 
 /* GetDashboardList / GetDashboardWidgetList. Returns 0 and *items (free with
@@ -89,8 +89,8 @@ void api_items_free(struct api_item *items, size_t n);
 
 /* The request target of GetDashboardWidgetImage exactly as sent and signed (SPEC 1).
  * Returns a malloc'd string or NULL. */
-char *api_image_target(const char *dash_id, const char *widget_id, int64_t start_ms,
-                       int64_t end_ms, enum vpath_res res);
+char *api_image_target(const char *dash_id, const char *widget_id, int64_t start_ms, int64_t end_ms,
+                       enum vpath_res res);
 
 /* "now" in Unix ms: realtime + test offset + the applied gateway offset. Thread-safe. */
 int64_t api_now_ms(struct api *api);

@@ -24,7 +24,7 @@ struct cache;
 struct cache_version;
 
 struct cache_key {
-    const char *dash_id;   /* borrowed by calls; versions keep their own copy */
+    const char *dash_id; /* borrowed by calls; versions keep their own copy */
     const char *widget_id;
     int64_t start_ms, end_ms;
     enum vpath_res res;
@@ -68,8 +68,8 @@ typedef void (*cache_evict_fn)(void *arg, struct cache_version *v);
 
 /* now_ms: the clock TTLs and finality use (Unix ms: realtime + gateway offset).
  * Returns a cache or NULL (ENOMEM). */
-struct cache *cache_new(const struct cache_params *p, int64_t (*now_ms)(void *arg),
-                        void *clock_arg, cache_evict_fn on_evict, void *evict_arg);
+struct cache *cache_new(const struct cache_params *p, int64_t (*now_ms)(void *arg), void *clock_arg,
+                        cache_evict_fn on_evict, void *evict_arg);
 /* Free the cache and its own references; versions still referenced elsewhere live on
  * until their last cache_version_unref (their bytes stay readable). NULL-safe. No other
  * call on c may be running or start (in particular no fetch); on_evict is not called. */
@@ -124,13 +124,13 @@ void cache_get_stats(struct cache *c, struct cache_stats *out);
 /* Version accessors: thread-safe; bytes, len, fetched_at and final never change once
  * ready. */
 void cache_version_ref(struct cache_version *v);
-void cache_version_unref(struct cache_version *v); /* NULL-safe */
+void cache_version_unref(struct cache_version *v);        /* NULL-safe */
 uint64_t cache_version_id(const struct cache_version *v); /* unique, from 1 up, never reused */
 enum cache_state cache_version_state(struct cache_version *v);
 const struct cache_key *cache_version_key(const struct cache_version *v);
 /* Ready versions only: the bytes and their length. */
 const unsigned char *cache_version_data(const struct cache_version *v, size_t *len);
 int64_t cache_version_fetched_at(const struct cache_version *v); /* signing time, Unix ms */
-int cache_version_final(const struct cache_version *v);           /* 1 final, 0 live */
+int cache_version_final(const struct cache_version *v);          /* 1 final, 0 live */
 
 #endif

@@ -38,9 +38,8 @@ struct vpath_image {
  * extreme that a time would overflow). -EINVAL when clk or out is NULL or
  * clk->align_s < 1 (a caller bug). *out is written only on success. "today" and
  * "yesterday" are taken from the local date of clk->now_ms. */
-int vpath_parse_image(const char *name, enum vpath_res default_res,
-                      const struct vpath_clock *clk, struct vpath_image *out)
-    __attribute__((warn_unused_result));
+int vpath_parse_image(const char *name, enum vpath_res default_res, const struct vpath_clock *clk,
+                      struct vpath_image *out) __attribute__((warn_unused_result));
 
 /* A name in days/: YYYY-MM-DD, optional @high/@auto, ".png", any date from
  * 1970-01-01 to today (in the process time zone). A future day is -ENOENT. Today's
