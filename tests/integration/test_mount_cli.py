@@ -2,12 +2,14 @@
 line in SPEC 2's forms and mount nothing; accepted mount(8) options are overridden by the
 fixed ro,nosuid,nodev; and once an image is read the kernel serves it alone (SPEC 12.1:
 OPEN and FLUSH answered ENOSYS, long timeouts), which the daemon's counters show."""
+import errno
 import json
 import os
 import signal
 import subprocess
+import threading
 
-from conftest import bin_cmd, clean_env, is_mounted, run, wait_for
+from conftest import TIME_FACTOR, bin_cmd, clean_env, is_mounted, run, wait_for
 
 FINAL = "1732924800000-1732968000000.png"  # 2024-11-30 00:00-12:00 UTC: final
 
@@ -139,8 +141,27 @@ def test_kill_9_with_auto_unmount_leaves_no_mount(api, config, tmp_path):
     try:
         wait_for(lambda: is_mounted(mnt), 10, "the mount")
         assert os.listdir(mnt) == ["web", "db"]
+        # A reader blocked on a fetch that hangs when the daemon dies gets an error
+        # rather than hanging (RELIABILITY P5).
+        api.fault("hang", count=-1)
+        got = []
+
+        def reader():
+            try:
+                with open(os.path.join(mnt, "web", "cpu", FINAL), "rb") as f:
+                    got.append(len(f.read()))
+            except OSError as e:
+                got.append(e.errno)
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        wait_for(lambda: any(e["fault"] == "hang" for e in api.requests()), 10,
+                 "a hung fetch")
+        assert t.is_alive()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        t.join(10 * TIME_FACTOR)
+        assert not t.is_alive(), "the blocked reader still hangs after kill -9"
+        assert got == [errno.ECONNABORTED], got  # the kernel aborts its pending requests
         # fusermount3's auto_unmount watcher notices the dead daemon (RELIABILITY P5).
         wait_for(lambda: not is_mounted(mnt), 30, "auto_unmount after kill -9")
     finally:
