@@ -212,9 +212,10 @@ static int image_resolve(struct fs *fs, struct fs_inode *n)
 
 /* ---- replies -------------------------------------------------------------------- */
 
-/* Reply an entry whose lookup is counted (image and snapshot inodes come counted;
- * directories are counted here); the count is undone if the kernel never got it. n is
- * not touched after the reply: the kernel may FORGET it at once. */
+/* Reply an entry. Image and snapshot inodes come with their lookup counted (under the
+ * table's lock, when they are handed out); directories are never freed, so they need no
+ * count. The count is undone if the kernel never got the reply. n is not touched after
+ * the reply: the kernel may FORGET it at once. */
 static void reply_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n, const struct stat *st,
                         double entry_s, double attr_s)
 {
@@ -224,8 +225,6 @@ static void reply_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n, const
     e.attr = *st;
     e.entry_timeout = entry_s;
     e.attr_timeout = attr_s;
-    if (n->kind != FK_IMAGE && n->kind != FK_META_FILE)
-        fs_ino_count_lookup(fs->ino, n);
     if (fuse_reply_entry(req, &e) != 0)
         fs_ino_forget(fs->ino, e.ino, 1);
 }

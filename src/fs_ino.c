@@ -236,13 +236,6 @@ struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
     return n;
 }
 
-void fs_ino_count_lookup(struct fs_ino *t, struct fs_inode *n)
-{
-    pthread_mutex_lock(&t->lock);
-    n->nlookup++;
-    pthread_mutex_unlock(&t->lock);
-}
-
 void fs_ino_forget(struct fs_ino *t, uint64_t ino, uint64_t nlookup)
 {
     struct fs_inode *dead = NULL;

@@ -51,7 +51,7 @@ struct fs_inode {
     char *data;                /* FK_META_FILE snapshot */
     size_t len;
 
-    uint64_t nlookup;      /* protected by the table's lock */
+    uint64_t nlookup;      /* protected by the table's lock; kept for images, snapshots */
     struct fs_inode *next; /* hash chain, protected by the table's lock */
     /* FK_IMAGE: the last names the kernel got this inode under, newest first, so an
      * eviction can invalidate them (protected by the table's lock). */
@@ -96,10 +96,6 @@ struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
  * (out of memory). */
 struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
     __attribute__((warn_unused_result));
-
-/* Count one lookup of directory inode n (never freed): call it before replying an entry
- * for n to the kernel. Image and snapshot inodes come counted. */
-void fs_ino_count_lookup(struct fs_ino *t, struct fs_inode *n);
 
 /* FORGET: take nlookup from ino's lookup count. At 0 an image or snapshot inode is
  * removed and freed (its version reference dropped outside the lock); directory inodes
