@@ -1,16 +1,17 @@
 /* api - the three Cloud Insight calls of SPEC section 1, built of sign and http.
  *
  * A logical call runs tries until one succeeds or one is final:
- *   - D = start + timeout_ms * (retries + 1) (CLOCK_MONOTONIC) bounds everything: slot
- *     and rate waits inside http, transfers, and the backoff sleeps here. A wait that
- *     would end after D is not started: the call fails at once with the last errno.
+ *   - D (CLOCK_MONOTONIC, fixed by the caller when the call was first asked for, or
+ *     now + timeout_ms * (retries + 1)) bounds everything: slot and rate waits inside
+ *     http, transfers, and the backoff sleeps here. A wait that would end after D is not
+ *     started: the call fails at once with the last errno.
  *   - Each try is signed afresh: timestamp = api_now_ms, signature over
  *     "GET <target>\n<timestamp>\n<access key>" where <target> is the exact string sent
  *     (api_image_target or a list path). The same string appears in the log lines.
  *   - After try n fails retryably (http's verdict; 429 with gateway errorCode 400, quota
  *     exceeded, is final), try n+1 waits max(Retry-After, uniform(0, min(5 s,
- *     250 ms * 2^(n-1)))) and needs a token of the retry budget (one bucket per struct
- *     api: at most 10 tokens, starting full, +0.1 per first try, -1 per retry).
+ *     250 ms * 2^(n-1)))) and needs a token of the retry budget (at most 10 tokens,
+ *     starting full, +0.1 per first try, -1 per retry).
  *   - A 200 must also pass its body check (a valid PNG, or a well-formed JSON list;
  *     api_body.c): if not, EIO, final, logged with the first 64 bytes.
  *   - Clock skew: every answer's Date header measures gateway - local. An offset over
@@ -23,10 +24,40 @@
  *     Logged: the target, status, gateway errorCode and message (escaped), curl's text,
  *     the errno name. Never the secret, the signature or the access key.
  *
- * Locking: api.mu protects the retry budget and the skew bookkeeping; it is held only
- * for arithmetic (no I/O, no logging, no calls into other modules). The applied offset,
- * its generation and the counters are atomics, so api_now_ms and api_get_stats take no
- * lock. Everything else in struct api is immutable after api_new.
+ * Two clocks: every duration here (D, backoff, the breaker's quiet time and probe
+ * interval) is on CLOCK_MONOTONIC (http_mono_ms). The realtime clock, corrected by the
+ * gateway's offset (api_now_ms), only names time: the signed timestamp, signed_at_ms,
+ * and the skew measured against the Date header.
+ *
+ * Account state: the applied offset, the retry budget, the breaker and the counters
+ * live in a refcounted struct acct that describes the endpoint and access key. api_new
+ * with an inherit of the same endpoint and key takes a reference to inherit's, so a
+ * SIGHUP that changes timeout_ms or max_connections keeps them; a client's http client
+ * and settings are its own.
+ *
+ * Circuit breaker (SPEC 6; the rules are api_breaker_* below, pure, on monotonic ms):
+ *   - Every sent try is classed (api_try_class): a timeout or stall, refused or reset,
+ *     DNS, TLS, a cut-off or truncated body, 5xx and 429 are failures; any other HTTP
+ *     answer, a 200 that is not a PNG included, is an answer and resets the count.
+ *   - It opens when the last 3 tries failed and no answer came for timeout_ms. The quiet
+ *     time is counted from the later of the last answer and the start of the first
+ *     failed try since it: a hung or refusing API opens it after about one timeout_ms,
+ *     while failures amid answers - and three unlucky tries after an idle hour - do not.
+ *   - Opening logs "upstream down: <ERRNO>" once, bumps down_total, sets the atomic
+ *     `down` (api_is_down) and broadcasts acct.cv: every retry sleeping in its backoff
+ *     (a pthread_cond_timedwait on it) wakes and fails at once with that errno, as does
+ *     a call about to retry. Those calls and the calls refused while open end with
+ *     result.fast_fail = 1 and no warn line of their own.
+ *   - While open, the first call after the probe interval (1 s, doubling to 30 s while
+ *     probes fail, counted from the last failed try) is the probe: one try, no retry.
+ *     Any answer, from the probe or a try still out, closes it ("upstream up after N s").
+ *   Tries already sent when it opens run to their end; only unsent ones are cut.
+ *
+ * Locking: acct.mu protects the retry budget, the skew bookkeeping and the breaker; it
+ * is held only for arithmetic and for the backoff wait on acct.cv (no I/O, no logging,
+ * no calls into other modules). The applied offset, its generation, `down` and the
+ * counters are atomics, so api_now_ms, api_is_down and api_get_stats take no lock.
+ * Everything else in struct api and struct acct is immutable after api_new.
  */
 #include "insightfs/api.h"
 
@@ -56,25 +87,35 @@
 #define SKEW_JITTER_MS 1000                 /* Date has whole seconds */
 #define BODY_EXCERPT 64
 
-struct api {
-    struct http_client *http;
-    char *access_key;
-    char *secret; /* sign_secret_free wipes it */
-    int timeout_ms, connect_timeout_ms, retries;
-    size_t max_image_bytes;
-    int64_t test_offset_ms;
+/* The account state: what describes the endpoint and access key, shared (refcounted)
+ * by the clients of successive configuration generations. */
+struct acct {
+    atomic_int refs;
+    char *endpoint, *access_key; /* the identity: immutable */
 
     atomic_int_fast64_t offset_ms; /* the applied gateway offset */
     atomic_uint_fast64_t clock_gen;
+    atomic_uint_fast64_t requests, failures, retries_done, bytes, down_total;
+    atomic_int down; /* 1 while the breaker is open */
 
     pthread_mutex_t mu;
+    pthread_cond_t cv;        /* CLOCK_MONOTONIC; broadcast when the breaker opens */
     struct api_budget budget; /* protected by mu */
+    struct api_breaker br;    /* protected by mu */
+    uint64_t opened;          /* protected by mu: times opened (wakes backoff sleeps) */
     bool skew_known;          /* protected by mu */
     int64_t skew_ms;          /* protected by mu: gateway - local at the last Date */
     bool skew_logged;         /* protected by mu */
     int64_t skew_logged_ms;   /* protected by mu: the offset last logged */
+};
 
-    atomic_uint_fast64_t requests, failures, retries_done, bytes;
+struct api {
+    struct http_client *http;
+    struct acct *acct;
+    char *secret; /* sign_secret_free wipes it */
+    int timeout_ms, connect_timeout_ms, retries;
+    size_t max_image_bytes;
+    int64_t test_offset_ms;
 };
 
 /* ---- backoff and retry budget (api_int.h) ---- */
@@ -109,6 +150,74 @@ bool api_budget_take_retry(struct api_budget *b)
     return true;
 }
 
+/* ---- the circuit breaker's rules (api_int.h) ---- */
+
+enum api_try_class api_try_class(bool sent, long status, enum http_kind kind, bool retryable)
+{
+    if (!sent || kind == HTTP_KIND_LOCAL)
+        return API_TRY_NONE;
+    if (status == 0) /* timeout, unreachable, TLS: no answer at all */
+        return API_TRY_FAILED;
+    if (status == 429 || status >= 500)
+        return API_TRY_FAILED;
+    /* A 200 whose body was cut off, stalled or is a truncated PNG is retryable: the
+     * server did not finish answering. Not a PNG, too large: an answer. */
+    if (kind == HTTP_KIND_BAD_BODY && retryable)
+        return API_TRY_FAILED;
+    return API_TRY_ANSWER;
+}
+
+void api_breaker_init(struct api_breaker *b)
+{
+    memset(b, 0, sizeof(*b));
+    b->probe_ms = API_PROBE_FIRST_MS;
+}
+
+enum api_admit api_breaker_admit(struct api_breaker *b, int64_t now)
+{
+    if (!b->open)
+        return API_ADMIT_GO;
+    if (b->probing || now - b->last_fail < b->probe_ms)
+        return API_ADMIT_REFUSE;
+    b->probing = true;
+    return API_ADMIT_PROBE;
+}
+
+enum api_transition api_breaker_note(struct api_breaker *b, enum api_try_class cls, bool probe,
+                                     int err, int64_t try_start, int64_t now, int timeout_ms)
+{
+    if (probe)
+        b->probing = false;
+    if (cls == API_TRY_ANSWER) {
+        b->fails = 0;
+        b->last_answer = now;
+        if (!b->open)
+            return API_BREAKER_SAME;
+        b->open = false;
+        return API_BREAKER_CLOSED;
+    }
+    if (cls != API_TRY_FAILED)
+        return API_BREAKER_SAME;
+    if (b->fails == 0)
+        b->quiet_since = try_start > b->last_answer ? try_start : b->last_answer;
+    if (b->fails < API_BREAKER_FAILS)
+        b->fails++;
+    b->last_fail = now;
+    if (b->open) {
+        if (probe)
+            b->probe_ms = b->probe_ms * 2 < API_PROBE_MAX_MS ? b->probe_ms * 2 : API_PROBE_MAX_MS;
+        return API_BREAKER_SAME;
+    }
+    if (b->fails < API_BREAKER_FAILS || now - b->quiet_since < timeout_ms)
+        return API_BREAKER_SAME;
+    b->open = true;
+    b->probing = false;
+    b->err = err < 0 ? err : -EIO;
+    b->opened_at = now;
+    b->probe_ms = API_PROBE_FIRST_MS;
+    return API_BREAKER_OPENED;
+}
+
 /* ---- clocks, randomness ---- */
 
 static int64_t realtime_ms(void)
@@ -118,10 +227,12 @@ static int64_t realtime_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int64_t ms)
+/* The backoff sleep of a retry: ms from now (counted from now in nanoseconds: a start
+ * truncated to whole ms would end up to 1 ms early, and a Retry-After of 1 s must mean
+ * at least 1 s, T4), cut short when the breaker opens. Returns 0 when the sleep ran out,
+ * or the negative errno that opened the breaker (the retry must not be sent). */
+static int backoff_sleep(struct acct *a, int64_t ms)
 {
-    /* From now in nanoseconds: a start truncated to whole ms would end up to 1 ms early,
-     * and a Retry-After of 1 s must mean at least 1 s (T4). */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += (time_t)(ms / 1000);
@@ -130,8 +241,16 @@ static void sleep_ms(int64_t ms)
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000;
     }
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
+    pthread_mutex_lock(&a->mu);
+    /* Openings are counted, so one that a straggling answer closed again before this
+     * thread got the lock back still cancels the retry. */
+    uint64_t opened = a->opened;
+    while (!a->br.open && a->opened == opened)
+        if (pthread_cond_timedwait(&a->cv, &a->mu, &ts) == ETIMEDOUT)
+            break;
+    int rc = a->br.open || a->opened != opened ? a->br.err : 0;
+    pthread_mutex_unlock(&a->mu);
+    return rc;
 }
 
 /* 64 random bits for jitter: getrandom, or (should it fail) a xorshift of the clock
@@ -152,12 +271,22 @@ static uint64_t rand64(void)
 
 int64_t api_now_ms(struct api *api)
 {
-    return realtime_ms() + api->test_offset_ms + (int64_t)atomic_load(&api->offset_ms);
+    return realtime_ms() + api->test_offset_ms + (int64_t)atomic_load(&api->acct->offset_ms);
 }
 
 uint64_t api_clock_generation(struct api *api)
 {
-    return (uint64_t)atomic_load(&api->clock_gen);
+    return (uint64_t)atomic_load(&api->acct->clock_gen);
+}
+
+int64_t api_deadline_ms(struct api *api, int64_t start_mono_ms)
+{
+    return start_mono_ms + (int64_t)api->timeout_ms * (api->retries + 1);
+}
+
+int api_is_down(struct api *api)
+{
+    return atomic_load(&api->acct->down);
 }
 
 static int64_t abs64(int64_t v)
@@ -175,11 +304,12 @@ static void note_date(struct api *api, const struct http_response *r)
      * its middle is the unbiased estimate (Date alone reads 0.5 s behind on average). */
     int64_t off = r->date_ms + SKEW_JITTER_MS / 2 - local;
     enum { SAY_NOTHING, SAY_APPLIED, SAY_LOCAL, SAY_IGNORED } say = SAY_NOTHING;
+    struct acct *a = api->acct;
 
-    pthread_mutex_lock(&api->mu);
-    api->skew_known = true;
-    api->skew_ms = off;
-    int64_t applied = (int64_t)atomic_load(&api->offset_ms), next = applied;
+    pthread_mutex_lock(&a->mu);
+    a->skew_known = true;
+    a->skew_ms = off;
+    int64_t applied = (int64_t)atomic_load(&a->offset_ms), next = applied;
     if (abs64(off) > SKEW_IGNORE_MS)
         next = applied;
     else if (abs64(off) > SKEW_APPLY_MS)
@@ -187,16 +317,16 @@ static void note_date(struct api *api, const struct http_response *r)
     else
         next = 0;
     int64_t shown = abs64(off) > SKEW_IGNORE_MS ? off : next;
-    if (!api->skew_logged ? (shown != 0) : abs64(shown - api->skew_logged_ms) > SKEW_APPLY_MS) {
+    if (!a->skew_logged ? (shown != 0) : abs64(shown - a->skew_logged_ms) > SKEW_APPLY_MS) {
         say = abs64(off) > SKEW_IGNORE_MS ? SAY_IGNORED : next != 0 ? SAY_APPLIED : SAY_LOCAL;
-        api->skew_logged = true;
-        api->skew_logged_ms = shown;
+        a->skew_logged = true;
+        a->skew_logged_ms = shown;
     }
     if (next != applied) {
-        atomic_store(&api->offset_ms, next);
-        atomic_fetch_add(&api->clock_gen, 1);
+        atomic_store(&a->offset_ms, next);
+        atomic_fetch_add(&a->clock_gen, 1);
     }
-    pthread_mutex_unlock(&api->mu);
+    pthread_mutex_unlock(&a->mu);
 
     int64_t s = (abs64(off) + 500) / 1000;
     const char *dir = off > 0 ? "behind" : "ahead of";
@@ -212,9 +342,56 @@ static void note_date(struct api *api, const struct http_response *r)
         log_warn("local clock agrees with the gateway again (%" PRId64 " s): using it", s);
 }
 
+/* ---- account state ---- */
+
+static void acct_unref(struct acct *a)
+{
+    if (!a || atomic_fetch_sub(&a->refs, 1) != 1)
+        return;
+    pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->mu);
+    free(a->endpoint);
+    free(a->access_key);
+    free(a);
+}
+
+/* Fresh state for cfg's endpoint and access key, or NULL (out of memory). */
+static struct acct *acct_new(const struct cfg *cfg)
+{
+    struct acct *a = calloc(1, sizeof(*a));
+    pthread_condattr_t ca;
+    bool mu = false, cv = false;
+    if (!a)
+        return NULL;
+    atomic_init(&a->refs, 1);
+    a->endpoint = strdup(cfg->endpoint);
+    a->access_key = strdup(cfg->access_key);
+    if (!a->endpoint || !a->access_key)
+        goto fail;
+    mu = pthread_mutex_init(&a->mu, NULL) == 0;
+    if (mu && pthread_condattr_init(&ca) == 0) {
+        cv = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&a->cv, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    if (!cv)
+        goto fail;
+    api_budget_init(&a->budget);
+    api_breaker_init(&a->br);
+    return a;
+
+fail:
+    if (mu)
+        pthread_mutex_destroy(&a->mu);
+    free(a->endpoint);
+    free(a->access_key);
+    free(a);
+    return NULL;
+}
+
 /* ---- api_new / api_free ---- */
 
-struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, char **err)
+struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, struct api *inherit, char **err)
 {
     struct api *api = NULL;
     char *cerr = NULL;
@@ -249,9 +426,15 @@ struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, char **err)
     };
     if (http_client_new(&o, &api->http, &cerr) < 0)
         goto fail;
-    api->access_key = strdup(cfg->access_key);
+    if (inherit && strcmp(inherit->acct->endpoint, cfg->endpoint) == 0 &&
+        strcmp(inherit->acct->access_key, cfg->access_key) == 0) {
+        api->acct = inherit->acct;
+        atomic_fetch_add(&api->acct->refs, 1);
+    } else {
+        api->acct = acct_new(cfg);
+    }
     api->secret = sign_secret_dup(cfg->secret_key);
-    if (!api->access_key || !api->secret || pthread_mutex_init(&api->mu, NULL) != 0) {
+    if (!api->acct || !api->secret) {
         why = "out of memory";
         goto fail;
     }
@@ -261,7 +444,6 @@ struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, char **err)
     api->max_image_bytes =
         (uint64_t)cfg->max_image_bytes > SIZE_MAX ? SIZE_MAX : (size_t)cfg->max_image_bytes;
     api->test_offset_ms = test_offset_ms;
-    api_budget_init(&api->budget);
     return api;
 
 fail:
@@ -269,12 +451,7 @@ fail:
         *err = cerr ? cerr : strdup(why ? why : "out of memory");
     else
         free(cerr);
-    if (api) {
-        http_client_free(api->http);
-        free(api->access_key);
-        sign_secret_free(api->secret);
-        free(api);
-    }
+    api_free(api);
     return NULL;
 }
 
@@ -283,19 +460,21 @@ void api_free(struct api *api)
     if (!api)
         return;
     http_client_free(api->http);
-    free(api->access_key);
+    acct_unref(api->acct);
     sign_secret_free(api->secret);
-    pthread_mutex_destroy(&api->mu);
     free(api);
 }
 
 void api_get_stats(struct api *api, struct api_stats *out)
 {
-    out->requests = atomic_load(&api->requests);
-    out->failures = atomic_load(&api->failures);
-    out->retries = atomic_load(&api->retries_done);
+    struct acct *a = api->acct;
+    out->requests = atomic_load(&a->requests);
+    out->failures = atomic_load(&a->failures);
+    out->retries = atomic_load(&a->retries_done);
     out->in_flight = http_client_in_flight(api->http);
-    out->bytes = atomic_load(&api->bytes);
+    out->bytes = atomic_load(&a->bytes);
+    out->down = (uint64_t)atomic_load(&a->down);
+    out->down_total = atomic_load(&a->down_total);
 }
 
 const char *api_errno_name(int neg_errno)
@@ -425,14 +604,14 @@ static struct http_verdict one_try(struct api *api, struct call *c, int64_t dead
     c->res.error_code[0] = c->res.message[0] = '\0';
     c->res.status = 0;
     snprintf(ts, sizeof(ts), "%" PRId64, now);
-    int rc = sign_v2(api->secret, "GET", c->target, ts, api->access_key, sig);
+    int rc = sign_v2(api->secret, "GET", c->target, ts, api->acct->access_key, sig);
     if (rc < 0) {
         v.err = rc;
         snprintf(c->res.message, sizeof(c->res.message), "cannot sign the request");
         goto out;
     }
     if (asprintf(&h_ts, "x-ncp-apigw-timestamp: %s", ts) < 0 ||
-        asprintf(&h_key, "x-ncp-iam-access-key: %s", api->access_key) < 0 ||
+        asprintf(&h_key, "x-ncp-iam-access-key: %s", api->acct->access_key) < 0 ||
         asprintf(&h_sig, "x-ncp-apigw-signature-v2: %s", sig) < 0) {
         snprintf(c->res.message, sizeof(c->res.message), "out of memory");
         goto out;
@@ -451,8 +630,8 @@ static struct http_verdict one_try(struct api *api, struct call *c, int64_t dead
     v = c->resp.verdict; /* v.err == rc; retryable and kind come with it */
     c->res.status = c->resp.status;
     if (c->resp.sent) {
-        atomic_fetch_add(&api->requests, 1);
-        atomic_fetch_add(&api->bytes, c->resp.received);
+        atomic_fetch_add(&api->acct->requests, 1);
+        atomic_fetch_add(&api->acct->bytes, c->resp.received);
     }
     note_date(api, &c->resp);
 
@@ -481,7 +660,7 @@ out:
     free(h_key);
     free(h_sig);
     if (v.err != 0 && c->resp.sent)
-        atomic_fetch_add(&api->failures, 1);
+        atomic_fetch_add(&api->acct->failures, 1);
     c->res.outcome = v.err == 0 ? API_OK : outcome_of(v.kind);
     return v;
 }
@@ -504,28 +683,65 @@ static void log_try(enum log_level lvl, const struct call *c, const char *what, 
     free(body);
 }
 
-static int call_run(struct api *api, struct call *c)
+/* Tell the breaker how a try went; log a transition (outside the lock). */
+static void breaker_note(struct api *api, const struct call *c, struct http_verdict v, bool probe,
+                         int64_t try_start)
 {
+    struct acct *a = api->acct;
+    enum api_try_class cls = api_try_class(c->resp.sent, c->resp.status, v.kind, v.retryable);
+    int64_t now = http_mono_ms();
+    pthread_mutex_lock(&a->mu);
+    enum api_transition t =
+        api_breaker_note(&a->br, cls, probe, v.err, try_start, now, api->timeout_ms);
+    int64_t down_ms = now - a->br.opened_at;
+    if (t == API_BREAKER_OPENED) {
+        a->opened++;
+        atomic_store(&a->down, 1);
+        atomic_fetch_add(&a->down_total, 1);
+        pthread_cond_broadcast(&a->cv); /* cancel every retry sleeping in its backoff */
+    } else if (t == API_BREAKER_CLOSED) {
+        atomic_store(&a->down, 0);
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (t == API_BREAKER_OPENED)
+        log_warn("upstream down: %s", api_errno_name(v.err));
+    else if (t == API_BREAKER_CLOSED)
+        log_info("upstream up after %" PRId64 " s", (down_ms + 500) / 1000);
+}
+
+static int call_run(struct api *api, struct call *c, int64_t deadline)
+{
+    struct acct *a = api->acct;
     int64_t start = http_mono_ms();
-    int64_t deadline = start + (int64_t)api->timeout_ms * (api->retries + 1);
-    int retries_used = 0, tries = 0;
+    int retries_used = 0, tries = 0, down_err = 0;
     bool skew_retried = false, rejected = false;
-    struct http_verdict v;
+    struct http_verdict v = {.err = 0};
+    if (deadline == 0)
+        deadline = api_deadline_ms(api, start);
 
-    pthread_mutex_lock(&api->mu);
-    api_budget_first_try(&api->budget);
-    pthread_mutex_unlock(&api->mu);
+    pthread_mutex_lock(&a->mu);
+    enum api_admit admit = api_breaker_admit(&a->br, start);
+    if (admit == API_ADMIT_REFUSE)
+        down_err = a->br.err;
+    else
+        api_budget_first_try(&a->budget);
+    pthread_mutex_unlock(&a->mu);
+    if (down_err) {
+        c->res.outcome = down_err == -ETIMEDOUT ? API_TIMEOUT : API_UNREACHABLE;
+        snprintf(c->res.message, sizeof(c->res.message), "upstream down (circuit breaker open)");
+    }
 
-    for (;;) {
-        int64_t ts;
+    while (!down_err) {
+        int64_t ts, try_start = http_mono_ms();
         http_response_cleanup(&c->resp, c->mem);
         memset(&c->resp, 0, sizeof(c->resp)); /* nothing of the last try leaks into this */
         v = one_try(api, c, deadline, &ts, &rejected);
         if (++tries > 1 && c->resp.sent)
-            atomic_fetch_add(&api->retries_done, 1);
+            atomic_fetch_add(&a->retries_done, 1);
         c->signed_at_ms = ts;
-        if (v.err == 0)
-            break;
+        breaker_note(api, c, v, admit == API_ADMIT_PROBE, try_start);
+        if (v.err == 0 || admit == API_ADMIT_PROBE)
+            break; /* the probe is one try, with no retry */
 
         /* A 401 caused by our clock: once, at once, with the corrected clock. */
         if (c->resp.status == 401 && !skew_retried && c->resp.has_date &&
@@ -544,9 +760,15 @@ static int call_run(struct api *api, struct call *c)
             wait = c->resp.retry_after_ms;
         if (http_mono_ms() + wait >= deadline)
             break; /* the next try could not start before D */
-        pthread_mutex_lock(&api->mu);
-        bool token = api_budget_take_retry(&api->budget);
-        pthread_mutex_unlock(&api->mu);
+        pthread_mutex_lock(&a->mu);
+        bool token = false;
+        if (a->br.open)
+            down_err = a->br.err; /* opened by this try or another: no retry now */
+        else
+            token = api_budget_take_retry(&a->budget);
+        pthread_mutex_unlock(&a->mu);
+        if (down_err)
+            break;
         if (!token) {
             log_try(LOG_LVL_DEBUG, c, "(retry budget empty)", v.err, false);
             break;
@@ -555,20 +777,27 @@ static int call_run(struct api *api, struct call *c)
         snprintf(what, sizeof(what), "(try %d, retrying in %" PRId64 " ms)", tries, wait);
         log_try(LOG_LVL_DEBUG, c, what, v.err, false);
         retries_used++;
-        sleep_ms(wait);
+        down_err = backoff_sleep(a, wait);
     }
 
     c->res.tries = tries;
-    pthread_mutex_lock(&api->mu);
-    c->res.skew_known = api->skew_known;
-    c->res.skew_ms = api->skew_ms;
-    pthread_mutex_unlock(&api->mu);
-    if (v.err != 0) {
+    c->res.fast_fail = down_err != 0;
+    pthread_mutex_lock(&a->mu);
+    c->res.skew_known = a->skew_known;
+    c->res.skew_ms = a->skew_ms;
+    pthread_mutex_unlock(&a->mu);
+    if (down_err) {
+        /* Ended by the breaker: its one "upstream down" line speaks for every such call. */
+        if (tries)
+            log_try(LOG_LVL_DEBUG, c, "(upstream down: not retried)", v.err, false);
+        v.err = down_err;
+    } else if (v.err != 0) {
         char what[32];
         snprintf(what, sizeof(what), "after %d tries", tries);
         log_try(LOG_LVL_WARN, c, what, v.err, rejected);
-        http_response_cleanup(&c->resp, c->mem);
     }
+    if (v.err != 0)
+        http_response_cleanup(&c->resp, c->mem);
     return v.err;
 }
 
@@ -579,16 +808,11 @@ static void give_result(const struct call *c, struct api_result *result)
 }
 
 int api_fetch_image(struct api *api, const char *dash_id, const char *widget_id, int64_t start_ms,
-                    int64_t end_ms, enum vpath_res res, const struct api_mem *mem,
-                    struct api_image *out, struct api_result *result)
+                    int64_t end_ms, enum vpath_res res, int64_t deadline_mono_ms,
+                    const struct http_mem *mem, struct api_image *out, struct api_result *result)
 {
-    struct http_mem hmem = {0};
-    struct call c = {.kind = BODY_PNG, .max_body = api->max_image_bytes};
+    struct call c = {.kind = BODY_PNG, .max_body = api->max_image_bytes, .mem = mem};
     memset(out, 0, sizeof(*out));
-    if (mem) {
-        hmem = (struct http_mem){mem->reserve, mem->release, mem->arg};
-        c.mem = &hmem;
-    }
     if (!id_ok(dash_id) || !id_ok(widget_id) || (res != VPATH_RES_AUTO && res != VPATH_RES_HIGH)) {
         c.res.outcome = API_HTTP; /* as the gateway's 400 would be */
         snprintf(c.res.message, sizeof(c.res.message), "bad id or resolution");
@@ -603,7 +827,7 @@ int api_fetch_image(struct api *api, const char *dash_id, const char *widget_id,
         return -ENOMEM;
     }
     c.target = target;
-    int rc = call_run(api, &c);
+    int rc = call_run(api, &c, deadline_mono_ms);
     if (rc == 0) {
         out->data = c.resp.body; /* its reservation passes to the caller */
         out->len = c.resp.len;
@@ -616,14 +840,14 @@ int api_fetch_image(struct api *api, const char *dash_id, const char *widget_id,
     return rc;
 }
 
-static int list_call(struct api *api, char *target, const char *id_key, struct api_item **items,
-                     size_t *n, struct api_result *result)
+static int list_call(struct api *api, char *target, const char *id_key, int64_t deadline,
+                     struct api_item **items, size_t *n, struct api_result *result)
 {
     struct call c = {
         .target = target, .kind = BODY_LIST, .id_key = id_key, .max_body = API_JSON_MAX};
     *items = NULL;
     *n = 0;
-    int rc = call_run(api, &c);
+    int rc = call_run(api, &c, deadline);
     if (rc == 0) {
         *items = c.items;
         *n = c.n_items;
@@ -633,15 +857,15 @@ static int list_call(struct api *api, char *target, const char *id_key, struct a
     return rc;
 }
 
-int api_list_dashboards(struct api *api, struct api_item **items, size_t *n,
-                        struct api_result *result)
+int api_list_dashboards(struct api *api, int64_t deadline_mono_ms, struct api_item **items,
+                        size_t *n, struct api_result *result)
 {
     char target[] = PATH_DASHBOARDS;
-    return list_call(api, target, "id", items, n, result);
+    return list_call(api, target, "id", deadline_mono_ms, items, n, result);
 }
 
-int api_list_widgets(struct api *api, const char *dash_id, struct api_item **items, size_t *n,
-                     struct api_result *result)
+int api_list_widgets(struct api *api, const char *dash_id, int64_t deadline_mono_ms,
+                     struct api_item **items, size_t *n, struct api_result *result)
 {
     char *target = widgets_target(dash_id);
     if (!target) {
@@ -653,7 +877,7 @@ int api_list_widgets(struct api *api, const char *dash_id, struct api_item **ite
         }
         return id_ok(dash_id) ? -ENOMEM : -EINVAL;
     }
-    int rc = list_call(api, target, "widgetId", items, n, result);
+    int rc = list_call(api, target, "widgetId", deadline_mono_ms, items, n, result);
     free(target);
     return rc;
 }

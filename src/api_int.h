@@ -1,5 +1,6 @@
 /* api internals shared by api.c, api_body.c and tests/unit/test_api.c: the pure pieces
- * (body checks, JSON parsing, backoff, retry budget). Not part of any contract.
+ * (body checks, JSON parsing, backoff, retry budget, the circuit breaker's rules). Not
+ * part of any contract.
  */
 #ifndef INSIGHTFS_API_INT_H
 #define INSIGHTFS_API_INT_H
@@ -9,6 +10,7 @@
 #include <stdint.h>
 
 #include "insightfs/api.h"
+#include "insightfs/http.h"
 
 /* A list answer over this is EIO (SPEC 1). */
 #define API_JSON_MAX ((size_t)4 * 1024 * 1024)
@@ -50,5 +52,53 @@ struct api_budget {
 void api_budget_init(struct api_budget *b);
 void api_budget_first_try(struct api_budget *b);
 bool api_budget_take_retry(struct api_budget *b); /* false: no token, the try is final */
+
+/* The circuit breaker of SPEC 6 as a pure state machine on CLOCK_MONOTONIC ms (times are
+ * arguments, so tests can drive it). Not locked: the caller serializes. */
+#define API_BREAKER_FAILS 3     /* consecutive failed tries before it may open */
+#define API_PROBE_FIRST_MS 1000 /* first probe interval after opening */
+#define API_PROBE_MAX_MS 30000  /* the interval doubles up to this while probes fail */
+
+/* How a try counts for the breaker. */
+enum api_try_class {
+    API_TRY_NONE,   /* nothing was sent, or our own failure (memory): not counted */
+    API_TRY_FAILED, /* timeout or stall, refused/reset, DNS, TLS, truncation, 5xx, 429 */
+    API_TRY_ANSWER, /* any other HTTP answer: 200 (even not a PNG), 1xx, 3xx, other 4xx */
+};
+
+/* The class of a try from what it got: sent (a request went out), the status (0: no
+ * status line), and the final verdict's kind and retryability (after the body check: a
+ * retryable bad 200 body is a cut-off, stalled or truncated one). Pure. */
+enum api_try_class api_try_class(bool sent, long status, enum http_kind kind, bool retryable);
+
+struct api_breaker {
+    bool open;
+    bool probing;        /* open, and the probe's try is out */
+    int fails;           /* failed tries since the last answer */
+    int err;             /* the negative errno that opened it (valid while open) */
+    int64_t quiet_since; /* with fails > 0: no answer came since (the later of the last
+                            answer and the start of the first failed try since then) */
+    int64_t last_answer; /* when the last answer came, 0: never */
+    int64_t last_fail;   /* when the last failed try ended */
+    int64_t opened_at;
+    int64_t probe_ms; /* the probe interval, counted from last_fail */
+};
+
+enum api_admit {
+    API_ADMIT_GO,     /* closed: a normal call */
+    API_ADMIT_PROBE,  /* open, and this call is the probe: one try, no retry */
+    API_ADMIT_REFUSE, /* open: fail at once with b->err, no request */
+};
+
+enum api_transition { API_BREAKER_SAME, API_BREAKER_OPENED, API_BREAKER_CLOSED };
+
+void api_breaker_init(struct api_breaker *b);
+/* A new logical call at now: may it send? Marks the probe as out when it is one. */
+enum api_admit api_breaker_admit(struct api_breaker *b, int64_t now);
+/* A try of class cls, started at try_start, ended at now with errno err (negative),
+ * probe when it was the probe's. The breaker opens when the last API_BREAKER_FAILS
+ * tries failed and no answer came for at least timeout_ms; any answer closes it. */
+enum api_transition api_breaker_note(struct api_breaker *b, enum api_try_class cls, bool probe,
+                                     int err, int64_t try_start, int64_t now, int timeout_ms);
 
 #endif

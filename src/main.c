@@ -310,7 +310,7 @@ static int64_t test_clock_offset(void)
 static struct api *make_api(const struct cfg *cfg)
 {
     char *err = NULL;
-    struct api *api = api_new(cfg, test_clock_offset(), &err);
+    struct api *api = api_new(cfg, test_clock_offset(), NULL, &err);
     if (!api) {
         fprintf(stderr, "insightfs: %s\n", err ? err : "out of memory");
         free(err);
@@ -326,7 +326,7 @@ static int discover_tree(struct api *api, const struct cfg *cfg, struct ns_tree 
 {
     struct api_item *dash = NULL;
     size_t n_dash = 0;
-    int rc = api_list_dashboards(api, &dash, &n_dash, NULL);
+    int rc = api_list_dashboards(api, 0, &dash, &n_dash, NULL);
     if (rc != 0)
         return rc;
     struct api_item **w = calloc(n_dash ? n_dash : 1, sizeof(*w));
@@ -338,7 +338,7 @@ static int discover_tree(struct api *api, const struct cfg *cfg, struct ns_tree 
     }
     for (size_t i = 0; i < n_dash; i++) {
         ids[i] = dash[i].id;
-        rc = api_list_widgets(api, dash[i].id, &w[i], &nw[i], NULL);
+        rc = api_list_widgets(api, dash[i].id, 0, &w[i], &nw[i], NULL);
         if (rc != 0)
             goto out;
     }
@@ -420,7 +420,7 @@ static int run_check(const struct cfg *cfg, const char *path)
     size_t n = 0;
     struct api_result r;
     memset(&r, 0, sizeof(r));
-    int rc = api_list_dashboards(api, &dash, &n, &r);
+    int rc = api_list_dashboards(api, 0, &dash, &n, &r);
     api_free(api);
     api_items_free(dash, n);
     int64_t skew_s = (r.skew_ms >= 0 ? r.skew_ms + 500 : r.skew_ms - 500) / 1000;
@@ -599,7 +599,7 @@ static int fetch_path(const struct cfg *cfg, struct api *api, const char *path)
         rc = -ENOTDIR;
         goto out;
     }
-    rc = api_fetch_image(api, d->id, w->id, vi.start_ms, vi.end_ms, vi.res, NULL, &img, NULL);
+    rc = api_fetch_image(api, d->id, w->id, vi.start_ms, vi.end_ms, vi.res, 0, NULL, &img, NULL);
     if (rc == 0)
         rc = write_all(img.data, img.len);
 out:

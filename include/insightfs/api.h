@@ -1,10 +1,15 @@
 /* api - the three Cloud Insight calls of SPEC section 1, composed of sign and http.
  *
- * One struct api per process (per configuration generation). It owns the retry budget,
- * the gateway clock offset, the upstream counters and the HTTP client. Every call is
- * thread-safe. Each logical call has a deadline D = start + timeout_ms * (retries + 1);
- * it retries, backs off and signs every try afresh as SPEC section 6 says, and logs one
- * warn line per failed logical call (SPEC 8). It never logs a secret or a signature.
+ * A struct api is one client: an HTTP client and the settings of one configuration
+ * generation. Its account state - the applied gateway clock offset and its generation,
+ * the retry budget, the circuit breaker and the counters of api_get_stats - describes
+ * the endpoint and access key, not the file: a client built for a reloaded configuration
+ * with the same endpoint and access key shares it with the client it inherits from
+ * (SPEC 7, SIGHUP reload). Every call is thread-safe. Each logical call has a deadline
+ * D on CLOCK_MONOTONIC (http_mono_ms), fixed by the caller when the call was first
+ * asked for; it retries, backs off and signs every try afresh as SPEC section 6 says,
+ * obeys the circuit breaker, and logs one warn line per failed logical call (SPEC 8),
+ * none for a call the open breaker ended. It never logs a secret or a signature.
  */
 #ifndef INSIGHTFS_API_H
 #define INSIGHTFS_API_H
@@ -13,6 +18,7 @@
 #include <stdint.h>
 
 #include "insightfs/cfg.h"
+#include "insightfs/http.h"
 #include "insightfs/vpath.h"
 
 struct api;
@@ -35,21 +41,18 @@ struct api_result {
     int tries;           /* tries made */
     int skew_known;      /* 1 once any answer carried a Date header */
     int64_t skew_ms;     /* gateway clock - local clock at the last answer with a Date */
-};
-
-/* Memory accounting for a body as it grows (the cache's byte bound). reserve returns 0
- * or a negative errno (the fetch then fails with EIO); release gives bytes back. May be
- * NULL (no accounting). */
-struct api_mem {
-    int (*reserve)(void *arg, size_t bytes);
-    void (*release)(void *arg, size_t bytes);
-    void *arg;
+    int fast_fail;       /* 1: the open circuit breaker ended the call - it was refused
+                            without a request, or a retry it was about to make or was
+                            waiting for was cancelled - and the call returns the errno
+                            that opened the breaker. Not a failure of the name: the
+                            caller must not remember it (SPEC 6), and no warn line was
+                            logged for it. 0 otherwise. */
 };
 
 struct api_image {
     unsigned char *data;  /* malloc'd, owned by the caller after success (free()) */
-    size_t len;           /* bytes reserved through api_mem stay reserved: exactly len
-                             (the caller accounts for them from then on) */
+    size_t len;           /* bytes reserved through the http_mem stay reserved: exactly
+                             len (the caller accounts for them from then on) */
     int64_t signed_at_ms; /* signing time ("now") of the try that fetched it */
 };
 
@@ -63,29 +66,53 @@ struct api_stats {
     uint64_t failures; /* tries without a valid answer */
     uint64_t retries;  /* tries after the first */
     uint64_t in_flight;
-    uint64_t bytes; /* body bytes received */
+    uint64_t bytes;      /* body bytes received */
+    uint64_t down;       /* 1 while the circuit breaker is open, else 0 */
+    uint64_t down_total; /* times the circuit breaker opened */
 };
 
 /* Build a client for cfg (copies what it needs; cfg may be freed afterwards).
  * test_offset_ms is INSIGHTFS_TEST_CLOCK_OFFSET_MS (0 normally), added to "now".
- * Returns the client, or NULL and *err (malloc'd message). Thread-safe use afterwards. */
-struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, char **err);
-void api_free(struct api *api); /* NULL-safe; no call may be running */
+ * inherit: NULL, or a live client (typically the one of the configuration being
+ * replaced by a reload). When it talks to the same endpoint with the same access key
+ * (exact strings), the new client shares its account state - clock offset and
+ * generation, retry budget, circuit breaker, the counters of api_get_stats - by
+ * reference, so either may be freed first; otherwise, and when inherit is NULL, the
+ * state starts fresh. The new client always has its own HTTP client and settings.
+ * Returns the client, or NULL and *err (malloc'd message; err may be NULL).
+ * Thread-safe, also while calls run on inherit. */
+struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, struct api *inherit, char **err)
+    __attribute__((warn_unused_result));
+void api_free(struct api *api); /* NULL-safe; no call may be running on this client */
 
-/* GetDashboardWidgetImage. Returns 0 and *out, or a negative errno of SPEC 6's table.
- * result may be NULL. */
+/* The deadline D of a logical call that starts at start_mono_ms (http_mono_ms clock):
+ * start_mono_ms + timeout_ms * (retries + 1) of this client's settings. Thread-safe. */
+int64_t api_deadline_ms(struct api *api, int64_t start_mono_ms);
+
+/* GetDashboardWidgetImage. deadline_mono_ms is the call's D on the http_mono_ms clock,
+ * fixed when the fetch was first asked for (time spent queued counts), or 0 for
+ * api_deadline_ms(api, now). mem accounts for the body as it grows, or NULL. Returns 0
+ * and *out, or a negative errno of SPEC 6's table (with result->fast_fail set when the
+ * open breaker ended the call). result may be NULL. Thread-safe. */
 int api_fetch_image(struct api *api, const char *dash_id, const char *widget_id, int64_t start_ms,
-                    int64_t end_ms, enum vpath_res res, const struct api_mem *mem,
-                    struct api_image *out, struct api_result *result)
+                    int64_t end_ms, enum vpath_res res, int64_t deadline_mono_ms,
+                    const struct http_mem *mem, struct api_image *out, struct api_result *result)
     __attribute__((warn_unused_result));
 
-/* GetDashboardList / GetDashboardWidgetList. Returns 0 and *items (free with
- * api_items_free) and *n, or a negative errno. result may be NULL. */
-int api_list_dashboards(struct api *api, struct api_item **items, size_t *n,
-                        struct api_result *result) __attribute__((warn_unused_result));
-int api_list_widgets(struct api *api, const char *dash_id, struct api_item **items, size_t *n,
-                     struct api_result *result) __attribute__((warn_unused_result));
+/* GetDashboardList / GetDashboardWidgetList, with a deadline as api_fetch_image's.
+ * Returns 0 and *items (free with api_items_free) and *n, or a negative errno (and
+ * result->fast_fail as above). result may be NULL. Thread-safe. */
+int api_list_dashboards(struct api *api, int64_t deadline_mono_ms, struct api_item **items,
+                        size_t *n, struct api_result *result) __attribute__((warn_unused_result));
+int api_list_widgets(struct api *api, const char *dash_id, int64_t deadline_mono_ms,
+                     struct api_item **items, size_t *n, struct api_result *result)
+    __attribute__((warn_unused_result));
 void api_items_free(struct api_item *items, size_t n);
+
+/* 1 while the circuit breaker of this client's account is open (upstream down), else 0:
+ * a call now would fail at once, unless it is the probe. One atomic load, lock-free:
+ * cheap enough for readahead to ask before every fetch. Thread-safe. */
+int api_is_down(struct api *api);
 
 /* The request target of GetDashboardWidgetImage exactly as sent and signed (SPEC 1).
  * Returns a malloc'd string or NULL. */
@@ -100,6 +127,8 @@ int64_t api_now_ms(struct api *api);
  * Thread-safe. */
 uint64_t api_clock_generation(struct api *api);
 
+/* The account's counters (shared with inheriting clients) and this client's in_flight.
+ * Thread-safe, lock-free. */
 void api_get_stats(struct api *api, struct api_stats *out);
 
 /* The errno name of a negative errno ("EIO", "ETIMEDOUT", ...), for log lines. */

@@ -384,7 +384,7 @@ static struct fx *fx_new(int timeout_ms, int retries)
     f->cfg.max_connections = 4;
     f->cfg.max_image_bytes = 1 << 20;
     char *err = NULL;
-    f->api = api_new(&f->cfg, 0, &err);
+    f->api = api_new(&f->cfg, 0, NULL, &err);
     if (!f->api)
         fail_msg("api_new: %s", err);
     return f;
@@ -512,10 +512,10 @@ static void acct_release(void *arg, size_t n)
 }
 
 static int fetch(struct fx *f, struct api_image *img, struct api_result *r,
-                 const struct api_mem *mem)
+                 const struct http_mem *mem)
 {
-    return api_fetch_image(f->api, "dash1", "w1", 1733097600000, 1733148000000, VPATH_RES_AUTO, mem,
-                           img, r);
+    return api_fetch_image(f->api, "dash1", "w1", 1733097600000, 1733148000000, VPATH_RES_AUTO, 0,
+                           mem, img, r);
 }
 
 /* A good fetch: headers signed correctly, the body and its accounting handed over. */
@@ -525,7 +525,7 @@ static void test_fetch_ok_signed(void **state)
     struct fx *f = fx_new(2000, 2);
     srv_push(f->s, png_reply(""));
     struct acct a = {0};
-    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct http_mem mem = {acct_reserve, acct_release, &a};
     struct api_image img;
     struct api_result r;
     int64_t before = wall_ms();
@@ -559,7 +559,7 @@ static void test_fetch_ok_signed(void **state)
     /* The test clock offset moves the signed timestamp. */
     f = fx_new(2000, 0);
     api_free(f->api);
-    f->api = api_new(&f->cfg, 3600000, NULL);
+    f->api = api_new(&f->cfg, 3600000, NULL, NULL);
     srv_push(f->s, png_reply(""));
     before = wall_ms();
     assert_int_equal(fetch(f, &img, NULL, NULL), 0);
@@ -579,7 +579,7 @@ static void test_retry_503_then_200(void **state)
                         "{\"error\":{\"errorCode\":\"500\",\"message\":\"Endpoint Error\"}}"));
     srv_push(f->s, png_reply(""));
     struct acct a = {0};
-    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct http_mem mem = {acct_reserve, acct_release, &a};
     struct api_image img;
     struct api_result r;
     assert_int_equal(fetch(f, &img, &r, &mem), 0);
@@ -606,7 +606,7 @@ static void test_404_not_retried(void **state)
     srv_push(f->s, json_reply("404 Not Found", "",
                               "{\"error\":{\"errorCode\":\"300\",\"message\":\"Not Found\"}}"));
     struct acct a = {0};
-    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct http_mem mem = {acct_reserve, acct_release, &a};
     struct api_image img;
     struct api_result r;
     struct cap c;
@@ -783,7 +783,7 @@ static void test_not_png(void **state)
     const char *html = "<html>\"oops\"\n</html>";
     srv_push(f->s, srv_http("200 OK", "", html, strlen(html), true));
     struct acct a = {0};
-    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct http_mem mem = {acct_reserve, acct_release, &a};
     struct api_image img;
     struct api_result r;
     struct cap c;
@@ -802,11 +802,12 @@ static void test_not_png(void **state)
 }
 
 /* Every failure draws on the budget: with retries = 2, five calls spend 10 tokens
- * (first tries earn back 0.4), so the sixth failed call gets no retry. */
+ * (first tries earn back 0.4), so the sixth failed call gets no retry. timeout_ms is
+ * long enough that the 16 failures, all within a few seconds, do not open the breaker. */
 static void test_budget_empties(void **state)
 {
     (void)state;
-    struct fx *f = fx_new(2000, 2);
+    struct fx *f = fx_new(10000, 2);
     struct srv_reply fail = json_reply("503 Service Unavailable", "Retry-After: 0\r\n", "{}");
     srv_set_default(f->s, fail);
     struct api_image img;
@@ -837,14 +838,14 @@ static void test_lists(void **state)
     struct api_item *it = NULL;
     size_t n = 0;
     struct api_result r;
-    assert_int_equal(api_list_dashboards(f->api, &it, &n, &r), 0);
+    assert_int_equal(api_list_dashboards(f->api, 0, &it, &n, &r), 0);
     assert_int_equal(n, 2);
     assert_string_equal(it[1].id, "7");
     assert_string_equal(it[1].name, "7");
     api_items_free(it, n);
     check_signed(f->s, 0, "/cw_fea/real/cw/api/chart/dashboard");
 
-    assert_int_equal(api_list_widgets(f->api, "a/b", &it, &n, &r), 0);
+    assert_int_equal(api_list_widgets(f->api, "a/b", 0, &it, &n, &r), 0);
     assert_int_equal(n, 1);
     assert_string_equal(it[0].id, "11");
     assert_string_equal(it[0].name, "cpu");
@@ -853,7 +854,7 @@ static void test_lists(void **state)
 
     struct cap c;
     cap_start(&c);
-    int rc = api_list_dashboards(f->api, &it, &n, &r);
+    int rc = api_list_dashboards(f->api, 0, &it, &n, &r);
     char *log = cap_stop(&c);
     assert_int_equal(rc, -EIO);
     assert_null(it);
@@ -864,8 +865,8 @@ static void test_lists(void **state)
                              ": HTTP 200 errorCode=- \"not a JSON list\" after 1 tries: EIO"
                              " body=\"{\\x22not\\x22:\\x22a list\\x22}\"\n");
     free(log);
-    assert_int_equal(api_list_widgets(f->api, "", &it, &n, &r), -EINVAL);
-    assert_int_equal(api_list_widgets(f->api, "..", &it, &n, &r), -EINVAL);
+    assert_int_equal(api_list_widgets(f->api, "", 0, &it, &n, &r), -EINVAL);
+    assert_int_equal(api_list_widgets(f->api, "..", 0, &it, &n, &r), -EINVAL);
     fx_free(f);
 }
 
@@ -918,12 +919,12 @@ static void test_no_secrets_in_logs(void **state)
     cfg.retries = 0;
     cfg.max_connections = 1;
     cfg.max_image_bytes = 1024;
-    struct api *api = api_new(&cfg, 0, NULL);
+    struct api *api = api_new(&cfg, 0, NULL, NULL);
     assert_non_null(api);
     struct api_item *it;
     size_t n;
     cap_start(&c);
-    rc = api_list_dashboards(api, &it, &n, &r);
+    rc = api_list_dashboards(api, 0, &it, &n, &r);
     log = cap_stop(&c);
     assert_int_equal(rc, -EIO);
     assert_int_equal(r.outcome, API_UNREACHABLE);
@@ -939,7 +940,7 @@ static void test_api_new_errors(void **state)
     (void)state;
     struct cfg cfg = {0};
     char *err = NULL;
-    assert_null(api_new(NULL, 0, &err));
+    assert_null(api_new(NULL, 0, NULL, &err));
     assert_non_null(err);
     free(err);
     cfg.endpoint = "https://cw.apigw.ntruss.com";
@@ -947,16 +948,16 @@ static void test_api_new_errors(void **state)
     cfg.timeout_ms = cfg.connect_timeout_ms = 1000;
     cfg.max_connections = 1;
     cfg.max_image_bytes = 1024;
-    assert_null(api_new(&cfg, 0, &err));
+    assert_null(api_new(&cfg, 0, NULL, &err));
     assert_string_equal(err, "api.secret_key: not set");
     free(err);
     cfg.secret_key = SECRET;
     cfg.endpoint = "ftp://x";
-    assert_null(api_new(&cfg, 0, &err));
+    assert_null(api_new(&cfg, 0, NULL, &err));
     assert_non_null(strstr(err, "api.endpoint"));
     free(err);
     cfg.endpoint = "https://cw.apigw.ntruss.com";
-    struct api *api = api_new(&cfg, 0, &err);
+    struct api *api = api_new(&cfg, 0, NULL, &err);
     assert_non_null(api);
     api_free(api);
     api_free(NULL);
