@@ -490,7 +490,11 @@ static char *cap_stop(struct cap *c)
     size_t len = 0;
     FILE *f = fopen(c->path, "r");
     assert_non_null(f);
-    assert_true(getdelim(&buf, &len, '\0', f) >= 0 || feof(f));
+    if (getdelim(&buf, &len, '\0', f) < 0) { /* nothing logged: buf is not a string */
+        assert_true(feof(f));
+        free(buf);
+        buf = NULL;
+    }
     fclose(f);
     unlink(c->path);
     return buf ? buf : strdup("");
@@ -963,6 +967,414 @@ static void test_api_new_errors(void **state)
     api_free(NULL);
 }
 
+/* ---- circuit breaker ---- */
+
+/* The rules, with times injected: which tries count, when it opens, the probe's
+ * interval, what closes it. */
+static void test_breaker_rules(void **state)
+{
+    (void)state;
+    assert_int_equal(api_try_class(false, 0, HTTP_KIND_TIMEOUT, true), API_TRY_NONE);
+    assert_int_equal(api_try_class(true, 0, HTTP_KIND_LOCAL, false), API_TRY_NONE);
+    assert_int_equal(api_try_class(true, 0, HTTP_KIND_TIMEOUT, true), API_TRY_FAILED);
+    assert_int_equal(api_try_class(true, 0, HTTP_KIND_UNREACHABLE, true), API_TRY_FAILED);
+    assert_int_equal(api_try_class(true, 0, HTTP_KIND_TLS, false), API_TRY_FAILED);
+    assert_int_equal(api_try_class(true, 503, HTTP_KIND_STATUS, true), API_TRY_FAILED);
+    assert_int_equal(api_try_class(true, 500, HTTP_KIND_STATUS, true), API_TRY_FAILED);
+    assert_int_equal(api_try_class(true, 429, HTTP_KIND_STATUS, false), API_TRY_FAILED);
+    assert_int_equal(api_try_class(true, 200, HTTP_KIND_BAD_BODY, true), API_TRY_FAILED);
+    assert_int_equal(api_try_class(true, 200, HTTP_KIND_BAD_BODY, false), API_TRY_ANSWER);
+    assert_int_equal(api_try_class(true, 200, HTTP_KIND_OK, false), API_TRY_ANSWER);
+    assert_int_equal(api_try_class(true, 404, HTTP_KIND_STATUS, false), API_TRY_ANSWER);
+    assert_int_equal(api_try_class(true, 302, HTTP_KIND_STATUS, false), API_TRY_ANSWER);
+    assert_int_equal(api_try_class(true, 401, HTTP_KIND_STATUS, false), API_TRY_ANSWER);
+
+    struct api_breaker b;
+    api_breaker_init(&b);
+    const int to = 200;
+    /* Three failures within timeout_ms: not yet; a fourth once the quiet time is reached. */
+    assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, false, -EIO, 10000, 10010, to),
+                     API_BREAKER_SAME);
+    assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, false, -EIO, 10020, 10030, to),
+                     API_BREAKER_SAME);
+    assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, false, -EIO, 10040, 10050, to),
+                     API_BREAKER_SAME);
+    assert_int_equal(api_breaker_admit(&b, 10060), API_ADMIT_GO);
+    assert_int_equal(api_breaker_note(&b, API_TRY_NONE, false, -ETIMEDOUT, 10060, 10300, to),
+                     API_BREAKER_SAME);
+    assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, false, -ETIMEDOUT, 10100, 10200, to),
+                     API_BREAKER_OPENED);
+    assert_true(b.open);
+    assert_int_equal(b.err, -ETIMEDOUT);
+    /* The probe: 1 s after the last failed try, one at a time; the interval doubles
+     * to 30 s while probes fail, and a failed try of a straggler moves its start. */
+    assert_int_equal(api_breaker_admit(&b, 11199), API_ADMIT_REFUSE);
+    assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, false, -EIO, 10150, 10250, to),
+                     API_BREAKER_SAME);
+    assert_int_equal(api_breaker_admit(&b, 11249), API_ADMIT_REFUSE);
+    assert_int_equal(api_breaker_admit(&b, 11250), API_ADMIT_PROBE);
+    assert_int_equal(api_breaker_admit(&b, 20000), API_ADMIT_REFUSE); /* one out already */
+    int64_t t = 11450;
+    assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, true, -EIO, 11250, t, to),
+                     API_BREAKER_SAME);
+    const int64_t want[] = {2000, 4000, 8000, 16000, 30000, 30000};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        assert_int_equal(b.probe_ms, want[i]);
+        assert_int_equal(api_breaker_admit(&b, t + want[i] - 1), API_ADMIT_REFUSE);
+        assert_int_equal(api_breaker_admit(&b, t + want[i]), API_ADMIT_PROBE);
+        t += want[i] + 200;
+        assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, true, -EIO, t - 200, t, to),
+                         API_BREAKER_SAME);
+    }
+    /* A probe that sent nothing frees the turn without doubling. */
+    assert_int_equal(api_breaker_admit(&b, t + 30000), API_ADMIT_PROBE);
+    assert_int_equal(api_breaker_note(&b, API_TRY_NONE, true, -ETIMEDOUT, t, t + 30000, to),
+                     API_BREAKER_SAME);
+    assert_int_equal(b.probe_ms, 30000);
+    /* Any answer closes it, even a 404 to the probe. */
+    assert_int_equal(api_breaker_admit(&b, t + 30001), API_ADMIT_PROBE);
+    assert_int_equal(api_breaker_note(&b, API_TRY_ANSWER, true, -ENOENT, t, t + 30010, to),
+                     API_BREAKER_CLOSED);
+    assert_int_equal(api_breaker_admit(&b, t + 30011), API_ADMIT_GO);
+
+    /* Failures amid answers never open it, however long it runs. */
+    api_breaker_init(&b);
+    t = 50000;
+    for (int i = 0; i < 100; i++, t += 1000) {
+        enum api_try_class cls = i % 3 == 2 ? API_TRY_ANSWER : API_TRY_FAILED;
+        assert_int_equal(api_breaker_note(&b, cls, false, -EIO, t, t + 500, to), API_BREAKER_SAME);
+    }
+    /* Nor do three quick failures after a long idle time: the quiet time counts from the
+     * first failed try, not from the old answer. */
+    t = 1000000;
+    assert_int_equal(api_breaker_note(&b, API_TRY_ANSWER, false, 0, 0, 1000, to), API_BREAKER_SAME);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, false, -EIO, t + i, t + i + 10, to),
+                         API_BREAKER_SAME);
+    /* An answer from a try still out closes an open breaker too. */
+    assert_int_equal(api_breaker_note(&b, API_TRY_FAILED, false, -EIO, t + 5, t + 300, to),
+                     API_BREAKER_OPENED);
+    assert_int_equal(api_breaker_note(&b, API_TRY_ANSWER, false, 0, t, t + 301, to),
+                     API_BREAKER_CLOSED);
+}
+
+static struct srv_reply hang_reply(void)
+{
+    struct srv_reply r = srv_http("200 OK", "", "", 0, true);
+    r.split = 0;
+    r.hang = true;
+    return r;
+}
+
+/* Fetch until the breaker opens (at most 3 calls): the 3rd failed try opens it. Returns
+ * the start time of the last call. */
+static int64_t open_breaker(struct fx *f)
+{
+    struct api_image img;
+    struct api_result r;
+    int64_t last = 0;
+    for (int i = 0; i < 3 && !api_is_down(f->api); i++) {
+        last = http_mono_ms();
+        assert_int_equal(fetch(f, &img, &r, NULL), -ETIMEDOUT);
+    }
+    assert_true(api_is_down(f->api));
+    assert_int_equal(srv_requests(f->s), 3);
+    return last;
+}
+
+/* Fetch every 10 ms until a call is not refused by the open breaker, within limit_ms.
+ * Returns the call's errno; *start its start time. */
+static int until_probe(struct fx *f, int64_t limit_ms, struct api_result *r, int64_t *start)
+{
+    int64_t until = http_mono_ms() + limit_ms;
+    struct api_image img;
+    do {
+        *start = http_mono_ms();
+        int rc = fetch(f, &img, r, NULL);
+        if (rc == 0)
+            free(img.data);
+        if (!r->fast_fail)
+            return rc;
+        assert_int_equal(r->tries, 0);
+        nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+    } while (http_mono_ms() < until);
+    fail_msg("no probe within %lld ms", (long long)limit_ms);
+    return 0;
+}
+
+static int count_str(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* A hung API: 3 failed tries and a timeout_ms without answers open the breaker; calls
+ * then fail at once without a request and without a log line; a probe goes out 1 s
+ * after the last failed try as one try with no retry; the next after 2 s; a 404 to it
+ * closes the breaker and calls go through again. */
+static void test_breaker_hung_api(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(200, 2);
+    srv_set_default(f->s, hang_reply());
+    struct cap c;
+    cap_start(&c);
+    int64_t t0 = http_mono_ms();
+    int64_t last = open_breaker(f);
+    int64_t opened = http_mono_ms();
+    char *log = cap_stop(&c);
+    assert_true(opened - t0 >= 400 && opened - t0 <= srv_tf(1500));
+    assert_int_equal(count_str(log, "insightfs: warn: upstream down: ETIMEDOUT\n"), 1);
+    free(log);
+    struct api_stats st;
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.down, 1);
+    assert_int_equal(st.down_total, 1);
+    assert_int_equal(st.requests, 3);
+
+    /* Fast-fails: no request, no line, the errno that opened it. */
+    struct api_image img;
+    struct api_result r;
+    struct api_item *it;
+    size_t n;
+    cap_start(&c);
+    int64_t t1 = http_mono_ms();
+    int rc = fetch(f, &img, &r, NULL);
+    int rc2 = api_list_dashboards(f->api, 0, &it, &n, NULL);
+    int64_t took = http_mono_ms() - t1;
+    log = cap_stop(&c);
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_int_equal(rc2, -ETIMEDOUT);
+    assert_null(img.data);
+    assert_int_equal(r.fast_fail, 1);
+    assert_int_equal(r.tries, 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.outcome, API_TIMEOUT);
+    assert_true(took < srv_tf(100));
+    assert_string_equal(log, "");
+    free(log);
+    assert_int_equal(srv_requests(f->s), 3);
+
+    /* The probe: about 1 s after the last failed try; one try although retries = 2. */
+    int64_t p1;
+    rc = until_probe(f, srv_tf(2000), &r, &p1);
+    int64_t p1_end = http_mono_ms();
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_int_equal(r.fast_fail, 0);
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(srv_requests(f->s), 4);
+    assert_true(p1_end >= last + 1000);
+    assert_true(p1 <= opened + srv_tf(1100));
+    assert_true(api_is_down(f->api));
+
+    /* The API answers again (404): the next probe, 2 s after the failed one, closes it. */
+    srv_set_default(f->s, json_reply("404 Not Found", "",
+                                     "{\"error\":{\"errorCode\":\"300\",\"message\":\"x\"}}"));
+    int64_t p2;
+    cap_start(&c);
+    rc = until_probe(f, srv_tf(3000), &r, &p2);
+    log = cap_stop(&c);
+    assert_int_equal(rc, -ENOENT);
+    assert_int_equal(r.fast_fail, 0);
+    assert_int_equal(r.tries, 1);
+    assert_true(http_mono_ms() >= p1 + 2000);
+    assert_true(p2 <= p1_end + srv_tf(2100));
+    assert_int_equal(srv_requests(f->s), 5);
+    assert_false(api_is_down(f->api));
+    assert_non_null(strstr(log, "insightfs: info: upstream up after "));
+    free(log);
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.down, 0);
+    assert_int_equal(st.down_total, 1);
+
+    srv_push(f->s, png_reply(""));
+    assert_int_equal(fetch(f, &img, &r, NULL), 0);
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(srv_requests(f->s), 6);
+    free(img.data);
+    fx_free(f);
+}
+
+/* 503, 503, 200, ... where each 503 takes 160 ms to come, so two of them already span
+ * timeout_ms (300 ms) without an answer: the count never reaches 3, it never opens. And
+ * three 503s in a row within timeout_ms of the first do not open it either. */
+static void test_breaker_failures_amid_answers(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(300, 0);
+    for (int i = 0; i < 5; i++) {
+        for (int k = 0; k < 2; k++) {
+            struct srv_reply slow = json_reply("503 Service Unavailable", "", "{}");
+            slow.split = 0;
+            slow.delay_ms = 160;
+            srv_push(f->s, slow);
+        }
+        srv_push(f->s, png_reply(""));
+    }
+    struct api_image img;
+    struct api_result r;
+    for (int i = 0; i < 15; i++) {
+        int rc = fetch(f, &img, &r, NULL);
+        assert_int_equal(rc, i % 3 == 2 ? 0 : -EIO);
+        assert_int_equal(r.fast_fail, 0);
+        assert_int_equal(r.tries, 1);
+        assert_false(api_is_down(f->api));
+        if (rc == 0)
+            free(img.data);
+    }
+    assert_int_equal(srv_requests(f->s), 15);
+    struct api_stats st;
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.down_total, 0);
+    assert_int_equal(st.failures, 10);
+    fx_free(f);
+
+    f = fx_new(2000, 2);
+    for (int i = 0; i < 3; i++)
+        srv_push(f->s, json_reply("503 Service Unavailable", "Retry-After: 0\r\n", "{}"));
+    srv_push(f->s, png_reply(""));
+    assert_int_equal(fetch(f, &img, &r, NULL), -EIO);
+    assert_int_equal(r.tries, 3);
+    assert_false(api_is_down(f->api));
+    assert_int_equal(fetch(f, &img, &r, NULL), 0);
+    assert_int_equal(srv_requests(f->s), 4);
+    free(img.data);
+    fx_free(f);
+}
+
+struct bg_fetch {
+    struct fx *f;
+    int rc;
+    struct api_result r;
+    int64_t start, end;
+};
+
+static void *bg_fetch_main(void *arg)
+{
+    struct bg_fetch *b = arg;
+    struct api_image img;
+    b->start = http_mono_ms();
+    b->rc = fetch(b->f, &img, &b->r, NULL);
+    b->end = http_mono_ms();
+    if (b->rc == 0)
+        free(img.data);
+    return NULL;
+}
+
+/* A retry sleeping in a 2 s backoff (503 with Retry-After: 2) fails at once when
+ * another thread's try opens the breaker. */
+static void test_breaker_cancels_backoff(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(300, 7);
+    srv_push(f->s, json_reply("503 Service Unavailable", "Retry-After: 2\r\n", "{}"));
+    srv_set_default(f->s, hang_reply());
+    struct bg_fetch b = {.f = f};
+    pthread_t th;
+    struct cap c;
+    cap_start(&c);
+    assert_int_equal(pthread_create(&th, NULL, bg_fetch_main, &b), 0);
+    assert_int_equal(srv_wait_requests(f->s, 1, (int)srv_tf(2000)), 1);
+    /* This call's two hung tries are the 2nd and 3rd failures: the second opens it. */
+    struct api_image img;
+    struct api_result r;
+    int rc = fetch(f, &img, &r, NULL);
+    int64_t opened = http_mono_ms();
+    pthread_join(th, NULL);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(r.fast_fail, 1);
+    assert_int_equal(b.rc, -ETIMEDOUT);
+    assert_int_equal(b.r.tries, 1);
+    assert_int_equal(b.r.status, 503);
+    assert_int_equal(b.r.fast_fail, 1);
+    assert_true(b.end - b.start < 1900);
+    assert_true(b.end <= opened + srv_tf(100));
+    assert_int_equal(srv_requests(f->s), 3);
+    assert_string_equal(log, "insightfs: warn: upstream down: ETIMEDOUT\n");
+    free(log);
+    fx_free(f);
+}
+
+/* A client built with inherit (a reload that changed timeout_ms and max_connections)
+ * keeps the counters, the retry budget and the breaker, even after the old client is
+ * freed; another access key starts fresh. */
+static void test_inherit_account_state(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(10000, 2);
+    srv_set_default(f->s, json_reply("503 Service Unavailable", "Retry-After: 0\r\n", "{}"));
+    struct api_image img;
+    struct api_result r;
+    /* Three failed calls spend 6 of the 10 tokens (see test_budget_empties). */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(fetch(f, &img, &r, NULL), -EIO);
+        assert_int_equal(r.tries, 3);
+    }
+    struct cfg cfg2 = f->cfg;
+    cfg2.timeout_ms = 9000;
+    cfg2.max_connections = 2;
+    struct api *old = f->api;
+    f->api = api_new(&cfg2, 0, old, NULL);
+    assert_non_null(f->api);
+    api_free(old);
+    struct api_stats st;
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.requests, 9);
+    assert_int_equal(st.failures, 9);
+    assert_int_equal(st.retries, 6);
+    /* A fresh budget would allow retries to the 3rd call here. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fetch(f, &img, &r, NULL), -EIO);
+        assert_int_equal(r.tries, 3);
+    }
+    assert_int_equal(fetch(f, &img, &r, NULL), -EIO);
+    assert_int_equal(r.tries, 1);
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.requests, 16);
+    assert_int_equal(st.retries, 10);
+    fx_free(f);
+
+    /* The breaker: open on one client, open on its heir; not on another key's. */
+    f = fx_new(200, 0);
+    srv_set_default(f->s, hang_reply());
+    open_breaker(f);
+    cfg2 = f->cfg;
+    cfg2.timeout_ms = 300;
+    struct api *heir = api_new(&cfg2, 0, f->api, NULL);
+    assert_non_null(heir);
+    assert_true(api_is_down(heir));
+    api_get_stats(heir, &st);
+    assert_int_equal(st.down, 1);
+    assert_int_equal(st.down_total, 1);
+    assert_int_equal(st.requests, 3);
+    assert_int_equal(api_fetch_image(heir, "dash1", "w1", 1733097600000, 1733148000000,
+                                     VPATH_RES_AUTO, 0, NULL, &img, &r),
+                     -ETIMEDOUT);
+    assert_int_equal(r.fast_fail, 1);
+    assert_int_equal(srv_requests(f->s), 3);
+    api_free(heir);
+
+    cfg2.access_key = "AKIDOTHERKEY00000000";
+    struct api *other = api_new(&cfg2, 0, f->api, NULL);
+    assert_non_null(other);
+    assert_false(api_is_down(other));
+    api_get_stats(other, &st);
+    assert_int_equal(st.requests, 0);
+    assert_int_equal(st.down_total, 0);
+    assert_int_equal(api_fetch_image(other, "dash1", "w1", 1733097600000, 1733148000000,
+                                     VPATH_RES_AUTO, 0, NULL, &img, &r),
+                     -ETIMEDOUT);
+    assert_int_equal(r.fast_fail, 0);
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(srv_requests(f->s), 4);
+    api_free(other);
+    fx_free(f);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -999,6 +1411,11 @@ int main(void)
         cmocka_unit_test(test_budget_empties),
         cmocka_unit_test(test_lists),
         cmocka_unit_test(test_no_secrets_in_logs),
+        cmocka_unit_test(test_breaker_rules),
+        cmocka_unit_test(test_breaker_hung_api),
+        cmocka_unit_test(test_breaker_failures_amid_answers),
+        cmocka_unit_test(test_breaker_cancels_backoff),
+        cmocka_unit_test(test_inherit_account_state),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
