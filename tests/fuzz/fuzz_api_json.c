@@ -1,6 +1,6 @@
 /* fuzz_api_json - libFuzzer target for the gateway's answers as api.c reads them:
  * api_gateway_error (the JSON error body), api_parse_items (a list answer) and
- * api_png_valid (an image body), all from src/api_int.h.
+ * api_png_check (an image body), all from src/api_int.h.
  *
  * Input: byte 0 flags (bit 0: the list's id key is "widgetId", else "id"; bit 1: the
  * body is written in hex, so PNG seeds stay text), byte 1 the code buffer's size
@@ -15,8 +15,10 @@
  *     was valid UTF-8;
  *   - list: 0, -EIO or -ENOMEM; on error no items; on success every item has a
  *     non-empty id and a name, and the body is a JSON array; all freed (LeakSanitizer);
- *   - PNG: the same answer with content_length -1 and len, false with another length;
- *     a valid body starts with the signature and IHDR and ends with an empty IEND.
+ *   - PNG: the same answer with content_length -1 and len; another length makes a valid
+ *     body truncated (longer) or foreign (shorter) and changes nothing else; a truncated
+ *     body starts with the signature; a valid body starts with the signature and IHDR,
+ *     ends with an empty IEND, and every cut of it after the signature is truncated.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -156,22 +158,35 @@ static void fuzz_items(const unsigned char *body, size_t len, const char *id_key
 
 static void fuzz_png(const unsigned char *body, size_t len)
 {
-    bool v = api_png_valid(body, len, -1);
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    enum api_png v = api_png_check(body, len, -1);
 
-    CHECK(api_png_valid(body, len, (int64_t)len) == v);
-    CHECK(!api_png_valid(body, len, (int64_t)len + 1));
+    CHECK(v == API_PNG_VALID || v == API_PNG_TRUNCATED || v == API_PNG_FOREIGN);
+    CHECK(api_png_check(body, len, (int64_t)len) == v);
+    /* A Content-Length other than len only ever spoils a valid body: more is a cut, less
+     * is not this PNG. */
+    CHECK(api_png_check(body, len, (int64_t)len + 1) ==
+          (v == API_PNG_VALID ? API_PNG_TRUNCATED : v));
     if (len > 0)
-        CHECK(!api_png_valid(body, len, (int64_t)len - 1));
-    if (v) {
-        static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+        CHECK(api_png_check(body, len, (int64_t)len - 1) ==
+              (v == API_PNG_VALID ? API_PNG_FOREIGN : v));
+    /* Truncated means: the signature, then something missing. */
+    if (v == API_PNG_TRUNCATED)
+        CHECK(len >= 8 && memcmp(body, sig, 8) == 0);
+    if (v == API_PNG_VALID) {
         static const unsigned char iend[8] = {0, 0, 0, 0, 'I', 'E', 'N', 'D'};
 
         CHECK(len >= 32 && memcmp(body, sig, 8) == 0 && memcmp(body + 12, "IHDR", 4) == 0);
         CHECK(memcmp(body + len - 12, iend, 8) == 0);
-        /* a truncated body is never valid */
-        CHECK(!api_png_valid(body, len - 1, -1));
+        /* Every cut of a valid body after its signature is truncated, never valid or
+         * foreign: that is what makes a cut transfer retried. */
+        CHECK(api_png_check(body, len - 1, -1) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, 8, -1) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, 8 + (len - 8) / 2, -1) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, len - 12, (int64_t)len - 12) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, 7, -1) == API_PNG_FOREIGN);
     }
-    CHECK(!api_png_valid(NULL, 0, -1));
+    CHECK(api_png_check(NULL, 0, -1) == API_PNG_FOREIGN);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
