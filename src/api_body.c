@@ -1,8 +1,9 @@
 /* api_body - checks and parses what the gateway answered, as pure functions
  * (api_int.h): SPEC 6's PNG check (valid, truncated or foreign), the gateway's JSON
  * error body, and the JSON lists of GetDashboardList / GetDashboardWidgetList. json-c
- * does the JSON; every input is untrusted and bounded (API_JSON_MAX, ERROR_JSON_MAX).
- * No state, no locks.
+ * does the JSON, in strict mode and over the whole body (a lenient parser accepted
+ * comments around a list); every input is untrusted and bounded (API_JSON_MAX,
+ * ERROR_JSON_MAX). No state, no locks.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -74,14 +75,18 @@ static void copy_cut(char *dst, size_t size, const char *s, size_t n)
     dst[n] = '\0';
 }
 
-/* Parse len bytes of JSON, all of them (trailing blanks allowed). NULL on failure. */
+/* Parse len bytes as one strict JSON text (RFC 8259 as json-c's strict mode reads it:
+ * no comments, no single quotes, no trailing commas), all of them: only blanks (space,
+ * tab, CR, LF) may follow the value, and a NUL byte anywhere is not JSON (json-c would
+ * stop there). NULL on failure. */
 static json_object *parse_json(const unsigned char *body, size_t len)
 {
     if (!body || len == 0 || len > API_JSON_MAX || memchr(body, '\0', len))
         return NULL;
-    json_tokener *tok = json_tokener_new();
+    json_tokener *tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
     if (!tok)
         return NULL;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     json_object *root = json_tokener_parse_ex(tok, (const char *)body, (int)len);
     if (root && json_tokener_get_error(tok) == json_tokener_success) {
         for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {

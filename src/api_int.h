@@ -36,16 +36,19 @@ enum api_png {
 enum api_png api_png_check(const unsigned char *p, size_t len, int64_t content_length);
 
 /* The gateway's error body {"error": {"errorCode": S|N, "message": S, ...}} (also the
- * same two members at top level). Anything else leaves code/msg "". Output is cut to
+ * same two members at top level), the whole body one strict JSON text with only blanks
+ * after it (as api_parse_items). Anything else leaves code/msg "". Output is cut to
  * the buffers (msg at a UTF-8 boundary). Never fails. */
 void api_gateway_error(const unsigned char *body, size_t len, char *code, size_t code_size,
                        char *msg, size_t msg_size);
 
 /* A list answer: a JSON array of objects, each with id_key a string (non-empty, no NUL)
  * or an integer (kept as its decimal text), "name" a string or else the id; other members
- * ignored. Returns 0 with *items, *n (free with api_items_free), -EIO for anything else
- * (not JSON, trailing junk, not an array, an element without a usable id, over
- * API_JSON_MAX), or -ENOMEM. */
+ * ignored. The body must be one strict JSON text (json-c's strict mode: no comments,
+ * single quotes or trailing commas), followed by nothing but blanks (space, tab, CR, LF),
+ * with no NUL byte. Returns 0 with *items, *n (free with api_items_free), -EIO for
+ * anything else (not strict JSON, trailing junk, not an array, an element without a
+ * usable id, over API_JSON_MAX), or -ENOMEM. */
 int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
                     struct api_item **items, size_t *n);
 

@@ -12,9 +12,10 @@
  *   - gateway error: code and message are NUL-terminated inside their buffers, a size-0
  *     buffer is not written; with small buffers each is a prefix of what large buffers
  *     get, cut at most 3 bytes short and never inside a UTF-8 sequence when the whole
- *     was valid UTF-8;
+ *     was valid UTF-8; a code or message found means the body, blanks aside, is {...};
  *   - list: 0, -EIO or -ENOMEM; on error no items; on success every item has a
- *     non-empty id and a name, and the body is a JSON array; all freed (LeakSanitizer);
+ *     non-empty id and a name, and the body, blanks aside, is [...] without a NUL byte
+ *     (a comment or junk around it is a failure); all freed (LeakSanitizer);
  *   - PNG: the same answer with content_length -1 and len; another length makes a valid
  *     body truncated (longer) or foreign (shorter) and changes nothing else; a truncated
  *     body starts with the signature; a valid body starts with the signature and IHDR,
@@ -104,6 +105,26 @@ static void check_cut(const char *small, size_t size, const char *big)
     }
 }
 
+static bool json_blank(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* body is one JSON text opening with open and closing with close, only JSON blanks
+ * around it, no NUL (a strict parse of the whole body looks at least like this). */
+static bool json_text_is(const unsigned char *body, size_t len, char open, char close)
+{
+    size_t i = 0, j = len;
+
+    if (memchr(body, '\0', len))
+        return false;
+    while (i < len && json_blank(body[i]))
+        i++;
+    while (j > i && json_blank(body[j - 1]))
+        j--;
+    return j - i >= 2 && body[i] == open && body[j - 1] == close;
+}
+
 static void fuzz_gateway_error(const unsigned char *body, size_t len, size_t code_size,
                                size_t msg_size)
 {
@@ -116,6 +137,8 @@ static void fuzz_gateway_error(const unsigned char *body, size_t len, size_t cod
     code[0] = msg[0] = 'X';
     api_gateway_error(body, len, big_code, BIG, big_msg, BIG);
     CHECK(memchr(big_code, '\0', BIG) && memchr(big_msg, '\0', BIG));
+    if (big_code[0] || big_msg[0])
+        CHECK(json_text_is(body, len, '{', '}'));
     api_gateway_error(body, len, code, code_size, msg, msg_size);
     if (code_size == 0)
         CHECK(code[0] == 'X');
@@ -146,10 +169,7 @@ static void fuzz_items(const unsigned char *body, size_t len, const char *id_key
         return;
     }
     CHECK(items != NULL);
-    size_t i = 0;
-    while (i < len && strchr(" \t\r\n", body[i]))
-        i++;
-    CHECK(i < len && body[i] == '[');
+    CHECK(json_text_is(body, len, '[', ']'));
     for (size_t k = 0; k < n; k++) {
         CHECK(items[k].id && items[k].id[0] && items[k].name);
     }

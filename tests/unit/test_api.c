@@ -300,6 +300,59 @@ static void test_parse_items(void **state)
     api_items_free(NULL, 0);
 }
 
+/* Strict JSON (RFC 8259 as json-c's strict mode reads it): no comments, nothing but
+ * blanks after the value, no NUL. The first two bodies come from the input with which
+ * fuzz_api_json found a comment accepted before an empty list
+ * (tests/fuzz/corpus/api_json/list-comment-regress). */
+static void test_json_strict(void **state)
+{
+    (void)state;
+    struct api_item *it = NULL;
+    size_t n = 0;
+    const char *bad[] = {
+        "000//x\n[]",             /* the fuzzer's input, taken whole as a body */
+        "//x\n[]",                /* its body (after the 3 option bytes) */
+        "/* c */[]",              /* a block comment before */
+        "[]// c",                 /* and after */
+        "[] /* c */",             /* after blanks */
+        "[{\"id\":\"d1\"}//x\n]", /* inside */
+        "[{\"id\":\"d1\"},]",     /* a trailing comma */
+        "[{\"id\":\"d1\"}]\f",    /* a form feed is no JSON blank */
+        "[{\"id\":\"d1\"}] ]",    /* trailing garbage */
+        "[{\"id\":\"d1\"}][]",    /* a second value */
+        "[{'id':'d1'}]",          /* single quotes */
+        "[{id:\"d1\"}]",          /* a bare key */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        it = (struct api_item *)1;
+        n = 7;
+        int rc = api_parse_items((const unsigned char *)bad[i], strlen(bad[i]), "id", &it, &n);
+        if (rc != -EIO)
+            fail_msg("\"%s\": rc %d", bad[i], rc);
+        assert_null(it);
+        assert_int_equal(n, 0);
+    }
+    /* A NUL after the value is not a blank. */
+    const unsigned char nul[] = "[] \0 ";
+    assert_int_equal(api_parse_items(nul, sizeof(nul) - 1, "id", &it, &n), -EIO);
+    /* Blanks around the value are fine. */
+    const char *ok = "\r\n\t [{\"id\":\"d1\",\"name\":\"web\"}] \t\r\n";
+    assert_int_equal(api_parse_items((const unsigned char *)ok, strlen(ok), "id", &it, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(it[0].id, "d1");
+    assert_string_equal(it[0].name, "web");
+    api_items_free(it, n);
+
+    /* An error body is read by the same rules: anything else gives no errorCode. */
+    expect_gw("\n{\"error\":{\"errorCode\":\"410\",\"message\":\"Throttle Limited\"}}\r\n", "410",
+              "Throttle Limited");
+    expect_gw("{\"error\":{\"errorCode\":\"410\",\"message\":\"x\"}}\n<html>", "", "");
+    expect_gw("{\"error\":{\"errorCode\":\"410\",\"message\":\"x\"}}//c", "", "");
+    expect_gw("/*c*/{\"error\":{\"errorCode\":\"410\",\"message\":\"x\"}}", "", "");
+    expect_gw("{\"error\":{\"errorCode\":\"410\",/*c*/\"message\":\"x\"}}", "", "");
+    expect_gw("{\"errorCode\":\"410\",}", "", "");
+}
+
 /* ---- backoff, budget, names ---- */
 
 static void test_backoff(void **state)
@@ -1076,6 +1129,7 @@ int main(void)
         cmocka_unit_test(test_png_check),
         cmocka_unit_test(test_gateway_error),
         cmocka_unit_test(test_parse_items),
+        cmocka_unit_test(test_json_strict),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_errno_names),
