@@ -582,12 +582,18 @@ static enum api_outcome outcome_of(enum http_kind k)
     return API_UNREACHABLE;
 }
 
-/* Check a 200's body. Returns 0, -EIO (rejected) or -ENOMEM. */
-static int accept_body(struct call *c)
+/* Check a 200's body. Returns 0, -EIO (rejected) or -ENOMEM; with -EIO, *cut tells a PNG
+ * cut in its chunks (a truncated transfer that reached us as a complete 200, typically
+ * without Content-Length) from a foreign body. */
+static int accept_body(struct call *c, bool *cut)
 {
     const struct http_response *r = &c->resp;
-    if (c->kind == BODY_PNG)
-        return api_png_valid(r->body, r->len, r->content_length) ? 0 : -EIO;
+    *cut = false;
+    if (c->kind == BODY_PNG) {
+        enum api_png png = api_png_check(r->body, r->len, r->content_length);
+        *cut = png == API_PNG_TRUNCATED;
+        return png == API_PNG_VALID ? 0 : -EIO;
+    }
     return api_parse_items(r->body, r->len, c->id_key, &c->items, &c->n_items);
 }
 
@@ -636,8 +642,16 @@ static struct http_verdict one_try(struct api *api, struct call *c, int64_t dead
     note_date(api, &c->resp);
 
     if (v.err == 0) {
-        rc = accept_body(c);
-        if (rc < 0) {
+        bool cut;
+        rc = accept_body(c, &cut);
+        if (rc < 0 && cut) {
+            /* Judged as http judges a 200 cut short of its Content-Length (SPEC 6:
+             * EIO, retried; a truncation for the circuit breaker), flag included. */
+            c->resp.flags |= HTTP_F_TRUNCATED;
+            http_classify(0 /* CURLE_OK */, 200, c->resp.flags, &v);
+            c->resp.verdict = v;
+            snprintf(c->res.message, sizeof(c->res.message), "PNG cut off");
+        } else if (rc < 0) {
             v = (struct http_verdict){.err = rc,
                                       .retryable = false,
                                       .kind = rc == -EIO ? HTTP_KIND_BAD_BODY : HTTP_KIND_LOCAL};

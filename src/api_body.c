@@ -1,7 +1,9 @@
 /* api_body - checks and parses what the gateway answered, as pure functions
- * (api_int.h): SPEC 6's PNG validity, the gateway's JSON error body, and the JSON lists
- * of GetDashboardList / GetDashboardWidgetList. json-c does the JSON; every input is
- * untrusted and bounded (API_JSON_MAX, ERROR_JSON_MAX). No state, no locks.
+ * (api_int.h): SPEC 6's PNG check (valid, truncated or foreign), the gateway's JSON
+ * error body, and the JSON lists of GetDashboardList / GetDashboardWidgetList. json-c
+ * does the JSON, in strict mode and over the whole body (a lenient parser accepted
+ * comments around a list); every input is untrusted and bounded (API_JSON_MAX,
+ * ERROR_JSON_MAX). No state, no locks.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -15,34 +17,48 @@
 #include "api_int.h"
 
 #define ERROR_JSON_MAX (64 * 1024)
+#define PNG_SIG_LEN 8
 
 static uint32_t be32(const unsigned char *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-bool api_png_valid(const unsigned char *p, size_t len, int64_t content_length)
+/* The chunk walk of SPEC 6. A body that starts with the signature is judged by what its
+ * chunk headers promise: bytes missing at the end (a header, a chunk's data or CRC, or the
+ * IEND that never came) mean the transfer was cut, and a retry may bring it whole; a
+ * header that contradicts the format (a length over 2^31-1, IHDR not first, IEND with
+ * data, bytes after IEND) means the server sent something else, and will again. */
+static enum api_png png_chunks(const unsigned char *p, size_t len)
 {
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (!p || len < sizeof(sig) || memcmp(p, sig, sizeof(sig)) != 0)
-        return false;
-    if (content_length >= 0 && (uint64_t)content_length != (uint64_t)len)
-        return false;
-    size_t pos = sizeof(sig);
+    size_t pos = PNG_SIG_LEN;
     bool first = true;
-    while (len - pos >= 12) { /* length, type, CRC */
+    for (;;) {
+        if (len - pos < 8) /* length and type of the next chunk */
+            return API_PNG_TRUNCATED;
         uint32_t n = be32(p + pos);
         const unsigned char *type = p + pos + 4;
-        if (n > 0x7fffffffu || n > len - pos - 12)
-            return false;
-        if (first && memcmp(type, "IHDR", 4) != 0)
-            return false;
-        if (memcmp(type, "IEND", 4) == 0)
-            return n == 0 && pos + 12 == len;
+        bool iend = memcmp(type, "IEND", 4) == 0;
+        if (n > 0x7fffffffu || (first && memcmp(type, "IHDR", 4) != 0) || (iend && n != 0))
+            return API_PNG_FOREIGN;
+        if (len - pos - 8 < (size_t)n + 4) /* data and CRC */
+            return API_PNG_TRUNCATED;
         pos += 12 + (size_t)n;
+        if (iend)
+            return pos == len ? API_PNG_VALID : API_PNG_FOREIGN;
         first = false;
     }
-    return false; /* no IEND, or bytes left over that are not a chunk */
+}
+
+enum api_png api_png_check(const unsigned char *p, size_t len, int64_t content_length)
+{
+    static const unsigned char sig[PNG_SIG_LEN] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (!p || len < sizeof(sig) || memcmp(p, sig, sizeof(sig)) != 0)
+        return API_PNG_FOREIGN;
+    enum api_png v = png_chunks(p, len);
+    if (v == API_PNG_VALID && content_length >= 0 && (uint64_t)content_length != (uint64_t)len)
+        v = (uint64_t)content_length > (uint64_t)len ? API_PNG_TRUNCATED : API_PNG_FOREIGN;
+    return v;
 }
 
 /* Copy at most size-1 bytes of s, not splitting a UTF-8 sequence. */
@@ -59,14 +75,18 @@ static void copy_cut(char *dst, size_t size, const char *s, size_t n)
     dst[n] = '\0';
 }
 
-/* Parse len bytes of JSON, all of them (trailing blanks allowed). NULL on failure. */
+/* Parse len bytes as one strict JSON text (RFC 8259 as json-c's strict mode reads it:
+ * no comments, no single quotes, no trailing commas), all of them: only blanks (space,
+ * tab, CR, LF) may follow the value, and a NUL byte anywhere is not JSON (json-c would
+ * stop there). NULL on failure. */
 static json_object *parse_json(const unsigned char *body, size_t len)
 {
     if (!body || len == 0 || len > API_JSON_MAX || memchr(body, '\0', len))
         return NULL;
-    json_tokener *tok = json_tokener_new();
+    json_tokener *tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
     if (!tok)
         return NULL;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     json_object *root = json_tokener_parse_ex(tok, (const char *)body, (int)len);
     if (root && json_tokener_get_error(tok) == json_tokener_success) {
         for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {

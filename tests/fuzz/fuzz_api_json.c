@@ -1,6 +1,6 @@
 /* fuzz_api_json - libFuzzer target for the gateway's answers as api.c reads them:
  * api_gateway_error (the JSON error body), api_parse_items (a list answer) and
- * api_png_valid (an image body), all from src/api_int.h.
+ * api_png_check (an image body), all from src/api_int.h.
  *
  * Input: byte 0 flags (bit 0: the list's id key is "widgetId", else "id"; bit 1: the
  * body is written in hex, so PNG seeds stay text), byte 1 the code buffer's size
@@ -12,11 +12,14 @@
  *   - gateway error: code and message are NUL-terminated inside their buffers, a size-0
  *     buffer is not written; with small buffers each is a prefix of what large buffers
  *     get, cut at most 3 bytes short and never inside a UTF-8 sequence when the whole
- *     was valid UTF-8;
+ *     was valid UTF-8; a code or message found means the body, blanks aside, is {...};
  *   - list: 0, -EIO or -ENOMEM; on error no items; on success every item has a
- *     non-empty id and a name, and the body is a JSON array; all freed (LeakSanitizer);
- *   - PNG: the same answer with content_length -1 and len, false with another length;
- *     a valid body starts with the signature and IHDR and ends with an empty IEND.
+ *     non-empty id and a name, and the body, blanks aside, is [...] without a NUL byte
+ *     (a comment or junk around it is a failure); all freed (LeakSanitizer);
+ *   - PNG: the same answer with content_length -1 and len; another length makes a valid
+ *     body truncated (longer) or foreign (shorter) and changes nothing else; a truncated
+ *     body starts with the signature; a valid body starts with the signature and IHDR,
+ *     ends with an empty IEND, and every cut of it after the signature is truncated.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -102,6 +105,26 @@ static void check_cut(const char *small, size_t size, const char *big)
     }
 }
 
+static bool json_blank(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* body is one JSON text opening with open and closing with close, only JSON blanks
+ * around it, no NUL (a strict parse of the whole body looks at least like this). */
+static bool json_text_is(const unsigned char *body, size_t len, char open, char close)
+{
+    size_t i = 0, j = len;
+
+    if (memchr(body, '\0', len))
+        return false;
+    while (i < len && json_blank(body[i]))
+        i++;
+    while (j > i && json_blank(body[j - 1]))
+        j--;
+    return j - i >= 2 && body[i] == open && body[j - 1] == close;
+}
+
 static void fuzz_gateway_error(const unsigned char *body, size_t len, size_t code_size,
                                size_t msg_size)
 {
@@ -114,6 +137,8 @@ static void fuzz_gateway_error(const unsigned char *body, size_t len, size_t cod
     code[0] = msg[0] = 'X';
     api_gateway_error(body, len, big_code, BIG, big_msg, BIG);
     CHECK(memchr(big_code, '\0', BIG) && memchr(big_msg, '\0', BIG));
+    if (big_code[0] || big_msg[0])
+        CHECK(json_text_is(body, len, '{', '}'));
     api_gateway_error(body, len, code, code_size, msg, msg_size);
     if (code_size == 0)
         CHECK(code[0] == 'X');
@@ -144,10 +169,7 @@ static void fuzz_items(const unsigned char *body, size_t len, const char *id_key
         return;
     }
     CHECK(items != NULL);
-    size_t i = 0;
-    while (i < len && strchr(" \t\r\n", body[i]))
-        i++;
-    CHECK(i < len && body[i] == '[');
+    CHECK(json_text_is(body, len, '[', ']'));
     for (size_t k = 0; k < n; k++) {
         CHECK(items[k].id && items[k].id[0] && items[k].name);
     }
@@ -156,22 +178,35 @@ static void fuzz_items(const unsigned char *body, size_t len, const char *id_key
 
 static void fuzz_png(const unsigned char *body, size_t len)
 {
-    bool v = api_png_valid(body, len, -1);
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    enum api_png v = api_png_check(body, len, -1);
 
-    CHECK(api_png_valid(body, len, (int64_t)len) == v);
-    CHECK(!api_png_valid(body, len, (int64_t)len + 1));
+    CHECK(v == API_PNG_VALID || v == API_PNG_TRUNCATED || v == API_PNG_FOREIGN);
+    CHECK(api_png_check(body, len, (int64_t)len) == v);
+    /* A Content-Length other than len only ever spoils a valid body: more is a cut, less
+     * is not this PNG. */
+    CHECK(api_png_check(body, len, (int64_t)len + 1) ==
+          (v == API_PNG_VALID ? API_PNG_TRUNCATED : v));
     if (len > 0)
-        CHECK(!api_png_valid(body, len, (int64_t)len - 1));
-    if (v) {
-        static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+        CHECK(api_png_check(body, len, (int64_t)len - 1) ==
+              (v == API_PNG_VALID ? API_PNG_FOREIGN : v));
+    /* Truncated means: the signature, then something missing. */
+    if (v == API_PNG_TRUNCATED)
+        CHECK(len >= 8 && memcmp(body, sig, 8) == 0);
+    if (v == API_PNG_VALID) {
         static const unsigned char iend[8] = {0, 0, 0, 0, 'I', 'E', 'N', 'D'};
 
         CHECK(len >= 32 && memcmp(body, sig, 8) == 0 && memcmp(body + 12, "IHDR", 4) == 0);
         CHECK(memcmp(body + len - 12, iend, 8) == 0);
-        /* a truncated body is never valid */
-        CHECK(!api_png_valid(body, len - 1, -1));
+        /* Every cut of a valid body after its signature is truncated, never valid or
+         * foreign: that is what makes a cut transfer retried. */
+        CHECK(api_png_check(body, len - 1, -1) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, 8, -1) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, 8 + (len - 8) / 2, -1) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, len - 12, (int64_t)len - 12) == API_PNG_TRUNCATED);
+        CHECK(api_png_check(body, 7, -1) == API_PNG_FOREIGN);
     }
-    CHECK(!api_png_valid(NULL, 0, -1));
+    CHECK(api_png_check(NULL, 0, -1) == API_PNG_FOREIGN);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -102,65 +102,73 @@ static size_t build_png(unsigned char *buf, size_t idat)
     return pos;
 }
 
-static void test_png_valid(void **state)
+static void test_png_check(void **state)
 {
     (void)state;
     unsigned char b[256], t[256];
     size_t n = build_png(b, 0);
     assert_int_equal(n, SRV_PNG_LEN);
-    assert_true(api_png_valid(b, n, -1));
-    assert_true(api_png_valid(b, n, (int64_t)n));
+    assert_int_equal(api_png_check(b, n, -1), API_PNG_VALID);
+    assert_int_equal(api_png_check(b, n, (int64_t)n), API_PNG_VALID);
     size_t m = build_png(b, 100);
-    assert_true(api_png_valid(b, m, -1));
+    assert_int_equal(api_png_check(b, m, -1), API_PNG_VALID);
     unsigned char srvpng[SRV_PNG_LEN];
     srv_png(srvpng);
-    assert_true(api_png_valid(srvpng, SRV_PNG_LEN, SRV_PNG_LEN));
+    assert_int_equal(api_png_check(srvpng, SRV_PNG_LEN, SRV_PNG_LEN), API_PNG_VALID);
 
     n = build_png(b, 10);
-    /* Content-Length mismatch. */
-    assert_false(api_png_valid(b, n, (int64_t)n + 1));
-    assert_false(api_png_valid(b, n, (int64_t)n - 1));
-    /* Missing IEND: cut just before it. */
-    assert_false(api_png_valid(b, n - 12, -1));
-    /* Cut inside the last chunk, or a byte short. */
-    assert_false(api_png_valid(b, n - 1, -1));
-    assert_false(api_png_valid(b, n - 5, -1));
+    /* Content-Length: more than arrived is a cut; fewer is not this PNG's length. */
+    assert_int_equal(api_png_check(b, n, (int64_t)n + 1), API_PNG_TRUNCATED);
+    assert_int_equal(api_png_check(b, n, (int64_t)n - 1), API_PNG_FOREIGN);
+    /* Every cut after the signature, with or without a Content-Length that matches it:
+     * inside a chunk's header, data or CRC, or between chunks (IEND never came). */
+    for (size_t k = 8; k < n; k++) {
+        if (api_png_check(b, k, -1) != API_PNG_TRUNCATED ||
+            api_png_check(b, k, (int64_t)k) != API_PNG_TRUNCATED)
+            fail_msg("cut at %zu of %zu: not truncated", k, n);
+    }
+    /* Cut inside the signature: not a PNG (SPEC: it must start with the signature). */
+    assert_int_equal(api_png_check(b, 7, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(b, 1, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(NULL, 0, -1), API_PNG_FOREIGN);
     /* IEND followed by anything. */
     memcpy(t, b, n);
     t[n] = 0;
-    assert_false(api_png_valid(t, n + 1, -1));
-    /* IEND with data (length 4, the 4 bytes present). */
+    assert_int_equal(api_png_check(t, n + 1, -1), API_PNG_FOREIGN);
+    /* IEND with data (length 4), whole or cut. */
     memcpy(t, b, n - 12);
     memcpy(t + n - 12, "\0\0\0\4IEND\1\2\3\4\0\0\0\0", 16);
-    assert_false(api_png_valid(t, n + 4, -1));
-    /* A chunk length past the end. */
+    assert_int_equal(api_png_check(t, n + 4, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(t, n - 2, -1), API_PNG_FOREIGN);
+    /* A chunk length past the end: the chunk is cut. */
     memcpy(t, b, n);
     t[8 + 12 + 13 + 3] = 200; /* IDAT's length: 10 -> 200 */
-    assert_false(api_png_valid(t, n, -1));
-    /* A length over 2^31-1. */
+    assert_int_equal(api_png_check(t, n, -1), API_PNG_TRUNCATED);
+    assert_int_equal(api_png_check(t, n, (int64_t)n), API_PNG_TRUNCATED);
+    /* A length over 2^31-1 is no PNG, even where the body ends. */
     memcpy(t, b, n);
     t[8 + 12 + 13] = 0x80;
-    assert_false(api_png_valid(t, n, -1));
+    assert_int_equal(api_png_check(t, n, -1), API_PNG_FOREIGN);
     t[8 + 12 + 13] = 0xff;
-    assert_false(api_png_valid(t, n, -1));
+    assert_int_equal(api_png_check(t, n, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(t, 8 + 12 + 13 + 8, -1), API_PNG_FOREIGN);
     /* Bad signature. */
     memcpy(t, b, n);
     t[1] = 'p';
-    assert_false(api_png_valid(t, n, -1));
-    assert_false(api_png_valid(b, 7, -1));
-    assert_false(api_png_valid(b, 8, -1));
-    assert_false(api_png_valid(NULL, 0, -1));
-    /* IHDR not first: IDAT first. */
+    assert_int_equal(api_png_check(t, n, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(t, n - 5, -1), API_PNG_FOREIGN);
+    /* IHDR not first: IDAT first, whole or cut. */
     memcpy(t, b, n);
     memcpy(t + 12, "IDAT", 4);
-    assert_false(api_png_valid(t, n, -1));
+    assert_int_equal(api_png_check(t, n, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(t, 16, -1), API_PNG_FOREIGN);
     /* IEND first. */
     memcpy(t, b, 8);
     memcpy(t + 8, "\0\0\0\0IEND\0\0\0\0", 12);
-    assert_false(api_png_valid(t, 20, -1));
+    assert_int_equal(api_png_check(t, 20, -1), API_PNG_FOREIGN);
     /* Not a PNG at all. */
     const char *html = "<html><body>Service Unavailable</body></html>";
-    assert_false(api_png_valid((const unsigned char *)html, strlen(html), -1));
+    assert_int_equal(api_png_check((const unsigned char *)html, strlen(html), -1), API_PNG_FOREIGN);
 }
 
 /* ---- the gateway's error body ---- */
@@ -290,6 +298,59 @@ static void test_parse_items(void **state)
     assert_int_equal(api_parse_items(huge, big, "id", &it, &n), -EIO);
     free(huge);
     api_items_free(NULL, 0);
+}
+
+/* Strict JSON (RFC 8259 as json-c's strict mode reads it): no comments, nothing but
+ * blanks after the value, no NUL. The first two bodies come from the input with which
+ * fuzz_api_json found a comment accepted before an empty list
+ * (tests/fuzz/corpus/api_json/list-comment-regress). */
+static void test_json_strict(void **state)
+{
+    (void)state;
+    struct api_item *it = NULL;
+    size_t n = 0;
+    const char *bad[] = {
+        "000//x\n[]",             /* the fuzzer's input, taken whole as a body */
+        "//x\n[]",                /* its body (after the 3 option bytes) */
+        "/* c */[]",              /* a block comment before */
+        "[]// c",                 /* and after */
+        "[] /* c */",             /* after blanks */
+        "[{\"id\":\"d1\"}//x\n]", /* inside */
+        "[{\"id\":\"d1\"},]",     /* a trailing comma */
+        "[{\"id\":\"d1\"}]\f",    /* a form feed is no JSON blank */
+        "[{\"id\":\"d1\"}] ]",    /* trailing garbage */
+        "[{\"id\":\"d1\"}][]",    /* a second value */
+        "[{'id':'d1'}]",          /* single quotes */
+        "[{id:\"d1\"}]",          /* a bare key */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        it = (struct api_item *)1;
+        n = 7;
+        int rc = api_parse_items((const unsigned char *)bad[i], strlen(bad[i]), "id", &it, &n);
+        if (rc != -EIO)
+            fail_msg("\"%s\": rc %d", bad[i], rc);
+        assert_null(it);
+        assert_int_equal(n, 0);
+    }
+    /* A NUL after the value is not a blank. */
+    const unsigned char nul[] = "[] \0 ";
+    assert_int_equal(api_parse_items(nul, sizeof(nul) - 1, "id", &it, &n), -EIO);
+    /* Blanks around the value are fine. */
+    const char *ok = "\r\n\t [{\"id\":\"d1\",\"name\":\"web\"}] \t\r\n";
+    assert_int_equal(api_parse_items((const unsigned char *)ok, strlen(ok), "id", &it, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(it[0].id, "d1");
+    assert_string_equal(it[0].name, "web");
+    api_items_free(it, n);
+
+    /* An error body is read by the same rules: anything else gives no errorCode. */
+    expect_gw("\n{\"error\":{\"errorCode\":\"410\",\"message\":\"Throttle Limited\"}}\r\n", "410",
+              "Throttle Limited");
+    expect_gw("{\"error\":{\"errorCode\":\"410\",\"message\":\"x\"}}\n<html>", "", "");
+    expect_gw("{\"error\":{\"errorCode\":\"410\",\"message\":\"x\"}}//c", "", "");
+    expect_gw("/*c*/{\"error\":{\"errorCode\":\"410\",\"message\":\"x\"}}", "", "");
+    expect_gw("{\"error\":{\"errorCode\":\"410\",/*c*/\"message\":\"x\"}}", "", "");
+    expect_gw("{\"errorCode\":\"410\",}", "", "");
 }
 
 /* ---- backoff, budget, names ---- */
@@ -803,6 +864,91 @@ static void test_not_png(void **state)
                              " body=\"<html>\\x22oops\\x22\\x0a</html>\"\n");
     free(log);
     fx_free(f);
+}
+
+/* A 200 without Content-Length whose connection closes inside the PNG's last chunk is
+ * a cut transfer (SPEC 6): retried, and the full PNG that follows is the answer. */
+static void test_png_cut_retried(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    unsigned char png[256];
+    size_t n = build_png(png, 100);
+    struct srv_reply cut = srv_http("200 OK", "Connection: close\r\n", png, n - 60, false);
+    cut.close_after = true;
+    struct srv_reply full = srv_http("200 OK", "Connection: close\r\n", png, n, false);
+    full.close_after = true;
+    srv_push(f->s, cut);
+    srv_push(f->s, full);
+    struct acct a = {0};
+    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct api_image img;
+    struct api_result r;
+    assert_int_equal(fetch(f, &img, &r, &mem), 0);
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(srv_requests(f->s), 2);
+    assert_int_equal(img.len, n);
+    assert_memory_equal(img.data, png, n);
+    assert_int_equal(atomic_load(&a.reserved), (long)n); /* the cut body was released */
+    struct api_stats st;
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(st.retries, 1);
+    free(img.data);
+    fx_free(f);
+
+    /* Cut inside IEND, even with a Content-Length that matches the cut body: retried
+     * until the retries are spent, then EIO without the body in the warn line. */
+    f = fx_new(2000, 1);
+    srv_set_default(f->s, srv_http("200 OK", "", png, n - 5, true));
+    struct cap c;
+    cap_start(&c);
+    int rc = fetch(f, &img, &r, NULL);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -EIO);
+    assert_null(img.data);
+    assert_int_equal(r.outcome, API_BAD_BODY);
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(srv_requests(f->s), 2);
+    assert_string_equal(log, "insightfs: warn: upstream: GET " IMG_TARGET
+                             ": HTTP 200 errorCode=- \"PNG cut off\" after 2 tries: EIO\n");
+    free(log);
+    fx_free(f);
+}
+
+/* A foreign 200 without Content-Length is final at once, like one with it: no signature,
+ * or chunks that are complete but wrong (data after IEND). */
+static void test_png_foreign_final(void **state)
+{
+    (void)state;
+    unsigned char png[256];
+    size_t n = build_png(png, 10);
+    png[n++] = 0; /* a byte after IEND */
+    const char *html = "<html>oops</html>";
+    const struct {
+        const void *body;
+        size_t len;
+    } bodies[] = {{html, strlen(html)}, {png, n}};
+    for (size_t i = 0; i < 2; i++) {
+        struct fx *f = fx_new(2000, 2);
+        struct srv_reply rep =
+            srv_http("200 OK", "Connection: close\r\n", bodies[i].body, bodies[i].len, false);
+        rep.close_after = true;
+        srv_set_default(f->s, rep);
+        struct api_image img;
+        struct api_result r;
+        struct cap c;
+        cap_start(&c);
+        int rc = fetch(f, &img, &r, NULL);
+        char *log = cap_stop(&c);
+        assert_int_equal(rc, -EIO);
+        assert_int_equal(r.outcome, API_BAD_BODY);
+        assert_int_equal(r.tries, 1);
+        assert_int_equal(srv_requests(f->s), 1);
+        assert_non_null(strstr(log, "\"not a valid PNG\" after 1 tries: EIO body=\""));
+        free(log);
+        fx_free(f);
+    }
 }
 
 /* Every failure draws on the budget: with retries = 2, five calls spend 10 tokens
@@ -1393,9 +1539,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_image_target),
-        cmocka_unit_test(test_png_valid),
+        cmocka_unit_test(test_png_check),
         cmocka_unit_test(test_gateway_error),
         cmocka_unit_test(test_parse_items),
+        cmocka_unit_test(test_json_strict),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_errno_names),
@@ -1408,6 +1555,8 @@ int main(void)
         cmocka_unit_test(test_hung_server_deadline),
         cmocka_unit_test(test_401_skew),
         cmocka_unit_test(test_not_png),
+        cmocka_unit_test(test_png_cut_retried),
+        cmocka_unit_test(test_png_foreign_final),
         cmocka_unit_test(test_budget_empties),
         cmocka_unit_test(test_lists),
         cmocka_unit_test(test_no_secrets_in_logs),
