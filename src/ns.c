@@ -7,9 +7,16 @@
  *  - a discovered name is sanitized (cfg_sanitize_name; empty means the id) and, when it
  *    equals a name or id already taken among its siblings, gets " (<id>)" appended.
  * The same rules merge discovered widgets into configured and discovered dashboards.
+ *
+ * Resolution keeps names and ids apart: a typed name is tried as a name, then as an id
+ * (ns_find_*); a stored id is only ever an id (ns_*_by_id). Mixing them is a real bug,
+ * not a nicety: a configured dashboard may be named like a discovered one's id.
+ * ns_resolve is the single place where a path component becomes a node: the mount's
+ * LOOKUP and --fetch both walk paths with it, so the two cannot disagree.
  */
 #include "insightfs/ns.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,15 +224,28 @@ void ns_unref(struct ns_tree *t)
         tree_free(t);
 }
 
+const struct ns_dashboard *ns_dashboard_by_id(const struct ns_tree *t, const char *id)
+{
+    for (size_t i = 0; t && id && i < t->n_dashboards; i++)
+        if (strcmp(t->dashboards[i].id, id) == 0)
+            return &t->dashboards[i];
+    return NULL;
+}
+
+const struct ns_widget *ns_widget_by_id(const struct ns_dashboard *d, const char *id)
+{
+    for (size_t i = 0; d && id && i < d->n_widgets; i++)
+        if (strcmp(d->widgets[i].id, id) == 0)
+            return &d->widgets[i];
+    return NULL;
+}
+
 const struct ns_dashboard *ns_find_dashboard(const struct ns_tree *t, const char *name)
 {
     for (size_t i = 0; i < t->n_dashboards; i++)
         if (strcmp(t->dashboards[i].name, name) == 0)
             return &t->dashboards[i];
-    for (size_t i = 0; i < t->n_dashboards; i++)
-        if (strcmp(t->dashboards[i].id, name) == 0)
-            return &t->dashboards[i];
-    return NULL;
+    return ns_dashboard_by_id(t, name);
 }
 
 const struct ns_widget *ns_find_widget(const struct ns_dashboard *d, const char *name)
@@ -233,10 +253,61 @@ const struct ns_widget *ns_find_widget(const struct ns_dashboard *d, const char 
     for (size_t i = 0; i < d->n_widgets; i++)
         if (strcmp(d->widgets[i].name, name) == 0)
             return &d->widgets[i];
-    for (size_t i = 0; i < d->n_widgets; i++)
-        if (strcmp(d->widgets[i].id, name) == 0)
-            return &d->widgets[i];
-    return NULL;
+    return ns_widget_by_id(d, name);
+}
+
+int ns_resolve(const struct ns_tree *t, const struct ns_node *parent, const char *name,
+               const struct vpath_clock *clk, enum vpath_res def_res, struct ns_node *out)
+{
+    if (!t || !parent || !clk || !out || clk->align_s < 1)
+        return -EINVAL;
+    if (parent->kind == NS_IMAGE)
+        return -ENOTDIR;
+    if (parent->kind != NS_ROOT && parent->kind != NS_DASHBOARD && parent->kind != NS_WIDGET &&
+        parent->kind != NS_DAYS)
+        return -EINVAL;
+    if (!name || !*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return -ENOENT;
+    struct ns_node n = {0};
+    if (parent->kind == NS_ROOT) {
+        const struct ns_dashboard *d = ns_find_dashboard(t, name);
+        if (!d)
+            return -ENOENT;
+        n.kind = NS_DASHBOARD;
+        n.dash_id = d->id;
+        *out = n;
+        return 0;
+    }
+    /* The parent's ids are references the caller stored: by id, never by name. */
+    const struct ns_dashboard *d = ns_dashboard_by_id(t, parent->dash_id);
+    if (!d)
+        return -ENOENT;
+    n.dash_id = d->id;
+    if (parent->kind == NS_DASHBOARD) {
+        const struct ns_widget *w = ns_find_widget(d, name);
+        if (!w)
+            return -ENOENT;
+        n.kind = NS_WIDGET;
+        n.widget_id = w->id;
+        *out = n;
+        return 0;
+    }
+    const struct ns_widget *w = ns_widget_by_id(d, parent->widget_id);
+    if (!w)
+        return -ENOENT;
+    n.widget_id = w->id;
+    int rc;
+    if (parent->kind == NS_WIDGET && strcmp(name, "days") == 0) {
+        n.kind = NS_DAYS;
+        rc = 0;
+    } else {
+        n.kind = NS_IMAGE;
+        rc = parent->kind == NS_DAYS ? vpath_parse_day(name, def_res, clk, &n.img)
+                                     : vpath_parse_image(name, def_res, clk, &n.img);
+    }
+    if (rc == 0)
+        *out = n;
+    return rc;
 }
 
 char *ns_config_escape(const char *s)

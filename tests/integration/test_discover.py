@@ -111,3 +111,61 @@ def test_refresh_failure_keeps_the_last_good_list(api, config, mount):
     assert errno_of(os.stat, m.path("nope")) == errno.ENOENT
     assert os.listdir(m.mnt) == before
     assert targets(api) == [LIST]
+
+
+# A configured dashboard named like a discovered id. "df_222" names the configured
+# dashboard (id df_111); the API's df_222 is discovered as "DB". Names resolve name first
+# ("df_222" is the configured one), but what a directory stores is an id, and an id must
+# lead back to its own dashboard: DB's directory is df_222's, whatever names say.
+COLLIDING = """discover = true;
+dashboards = (
+  { name = "df_222"; id = "df_111"; widgets = (); }
+);
+"""
+COLLIDING_DATA = [
+    {"id": "df_111", "name": "first", "widgets": [{"widgetId": "w_a", "name": "a"}]},
+    {"id": "df_222", "name": "DB", "widgets": [{"widgetId": "w_b", "name": "b"},
+                                                {"widgetId": "w_c", "name": "c"}]},
+]
+DAY = (1733097600000, 1733184000000)  # 20241202T0000Z-20241203T0000Z
+
+
+def test_configured_name_equal_to_a_discovered_id(api, config, mount):
+    api.set_data(COLLIDING_DATA)
+    m = mount(config(api_extra="  retries = 0;\n", body=COLLIDING))
+    assert os.listdir(m.mnt) == ["df_222", "DB"]
+    # DB is df_222: its widgets, not those of the dashboard whose name is "df_222".
+    assert os.listdir(m.path("DB")) == ["b", "c"]
+    assert os.listdir(m.path("df_222")) == ["a"]
+    assert os.listdir(m.path("df_111")) == ["a"]
+    assert errno_of(os.stat, m.path("df_222", "b")) == errno.ENOENT
+    assert errno_of(os.stat, m.path("DB", "a")) == errno.ENOENT
+    # Looked up (not only listed), DB's widgets serve df_222's graphs.
+    for dash, widget, ids in (("DB", "b", ("df_222", "w_b")), ("DB", "w_c", ("df_222", "w_c")),
+                              ("df_222", "a", ("df_111", "w_a"))):
+        api.clear_log()
+        with open(m.path(dash, widget, "20241202T0000Z-20241203T0000Z.png"), "rb") as f:
+            data = f.read()
+        target = image_target(ids[0], ids[1], *DAY)
+        assert targets(api) == [target]
+        status, _, body = api.signed_get(target)
+        assert status == 200 and data == body
+
+
+def test_fetch_configured_name_equal_to_a_discovered_id(api, config, run_insightfs):
+    api.set_data(COLLIDING_DATA)
+    cfg = config(api_extra="  retries = 0;\n", body=COLLIDING)
+    for path, ids in (("DB/b/", ("df_222", "w_b")), ("/df_222/a/", ("df_111", "w_a")),
+                      ("df_111/w_a/", ("df_111", "w_a")), ("DB/c/days/", ("df_222", "w_c"))):
+        api.clear_log()
+        name = "2024-12-02.png" if path.endswith("days/") else "20241202T0000Z-20241203T0000Z.png"
+        p = run_insightfs(["--fetch", path + name, "--config", cfg])
+        assert p.returncode == 0, p.stderr
+        target = image_target(ids[0], ids[1], *DAY)
+        assert [t for t in targets(api) if "?" in t] == [target]
+        status, _, body = api.signed_get(target)
+        assert status == 200 and p.stdout == body
+    p = run_insightfs(["--fetch", "df_222/b/20241202T0000Z-20241203T0000Z.png", "--config", cfg])
+    assert p.returncode == 1 and p.stdout == b""
+    assert p.stderr.decode().endswith(
+        "insightfs: df_222/b/20241202T0000Z-20241203T0000Z.png: No such file or directory\n")

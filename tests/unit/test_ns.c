@@ -435,8 +435,8 @@ static void test_find_in_built_tree(void **state)
     struct cfg cfg = make_cfg(dash, N(dash));
     struct api_item items[] = {
         {"2", "Two"},
-        {"3", "1"},      /* becomes "1 (3)" */
-        {"40", "41"},    /* a later sibling's id: "41 (40)", so a dump loads */
+        {"3", "1"},   /* becomes "1 (3)" */
+        {"40", "41"}, /* a later sibling's id: "41 (40)", so a dump loads */
         {"41", "Other"},
     };
     const char *ids[] = {"1"};
@@ -611,6 +611,334 @@ static void test_inputs_borrowed(void **state)
     ns_unref(t);
 }
 
+/* --- by id only ----------------------------------------------------------------------- */
+
+/* One entry's name is another's id: by id must never answer the name. */
+static void test_by_id_never_matches_names(void **state)
+{
+    (void)state;
+    struct ns_widget w[] = {{"cpu", "5"}, {"5", "9"}};
+    struct ns_dashboard d[] = {
+        {"df_222", "df_111", w, N(w)},
+        {"DB", "df_222", NULL, 0},
+    };
+    struct ns_tree t = {.dashboards = d, .n_dashboards = N(d)};
+
+    assert_ptr_equal(ns_find_dashboard(&t, "df_222"), &d[0]);  /* a typed name: name first */
+    assert_ptr_equal(ns_dashboard_by_id(&t, "df_222"), &d[1]); /* a stored id: id only */
+    assert_ptr_equal(ns_dashboard_by_id(&t, "df_111"), &d[0]);
+    assert_null(ns_dashboard_by_id(&t, "DB"));
+    assert_null(ns_dashboard_by_id(&t, "df_22"));
+    assert_null(ns_dashboard_by_id(&t, ""));
+    assert_null(ns_dashboard_by_id(&t, NULL));
+    assert_null(ns_dashboard_by_id(NULL, "df_111"));
+
+    assert_ptr_equal(ns_find_widget(&d[0], "5"), &w[1]);
+    assert_ptr_equal(ns_widget_by_id(&d[0], "5"), &w[0]);
+    assert_ptr_equal(ns_widget_by_id(&d[0], "9"), &w[1]);
+    assert_null(ns_widget_by_id(&d[0], "cpu"));
+    assert_null(ns_widget_by_id(&d[0], NULL));
+    assert_null(ns_widget_by_id(&d[1], "5")); /* no widgets */
+    assert_null(ns_widget_by_id(NULL, "5"));
+}
+
+/* The defect's tree, built the way the mount builds it: configured "df_222" is df_111,
+ * and the API's df_222 (named "DB") keeps its own widgets behind its id. */
+static void test_by_id_in_built_tree(void **state)
+{
+    (void)state;
+    struct cfg_dashboard dash[] = {{"df_222", "df_111", NULL, 0}};
+    struct cfg cfg = make_cfg(dash, N(dash));
+    struct api_item items[] = {{"df_111", "first"}, {"df_222", "DB"}};
+    struct api_item w111[] = {{"w_a", "a"}};
+    struct api_item w222[] = {{"w_b", "b"}, {"w_c", "c"}};
+    const char *ids[] = {"df_111", "df_222"};
+    const struct api_item *lists[] = {w111, w222};
+    size_t counts[] = {N(w111), N(w222)};
+    struct ns_discovered disc = {.dashboards = items,
+                                 .n_dashboards = N(items),
+                                 .widget_dash_ids = ids,
+                                 .widgets = lists,
+                                 .n_widgets = counts,
+                                 .n_widget_lists = N(ids)};
+    struct ns_tree *t = ns_build(&cfg, &disc);
+    check_tree(t, "df_222#df_111{a#w_a} | DB#df_222{b#w_b,c#w_c}");
+    const struct ns_dashboard *db = ns_dashboard_by_id(t, "df_222");
+    assert_ptr_equal(db, &t->dashboards[1]);
+    assert_ptr_equal(ns_find_dashboard(t, "DB"), db);
+    assert_ptr_equal(ns_find_dashboard(t, "df_222"), &t->dashboards[0]);
+    assert_ptr_equal(ns_widget_by_id(db, "w_c"), &db->widgets[1]);
+    assert_null(ns_widget_by_id(&t->dashboards[0], "w_b"));
+    ns_unref(t);
+}
+
+/* --- ns_resolve ----------------------------------------------------------------------- */
+
+/* 2024-12-05T12:34:56.789Z, align 60 s; the process zone is UTC (main). */
+#define NOW 1733402096789LL
+#define T_ALIGNED 1733402040000LL
+#define DEC1 1733011200000LL
+#define DEC2 1733097600000LL
+#define DEC5 1733356800000LL
+#define DEC6 1733443200000LL
+#define RANGE "1733011200000-1733097600000.png"
+
+struct resolve_case {
+    enum ns_kind pkind; /* the parent */
+    const char *pdash, *pwidget;
+    const char *name;
+    enum vpath_res def; /* the default resolution */
+    int rc;             /* what ns_resolve returns; the rest only when 0 */
+    enum ns_kind kind;
+    const char *dash, *widget;
+    int64_t start, end;
+    enum vpath_res res;
+    int relative;
+    int64_t changes_at;
+};
+
+#define ROOT NS_ROOT, NULL, NULL
+#define DASH(d) NS_DASHBOARD, d, NULL
+#define WID(d, w) NS_WIDGET, d, w
+#define DAYS(d, w) NS_DAYS, d, w
+#define IMG(d, w) NS_IMAGE, d, w
+#define FAILS(e) .rc = -(e)
+#define TO_DIR(k, d, w) .kind = (k), .dash = (d), .widget = (w)
+#define TO_IMG(d, w, s, e, r, rel, ch)                                                             \
+    .kind = NS_IMAGE, .dash = (d), .widget = (w), .start = (s), .end = (e), .res = (r),            \
+    .relative = (rel), .changes_at = (ch)
+
+static const struct resolve_case RESOLVE_CASES[] = {
+    /* / : dashboards, names first, then ids */
+    {ROOT, "df_222", TO_DIR(NS_DASHBOARD, "df_111", NULL)}, /* the name, not df_222's id */
+    {ROOT, "DB", TO_DIR(NS_DASHBOARD, "df_222", NULL)},
+    {ROOT, "df_111", TO_DIR(NS_DASHBOARD, "df_111", NULL)},
+    {ROOT, "empty", TO_DIR(NS_DASHBOARD, "e", NULL)},
+    {ROOT, "e", TO_DIR(NS_DASHBOARD, "e", NULL)},
+    {ROOT, "db", FAILS(ENOENT)},
+    {ROOT, "DB ", FAILS(ENOENT)},
+    {ROOT, "df_22", FAILS(ENOENT)},
+    {ROOT, "", FAILS(ENOENT)},
+    {ROOT, NULL, FAILS(ENOENT)},
+    {ROOT, ".", FAILS(ENOENT)},
+    {ROOT, "..", FAILS(ENOENT)},
+    {ROOT, ".insightfs", FAILS(ENOENT)}, /* the filesystem's, not ns's */
+    {ROOT, "index.html", FAILS(ENOENT)},
+    {ROOT, "days", FAILS(ENOENT)},
+    {ROOT, RANGE, FAILS(ENOENT)},
+    /* a dashboard: the parent by its id only, then widgets, names first, then ids */
+    {DASH("df_222"), "b", TO_DIR(NS_WIDGET, "df_222", "w_b")}, /* the defect */
+    {DASH("df_222"), "w_b", TO_DIR(NS_WIDGET, "df_222", "w_b")},
+    {DASH("df_222"), "days", TO_DIR(NS_WIDGET, "df_222", "w_days")}, /* a widget's name */
+    {DASH("df_222"), "w_a", TO_DIR(NS_WIDGET, "df_222", "w_q")},
+    {DASH("df_222"), "a", FAILS(ENOENT)}, /* df_111's widget */
+    {DASH("df_111"), "a", TO_DIR(NS_WIDGET, "df_111", "w_a")},
+    {DASH("df_111"), "w_a", TO_DIR(NS_WIDGET, "df_111", "w_a")},
+    {DASH("df_111"), "w_b", TO_DIR(NS_WIDGET, "df_111", "w_x")}, /* its name, not w_b */
+    {DASH("df_111"), "w_x", TO_DIR(NS_WIDGET, "df_111", "w_x")},
+    {DASH("df_111"), "b", FAILS(ENOENT)},
+    {DASH("df_111"), "..", FAILS(ENOENT)},
+    {DASH("df_111"), "", FAILS(ENOENT)},
+    {DASH("df_111"), "index.html", FAILS(ENOENT)},
+    {DASH("DB"), "b", FAILS(ENOENT)},   /* a name is no stored id */
+    {DASH("gone"), "a", FAILS(ENOENT)}, /* a parent the tree no longer holds */
+    {DASH(NULL), "a", FAILS(ENOENT)},
+    {DASH("e"), "a", FAILS(ENOENT)}, /* no widgets */
+    /* a widget: days/, or an image name */
+    {WID("df_222", "w_b"), "days", TO_DIR(NS_DAYS, "df_222", "w_b")},
+    {WID("df_222", "w_b"), RANGE,
+     TO_IMG("df_222", "w_b", DEC1, DEC2, VPATH_RES_AUTO, 0, INT64_MAX)},
+    {WID("df_222", "w_b"), "1733011200000-1733097600000@high.png",
+     TO_IMG("df_222", "w_b", DEC1, DEC2, VPATH_RES_HIGH, 0, INT64_MAX)},
+    {WID("df_222", "w_b"), RANGE, .def = VPATH_RES_HIGH,
+     TO_IMG("df_222", "w_b", DEC1, DEC2, VPATH_RES_HIGH, 0, INT64_MAX)},
+    {WID("df_222", "w_b"), "20241201T0000Z-20241202T0000Z@auto.png", .def = VPATH_RES_HIGH,
+     TO_IMG("df_222", "w_b", DEC1, DEC2, VPATH_RES_AUTO, 0, INT64_MAX)},
+    {WID("df_222", "w_b"), "last-1h.png",
+     TO_IMG("df_222", "w_b", T_ALIGNED - 3600000, T_ALIGNED, VPATH_RES_AUTO, 1, T_ALIGNED + 60000)},
+    {WID("df_222", "w_b"), "last-60m.png",
+     TO_IMG("df_222", "w_b", T_ALIGNED - 3600000, T_ALIGNED, VPATH_RES_AUTO, 1, T_ALIGNED + 60000)},
+    {WID("df_222", "w_days"), "today.png",
+     TO_IMG("df_222", "w_days", DEC5, T_ALIGNED, VPATH_RES_AUTO, 1, T_ALIGNED + 60000)},
+    {WID("df_111", "w_x"), RANGE,
+     TO_IMG("df_111", "w_x", DEC1, DEC2, VPATH_RES_AUTO, 0, INT64_MAX)},
+    {WID("df_111", "w_b"), RANGE, FAILS(ENOENT)}, /* "w_b" names w_x there: no stored id */
+    {WID("df_111", "a"), "days", FAILS(ENOENT)},
+    {WID("df_222", "b"), RANGE, FAILS(ENOENT)},
+    {WID("df_222", "w_a"), RANGE, FAILS(ENOENT)},
+    {WID("DB", "w_b"), RANGE, FAILS(ENOENT)},
+    {WID("df_222", NULL), "days", FAILS(ENOENT)},
+    {WID("df_222", "w_b"), "2024-12-01.png", FAILS(ENOENT)}, /* a day belongs in days/ */
+    {WID("df_222", "w_b"), "nope.png", FAILS(ENOENT)},
+    {WID("df_222", "w_b"), "1733097600000-1733011200000.png", FAILS(ENOENT)},
+    {WID("df_222", "w_b"), "index.html", FAILS(ENOENT)},
+    {WID("df_222", "w_b"), "Days", FAILS(ENOENT)},
+    {WID("df_222", "w_b"), "..", FAILS(ENOENT)},
+    {WID("df_222", "w_b"), "", FAILS(ENOENT)},
+    {WID("df_222", "w_b"), NULL, FAILS(ENOENT)},
+    /* days/: day names only */
+    {DAYS("df_222", "w_b"), "2024-12-01.png",
+     TO_IMG("df_222", "w_b", DEC1, DEC2, VPATH_RES_AUTO, 0, INT64_MAX)},
+    {DAYS("df_222", "w_b"), "2024-12-01@high.png",
+     TO_IMG("df_222", "w_b", DEC1, DEC2, VPATH_RES_HIGH, 0, INT64_MAX)},
+    {DAYS("df_222", "w_b"), "2024-12-05.png",
+     TO_IMG("df_222", "w_b", DEC5, T_ALIGNED, VPATH_RES_AUTO, 1, T_ALIGNED + 60000)},
+    {DAYS("df_222", "w_b"), "2024-12-06.png", FAILS(ENOENT)}, /* tomorrow */
+    {DAYS("df_222", "w_b"), RANGE, FAILS(ENOENT)},
+    {DAYS("df_222", "w_b"), "today.png", FAILS(ENOENT)},
+    {DAYS("df_222", "w_b"), "days", FAILS(ENOENT)},
+    {DAYS("df_111", "w_b"), "2024-12-01.png", FAILS(ENOENT)},
+    {DAYS("gone", "w_b"), "2024-12-01.png", FAILS(ENOENT)},
+    /* an image: nothing under it, whatever the name */
+    {IMG("df_222", "w_b"), "x", FAILS(ENOTDIR)},
+    {IMG("df_222", "w_b"), RANGE, FAILS(ENOTDIR)},
+    {IMG("df_222", "w_b"), "", FAILS(ENOTDIR)},
+    {IMG("gone", NULL), "..", FAILS(ENOTDIR)},
+};
+
+/* The tree every case runs against: names that equal other entries' ids at both levels. */
+static void test_resolve_table(void **state)
+{
+    (void)state;
+    struct ns_widget w111[] = {{"a", "w_a"}, {"w_b", "w_x"}};
+    struct ns_widget w222[] = {{"b", "w_b"}, {"days", "w_days"}, {"w_a", "w_q"}};
+    struct ns_dashboard d[] = {
+        {"df_222", "df_111", w111, N(w111)},
+        {"DB", "df_222", w222, N(w222)},
+        {"empty", "e", NULL, 0},
+    };
+    struct ns_tree t = {.dashboards = d, .n_dashboards = N(d)};
+    const struct vpath_clock clk = {NOW, 60};
+
+    for (size_t i = 0; i < N(RESOLVE_CASES); i++) {
+        const struct resolve_case *c = &RESOLVE_CASES[i];
+        const char *what = c->name ? c->name : "(null)";
+        struct ns_node parent = {c->pkind, c->pdash, c->pwidget};
+        struct ns_node out, before;
+        memset(&out, 0xA5, sizeof(out));
+        before = out;
+        int rc = ns_resolve(&t, &parent, c->name, &clk, c->def, &out);
+        if (rc != c->rc)
+            fail_msg("case %zu (%s): rc %d, want %d", i, what, rc, c->rc);
+        if (rc != 0) {
+            if (memcmp(&out, &before, sizeof(out)) != 0)
+                fail_msg("case %zu (%s): out written on failure", i, what);
+            continue;
+        }
+        if (out.kind != c->kind)
+            fail_msg("case %zu (%s): kind %d, want %d", i, what, out.kind, c->kind);
+        /* The ids are the tree's own strings, found by id. */
+        const struct ns_dashboard *dd = ns_dashboard_by_id(&t, c->dash);
+        assert_non_null(dd);
+        assert_ptr_equal(out.dash_id, dd->id);
+        if (c->widget) {
+            const struct ns_widget *ww = ns_widget_by_id(dd, c->widget);
+            assert_non_null(ww);
+            if (out.widget_id != ww->id)
+                fail_msg("case %zu (%s): widget %s, want %s", i, what,
+                         out.widget_id ? out.widget_id : "(null)", c->widget);
+        } else {
+            assert_null(out.widget_id);
+        }
+        struct vpath_image want = {0};
+        if (c->kind == NS_IMAGE)
+            want = (struct vpath_image){c->start, c->end, c->res, c->relative, c->changes_at};
+        if (out.img.start_ms != want.start_ms || out.img.end_ms != want.end_ms ||
+            out.img.res != want.res || out.img.relative != want.relative ||
+            out.img.changes_at_ms != want.changes_at_ms)
+            fail_msg("case %zu (%s): image [%lld, %lld) res %d rel %d changes %lld", i, what,
+                     (long long)out.img.start_ms, (long long)out.img.end_ms, out.img.res,
+                     out.img.relative, (long long)out.img.changes_at_ms);
+    }
+}
+
+/* A whole path, component by component, as LOOKUP and --fetch walk it. */
+static int walk(const struct ns_tree *t, const char *const *parts, size_t n, struct ns_node *out)
+{
+    const struct vpath_clock clk = {NOW, 60};
+    struct ns_node at = {0};
+    for (size_t i = 0; i < n; i++) {
+        struct ns_node next;
+        int rc = ns_resolve(t, &at, parts[i], &clk, VPATH_RES_AUTO, &next);
+        if (rc != 0)
+            return rc;
+        at = next;
+    }
+    *out = at;
+    return 0;
+}
+
+static void test_resolve_walks_a_built_tree(void **state)
+{
+    (void)state;
+    struct cfg_widget cw[] = {{"cpu", "c1"}};
+    struct cfg_dashboard dash[] = {{"df_222", "df_111", cw, N(cw)}};
+    struct cfg cfg = make_cfg(dash, N(dash));
+    struct api_item items[] = {{"df_111", "first"}, {"df_222", NULL}};
+    struct api_item w222[] = {{"w_b", "b"}};
+    const char *ids[] = {"df_222"};
+    const struct api_item *lists[] = {w222};
+    size_t counts[] = {N(w222)};
+    struct ns_discovered disc = {.dashboards = items,
+                                 .n_dashboards = N(items),
+                                 .widget_dash_ids = ids,
+                                 .widgets = lists,
+                                 .n_widgets = counts,
+                                 .n_widget_lists = 1};
+    struct ns_tree *t = ns_build(&cfg, &disc);
+    /* No API name: the id, taken by the configured name, so suffixed. */
+    check_tree(t, "df_222#df_111{cpu#c1} | df_222 (df_222)#df_222{b#w_b}");
+
+    struct ns_node n;
+    const char *p1[] = {"df_222 (df_222)", "b", "days", "2024-12-01.png"};
+    assert_int_equal(walk(t, p1, N(p1), &n), 0);
+    assert_int_equal(n.kind, NS_IMAGE);
+    assert_string_equal(n.dash_id, "df_222");
+    assert_string_equal(n.widget_id, "w_b");
+    assert_int_equal(n.img.start_ms, DEC1);
+    assert_int_equal(n.img.end_ms, DEC2);
+
+    const char *p2[] = {"df_222", "cpu"};
+    assert_int_equal(walk(t, p2, N(p2), &n), 0);
+    assert_int_equal(n.kind, NS_WIDGET);
+    assert_string_equal(n.dash_id, "df_111");
+    assert_string_equal(n.widget_id, "c1");
+
+    const char *p3[] = {"df_222", "b"};
+    assert_int_equal(walk(t, p3, N(p3), &n), -ENOENT);
+    const char *p4[] = {"df_222", "cpu", RANGE, "x"};
+    assert_int_equal(walk(t, p4, N(p4), &n), -ENOTDIR);
+    const char *p5[] = {"df_222", "cpu", "days"};
+    assert_int_equal(walk(t, p5, N(p5), &n), 0);
+    assert_int_equal(n.kind, NS_DAYS);
+    assert_int_equal(walk(t, NULL, 0, &n), 0);
+    assert_int_equal(n.kind, NS_ROOT);
+    assert_null(n.dash_id);
+    ns_unref(t);
+}
+
+static void test_resolve_caller_bugs(void **state)
+{
+    (void)state;
+    struct ns_widget w[] = {{"cpu", "c1"}};
+    struct ns_dashboard d[] = {{"web", "1", w, N(w)}};
+    struct ns_tree t = {.dashboards = d, .n_dashboards = N(d)};
+    const struct vpath_clock clk = {NOW, 60}, bad = {NOW, 0};
+    struct ns_node root = {0}, widget = {NS_WIDGET, "1", "c1"}, odd = {(enum ns_kind)42};
+    struct ns_node out;
+    assert_int_equal(ns_resolve(NULL, &root, "web", &clk, VPATH_RES_AUTO, &out), -EINVAL);
+    assert_int_equal(ns_resolve(&t, NULL, "web", &clk, VPATH_RES_AUTO, &out), -EINVAL);
+    assert_int_equal(ns_resolve(&t, &root, "web", NULL, VPATH_RES_AUTO, &out), -EINVAL);
+    assert_int_equal(ns_resolve(&t, &root, "web", &clk, VPATH_RES_AUTO, NULL), -EINVAL);
+    assert_int_equal(ns_resolve(&t, &root, "web", &bad, VPATH_RES_AUTO, &out), -EINVAL);
+    assert_int_equal(ns_resolve(&t, &widget, RANGE, &bad, VPATH_RES_AUTO, &out), -EINVAL);
+    assert_int_equal(ns_resolve(&t, &odd, "web", &clk, VPATH_RES_AUTO, &out), -EINVAL);
+    /* The same calls, correct, succeed: the failures above are the arguments'. */
+    assert_int_equal(ns_resolve(&t, &root, "web", &clk, VPATH_RES_AUTO, &out), 0);
+    assert_int_equal(ns_resolve(&t, &widget, RANGE, &clk, VPATH_RES_AUTO, &out), 0);
+    assert_int_equal(out.kind, NS_IMAGE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +956,14 @@ int main(void)
         cmocka_unit_test(test_config_escape),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_inputs_borrowed),
+        cmocka_unit_test(test_by_id_never_matches_names),
+        cmocka_unit_test(test_by_id_in_built_tree),
+        cmocka_unit_test(test_resolve_table),
+        cmocka_unit_test(test_resolve_walks_a_built_tree),
+        cmocka_unit_test(test_resolve_caller_bugs),
     };
+    /* Day names and "today" are read in the process time zone. */
+    if (vpath_tz_set("UTC") != 0)
+        return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
