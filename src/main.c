@@ -464,36 +464,28 @@ static int run_check(const struct cfg *cfg, const char *path)
 
 /* ---- --fetch -------------------------------------------------------------------- */
 
-/* Split path into at most 5 components (skipping empty ones); -ENOENT when deeper. */
-static int split_path(char *path, char **parts, int *n)
+/* Split path at '/' in place, skipping empty components: *parts (malloc'd) gets *n
+ * pointers into path. Returns 0 or -ENOMEM. */
+static int split_path(char *path, char ***parts, int *n)
 {
     *n = 0;
-    for (char *save = NULL, *p = strtok_r(path, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
-        if (*n == 4)
-            return -ENOENT;
-        parts[(*n)++] = p;
-    }
+    /* A component and its '/' take two bytes, so this many always suffice. */
+    *parts = calloc(strlen(path) / 2 + 1, sizeof(**parts));
+    if (!*parts)
+        return -ENOMEM;
+    for (char *save = NULL, *p = strtok_r(path, "/", &save); p; p = strtok_r(NULL, "/", &save))
+        (*parts)[(*n)++] = p;
     return 0;
 }
 
-/* Find a dashboard and widget in the configured tree, then (discover = true) in the
- * API's. Returns 0, or -ENOENT, or the discovery call's errno. */
-static int find_target(struct api *api, const struct cfg *cfg, char **parts, int n,
-                       struct ns_tree **tree, const struct ns_dashboard **d,
-                       const struct ns_widget **w)
+/* The tree of the configuration merged with the API's lists, as the mount shows it:
+ * configured first, then discovered. Returns 0, -ENOMEM, or the discovery call's errno. */
+static int discovered_tree(struct api *api, const struct cfg *cfg, struct ns_tree **tree)
 {
-    *tree = ns_build(cfg, NULL);
-    if (!*tree)
-        return -ENOMEM;
-    *d = ns_find_dashboard(*tree, parts[0]);
-    *w = (*d && n > 1) ? ns_find_widget(*d, parts[1]) : NULL;
-    if ((*d && (n < 2 || *w)) || !cfg->discover)
-        return *d ? (n < 2 || *w ? 0 : -ENOENT) : -ENOENT;
     struct ns_tree *dt = NULL;
     int rc = discover_tree(api, cfg, &dt);
     if (rc != 0)
         return rc;
-    /* Merge: configured first, then discovered, as the mount shows them. */
     struct ns_discovered disc = {0};
     size_t nd = dt->n_dashboards;
     struct api_item *items = calloc(nd ? nd : 1, sizeof(*items));
@@ -520,15 +512,8 @@ static int find_target(struct api *api, const struct cfg *cfg, char **parts, int
         }
     }
     disc = (struct ns_discovered){items, nd, ids, (const struct api_item *const *)wl, nw, nd};
-    ns_unref(*tree);
     *tree = ns_build(cfg, &disc);
-    if (!*tree) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    *d = ns_find_dashboard(*tree, parts[0]);
-    *w = (*d && n > 1) ? ns_find_widget(*d, parts[1]) : NULL;
-    rc = *d && (n < 2 || *w) ? 0 : -ENOENT;
+    rc = *tree ? 0 : -ENOMEM;
 out:
     for (size_t i = 0; wl && i < nd; i++)
         free(wl[i]);
@@ -538,6 +523,27 @@ out:
     free(ids);
     ns_unref(dt);
     return rc;
+}
+
+/* Walk parts from / with ns_resolve, one component at a time, as the mount's LOOKUP
+ * does. Returns 0 with *out the node reached (its ids borrowed from t), or ns_resolve's
+ * errno with *under the kind of the directory where the walk stopped. */
+static int walk_path(const struct ns_tree *t, char *const *parts, int n,
+                     const struct vpath_clock *clk, enum vpath_res res, struct ns_node *out,
+                     enum ns_kind *under)
+{
+    struct ns_node at = {0}; /* the root */
+    for (int i = 0; i < n; i++) {
+        struct ns_node next;
+        int rc = ns_resolve(t, &at, parts[i], clk, res, &next);
+        if (rc != 0) {
+            *under = at.kind;
+            return rc;
+        }
+        at = next;
+    }
+    *out = at;
+    return 0;
 }
 
 static int write_all(const unsigned char *p, size_t len)
@@ -557,54 +563,63 @@ static int write_all(const unsigned char *p, size_t len)
 static int fetch_path(const struct cfg *cfg, struct api *api, const char *path)
 {
     char *copy = strdup(path);
-    char *parts[4];
+    char **parts = NULL;
     int n = 0;
     struct ns_tree *tree = NULL;
-    const struct ns_dashboard *d = NULL;
-    const struct ns_widget *w = NULL;
+    struct ns_node node;
     struct api_image img = {0};
-    int rc = copy ? split_path(copy, parts, &n) : -ENOMEM;
+    int rc = copy ? split_path(copy, &parts, &n) : -ENOMEM;
     if (rc != 0)
         goto out;
+    /* --fetch has no current directory: "." and ".." name nothing, and are refused
+     * before a discovery call could be made for them. */
     for (int i = 0; i < n; i++) {
         if (strcmp(parts[i], ".") == 0 || strcmp(parts[i], "..") == 0) {
             rc = -ENOENT;
             goto out;
         }
     }
-    if (n == 0) {
-        rc = -EISDIR;
-        goto out;
+    /* Configured names need no list call: resolve in the configured tree first, and
+     * (discover = true) in the merged one when a dashboard or widget is unknown. */
+    for (int pass = 0; pass < 2; pass++) {
+        ns_unref(tree);
+        tree = NULL;
+        if (pass == 0) {
+            tree = ns_build(cfg, NULL);
+            rc = tree ? 0 : -ENOMEM;
+        } else {
+            rc = discovered_tree(api, cfg, &tree);
+        }
+        if (rc != 0)
+            goto out;
+        struct vpath_clock clk = {api_now_ms(api), cfg->align_s};
+        enum ns_kind under = NS_ROOT;
+        rc = walk_path(tree, parts, n, &clk, cfg->resolution, &node, &under);
+        if (rc != -ENOENT || !cfg->discover || (under != NS_ROOT && under != NS_DASHBOARD))
+            break;
     }
-    rc = find_target(api, cfg, parts, n, &tree, &d, &w);
-    if (rc != 0)
-        goto out;
-    int in_days = n >= 3 && strcmp(parts[2], "days") == 0;
-    if (n <= 2 || (n == 3 && in_days)) {
-        rc = -EISDIR;
-        goto out;
-    }
-    if ((n == 4 && !in_days)) {
+    /* A name under an image has always been ENOENT for --fetch (the mount says ENOTDIR). */
+    if (rc == -ENOTDIR)
         rc = -ENOENT;
-        goto out;
-    }
-    struct vpath_clock clk = {api_now_ms(api), cfg->align_s};
-    struct vpath_image vi;
-    rc = in_days ? vpath_parse_day(parts[3], cfg->resolution, &clk, &vi)
-                 : vpath_parse_image(parts[2], cfg->resolution, &clk, &vi);
     if (rc != 0)
         goto out;
+    if (node.kind != NS_IMAGE) {
+        rc = -EISDIR;
+        goto out;
+    }
     /* "x.png/" names a directory that a file cannot be, as under the mount. */
     if (path[strlen(path) - 1] == '/') {
         rc = -ENOTDIR;
         goto out;
     }
-    rc = api_fetch_image(api, d->id, w->id, vi.start_ms, vi.end_ms, vi.res, 0, NULL, &img, NULL);
+    rc = api_fetch_image(api, node.dash_id, node.widget_id, node.img.start_ms, node.img.end_ms,
+                         node.img.res, 0, NULL, &img, NULL);
     if (rc == 0)
         rc = write_all(img.data, img.len);
 out:
     free(img.data);
     ns_unref(tree);
+    free(parts);
     free(copy);
     return rc;
 }
