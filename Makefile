@@ -43,20 +43,22 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno api api_body cache cache_index ns disc fs_ino fs fs_dir fs_meta fs_mount main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno api api_body flight cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
-UNIT_TESTS := vpath cfg sign http api cache log ns disc
+UNIT_TESTS := vpath cfg sign http api flight cache log ns disc engine
 UNIT_DEPS_vpath := vpath
 UNIT_DEPS_cfg := cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_sign := sign
 UNIT_DEPS_http := http http_errno log
 UNIT_DEPS_api := api api_body http http_errno sign log
-UNIT_DEPS_cache := cache cache_index log
+UNIT_DEPS_flight := flight
+UNIT_DEPS_cache := cache cache_index flight vpath log
+UNIT_DEPS_engine := engine
 UNIT_DEPS_log := log
 UNIT_DEPS_ns := ns cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
-UNIT_DEPS_disc := disc api api_body http http_errno sign $(UNIT_DEPS_ns)
+UNIT_DEPS_disc := disc flight api api_body http http_errno sign $(UNIT_DEPS_ns)
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/test_%)
 
 # Debian packages of SPEC section 10: build, then tests.

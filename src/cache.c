@@ -1,45 +1,36 @@
-/* cache - bounded in-memory image versions: LRU + TTL, refcounted, single flight.
+/* cache - bounded in-memory image versions: LRU, TTLs, refcounted bytes, single flight
+ * and failure memory by key (the contract is in cache.h).
  *
- * Structure. A chained hash table (grown by doubling) maps a key to an entry. An entry
- * holds the key's *current* version (pending, ready or failed) and, while a refresh of a
- * stale live version is pending or failed, the *previous* ready version, kept so it can be
- * served stale (SPEC 6). A version's bytes live in a refcounted blob so that a version
- * served stale shares its predecessor's buffer without a copy.
+ * Structure. A chained hash table (grown by doubling) maps a key to an entry; every
+ * entry is also on one LRU list, in order of the daemon's last lookup. An entry holds the
+ * key's *current* version (pending, ready or failed) and, while a refresh of a stale live
+ * version is pending or failed, the *previous* ready version, kept so it can be served
+ * stale (SPEC 6). A version's bytes live in a refcounted blob, so a version served stale
+ * shares its predecessor's buffer without a copy.
  *
  * Invariants (all under the cache lock):
- *  - e->cur is never NULL; e->prev is NULL or READY, and is non-NULL only while e->cur is
- *    PENDING or FAILED. So at most one ready version per key is in the cache, and
- *    stats.entries (ready versions held) is also the number of keys with bytes.
+ *  - e->cur is never NULL; e->prev is NULL or READY, and non-NULL only while e->cur is
+ *    PENDING or FAILED. So at most one ready version per key is in the cache.
  *  - The cache holds one reference on every version it points at (cur, prev).
- *  - The LRU list holds exactly the ready versions in the cache; a blob's bytes are in
- *    ready_bytes while at least one version in the cache uses it (counted once).
- *  - The failure list holds the in-cache versions whose failure is remembered (a FAILED
- *    current version, or a READY version being served stale after a failed refresh), in
- *    the order they failed; each counts CACHE_ERROR_BYTES.
- *  - ready_bytes + reserved + failures * CACHE_ERROR_BYTES <= max_bytes, except while
- *    bodies reserved before a cache_set_params that shrank max_bytes are in flight.
+ *  - A blob's bytes are in ready_bytes while at least one version in the cache uses it.
+ *  - Every entry counts its records (entry, two versions, key strings) in meta_bytes.
+ *  - ready_bytes + reserved + meta_bytes + charged <= max_bytes, except while nothing is
+ *    left to evict (all being fetched) or a smaller max_bytes waits for bodies in flight.
  *
- * Locking. One mutex guards the table, entries, LRU, failure list, counters and the
- * mutable fields of versions. It is never held while a fetcher runs, while on_evict runs,
- * while reading the injected clock or while logging. A version's state is also written
- * with release and read with acquire semantics, so accessors need no lock: data, len,
- * fetched_at and final are written once, before the version becomes READY.
+ * Single flight and failure memory are the flight primitive (flight.h), one per version:
+ * cache_need hands out the ticket, cache_complete ends it and returns its waiters. So
+ * every waiter of one fetch gets that fetch's result, even with error_ttl_s = 0.
  *
- * Single flight. cache_resolve on a version nobody is fetching marks it fetching, drops
- * the lock and runs the fetcher in the calling thread. Others resolving the same version
- * wait on its condition variable (CLOCK_MONOTONIC, with their own deadline). The fetcher
- * bumps the version's fetch generation when done, so every waiter returns that fetch's
- * result (same bytes or same errno) even if error_ttl_s is 0. The condition variable
- * lives in the version, not the entry, so a version that left the cache (cache_clear)
- * can still be resolved; it then stays outside the cache, its bytes counted as pinned.
+ * Eviction. make_room drops least recently looked-up entries, skipping those being
+ * fetched. Leaving the cache only drops the cache's reference; a version still
+ * referenced elsewhere goes on the dropped list (its owner has the kernel forget it),
+ * and if its blob is still referenced the blob's length moves from ready_bytes to the
+ * pinned counter, which the blob decrements when finally freed. That counter is a small
+ * refcounted object of its own, because pinned blobs may outlive the cache.
  *
- * Eviction under live references. Leaving the cache (evicted for max_bytes, replaced by
- * a newer ready version, dropped, cleared) only drops the cache's reference. If a blob
- * leaves the cache while some version using it is still referenced, its length moves
- * from ready_bytes to the pinned counter, which the blob decrements when it is finally
- * freed. That counter is a small refcounted object of its own, because references (and
- * so pinned blobs) may outlive the cache. on_evict runs after the lock is released, for
- * each version that left the cache while referenced elsewhere.
+ * Locking. One mutex guards everything above and the mutable fields of versions. It is
+ * never held while logging or freeing a version's bytes. A version's state is written
+ * with release and read with acquire semantics, so accessors need no lock.
  */
 #include "insightfs/cache.h"
 
@@ -48,10 +39,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cache_int.h"
 #include "insightfs/log.h"
+#include "insightfs/vpath.h"
 
 #define CACHE_MIN_BUCKETS 64u
 
@@ -117,21 +108,13 @@ static void blob_leave(struct cache *c, struct cache_blob *b, struct cache_versi
     if (--b->in_cache > 0)
         return;
     c->ready_bytes -= b->len;
-    /* Only the cache holds v and only v holds b: nobody can take a new reference, so the
-     * buffer is about to be freed and never becomes pinned. */
+    /* Only the cache holds v and only v holds b: the buffer is about to be freed. */
     if (atomic_load(&v->refs) == 1 && atomic_load(&b->refs) == 1)
         return;
     blob_pin(c, b);
 }
 
 /* --- versions ----------------------------------------------------------------------- */
-
-static void version_free(struct cache_version *v)
-{
-    blob_unref(v->blob);
-    pthread_cond_destroy(&v->done);
-    free(v);
-}
 
 void cache_version_ref(struct cache_version *v)
 {
@@ -140,8 +123,10 @@ void cache_version_ref(struct cache_version *v)
 
 void cache_version_unref(struct cache_version *v)
 {
-    if (v && atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1)
-        version_free(v);
+    if (v && atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1) {
+        blob_unref(v->blob);
+        free(v);
+    }
 }
 
 /* Lock held. A new PENDING version of key with one reference (the caller's). */
@@ -150,10 +135,6 @@ static struct cache_version *version_new(struct cache *c, const struct cache_key
     struct cache_version *v = calloc(1, sizeof *v + cache_key_names_len(key));
     if (!v)
         return NULL;
-    if (pthread_cond_init(&v->done, &c->condattr) != 0) {
-        free(v);
-        return NULL;
-    }
     atomic_init(&v->refs, 1);
     cache_key_copy(&v->key, v->names, key);
     v->id = c->next_id++;
@@ -166,7 +147,7 @@ uint64_t cache_version_id(const struct cache_version *v)
     return v->id;
 }
 
-enum cache_state cache_version_state(struct cache_version *v)
+enum cache_state cache_version_state(const struct cache_version *v)
 {
     return (enum cache_state)state_load(v);
 }
@@ -196,41 +177,52 @@ int cache_version_final(const struct cache_version *v)
     return state_load(v) == CACHE_READY ? v->final : 0;
 }
 
-/* v leaves the cache: out of the LRU, the byte count and the failure list; the cache's
- * reference moves to drops, to be released (and reported) once the lock is dropped. The
- * caller clears the entry's pointer to v. */
-static void version_leave(struct cache *c, struct cache_version *v, struct cache_drops *drops)
+struct cache_version *cache_dropped_next(const struct cache_version *v)
 {
-    if (v->in_lru)
-        cache_lru_unlink(c, v);
-    if (v->in_fail)
-        cache_fail_unlink(c, v);
-    if (state_load(v) == CACHE_READY)
-        blob_leave(c, v->blob, v);
-    v->entry = NULL;
-    v->drop_notify = atomic_load(&v->refs) > 1;
-    v->drop_next = drops->head;
-    drops->head = v;
+    return v->drop_next;
 }
 
-/* Remove a ready version from the cache, and its entry if nothing is left in it. */
-static void evict_version(struct cache *c, struct cache_version *v, struct cache_drops *drops)
+/* Lock held. v leaves the cache: out of the byte count; the cache's reference goes to the
+ * dropped list when someone else still holds v, else to *free_list (released after the
+ * lock). The caller clears the entry's pointer to v. */
+static void version_leave(struct cache *c, struct cache_version *v,
+                          struct cache_version **free_list)
 {
-    struct cache_entry *e = v->entry;
-    if (e->prev == v) {
-        e->prev = NULL;
-        version_leave(c, v, drops);
-        return;
+    if (state_load(v) == CACHE_READY) {
+        blob_leave(c, v->blob, v);
+        c->nready--;
     }
-    /* v is e->cur, so e->prev is NULL (invariant): the entry goes with it. */
-    e->cur = NULL;
-    version_leave(c, v, drops);
-    cache_table_remove(c, e);
+    v->entry = NULL;
+    if (atomic_load(&v->refs) > 1) {
+        v->drop_next = c->dropped;
+        c->dropped = v;
+    } else {
+        v->drop_next = *free_list;
+        *free_list = v;
+    }
+}
+
+static void free_list_release(struct cache_version *v)
+{
+    while (v) {
+        struct cache_version *next = v->drop_next;
+        cache_version_unref(v);
+        v = next;
+    }
+}
+
+/* --- entries and the bound (lock held) ---------------------------------------------- */
+
+static size_t entry_cost(const struct cache_key *key)
+{
+    /* The entry and up to two versions, each with a copy of the key's strings. */
+    return sizeof(struct cache_entry) + 2 * sizeof(struct cache_version) +
+           3 * (cache_key_names_len(key) + CACHE_MALLOC_OVERHEAD);
 }
 
 static uint64_t bytes_used(const struct cache *c)
 {
-    return c->ready_bytes + c->reserved + c->nfail * CACHE_ERROR_BYTES;
+    return c->ready_bytes + c->reserved + c->meta_bytes + c->charged;
 }
 
 static uint64_t max_bytes(const struct cache *c)
@@ -238,177 +230,62 @@ static uint64_t max_bytes(const struct cache *c)
     return c->params.max_bytes > 0 ? (uint64_t)c->params.max_bytes : 0;
 }
 
-/* Make room for extra more bytes: least recently used ready versions first, then the
- * oldest remembered failures. Returns 0, or -ENOMEM (evicting nothing) when the
- * reservations alone leave no room. */
-static int make_room(struct cache *c, uint64_t extra, struct cache_drops *drops)
+static int entry_busy(const struct cache_entry *e)
+{
+    return e->cur->flight.running;
+}
+
+/* Remove e and its versions from the cache. */
+static void entry_drop(struct cache *c, struct cache_entry *e, struct cache_version **free_list)
+{
+    if (e->prev)
+        version_leave(c, e->prev, free_list);
+    version_leave(c, e->cur, free_list);
+    c->meta_bytes -= e->cost;
+    cache_table_remove(c, e);
+}
+
+/* Make room for extra more bytes, least recently used entries first, skipping those being
+ * fetched. Returns 0, or -ENOMEM (evicting nothing) when even that could not. */
+static int make_room(struct cache *c, uint64_t extra, struct cache_version **free_list)
 {
     uint64_t max = max_bytes(c);
-    if (extra > max || c->reserved > max - extra)
+    if (bytes_used(c) + extra <= max)
+        return 0;
+    /* Would dropping every idle entry be enough? If not, drop nothing. */
+    uint64_t freeable = 0;
+    for (struct cache_entry *e = c->lru_head; e; e = e->lru_next) {
+        if (entry_busy(e))
+            continue;
+        freeable += e->cost;
+        if (state_load(e->cur) == CACHE_READY && e->cur->blob->in_cache == 1)
+            freeable += e->cur->blob->len;
+        if (e->prev && e->prev->blob->in_cache == 1)
+            freeable += e->prev->blob->len;
+        if (bytes_used(c) + extra <= max + freeable)
+            break;
+    }
+    if (bytes_used(c) + extra > max + freeable)
         return -ENOMEM;
-    while (bytes_used(c) + extra > max) {
-        if (c->lru_head) {
-            evict_version(c, c->lru_head, drops);
-            c->evictions++;
-        } else {
-            cache_fail_forget(c, c->fail_head); /* non-NULL: see the test above */
+    struct cache_entry *e = c->lru_head;
+    while (e && bytes_used(c) + extra > max) {
+        struct cache_entry *next = e->lru_next;
+        if (!entry_busy(e)) {
+            if (state_load(e->cur) == CACHE_READY || e->prev)
+                c->evictions++;
+            entry_drop(c, e, free_list);
         }
+        e = next;
     }
     return 0;
 }
 
-/* After the lock is released: report versions that left the cache while referenced
- * elsewhere, then drop the cache's references. */
-static void drops_release(struct cache *c, struct cache_drops *drops, int notify)
-{
-    struct cache_version *v = drops->head;
-    drops->head = NULL;
-    while (v) {
-        struct cache_version *next = v->drop_next;
-        if (notify && v->drop_notify && c->on_evict)
-            c->on_evict(c->evict_arg, v);
-        cache_version_unref(v);
-        v = next;
-    }
-}
-
-/* Lock held: every key leaves the cache. */
-static void drop_all(struct cache *c, struct cache_drops *drops)
-{
-    for (size_t i = 0; i < c->nbuckets; i++) {
-        struct cache_entry *e = c->tab[i];
-        while (e) {
-            struct cache_entry *next = e->next;
-            if (e->prev)
-                version_leave(c, e->prev, drops);
-            version_leave(c, e->cur, drops);
-            free(e);
-            e = next;
-        }
-        c->tab[i] = NULL;
-    }
-    c->nkeys = 0;
-}
-
-/* --- lifecycle ---------------------------------------------------------------------- */
-
-struct cache *cache_new(const struct cache_params *p, int64_t (*now_ms)(void *arg), void *clock_arg,
-                        cache_evict_fn on_evict, void *evict_arg)
-{
-    struct cache *c = calloc(1, sizeof *c);
-    if (!c)
-        goto err;
-    c->tab = calloc(CACHE_MIN_BUCKETS, sizeof *c->tab);
-    c->pin = calloc(1, sizeof *c->pin);
-    if (!c->tab || !c->pin)
-        goto err_free;
-    atomic_init(&c->pin->refs, 1);
-    atomic_init(&c->pin->bytes, 0);
-    if (pthread_condattr_init(&c->condattr) != 0)
-        goto err_free;
-    if (pthread_condattr_setclock(&c->condattr, CLOCK_MONOTONIC) != 0)
-        goto err_attr;
-    if (pthread_mutex_init(&c->lock, NULL) != 0)
-        goto err_attr;
-    c->nbuckets = CACHE_MIN_BUCKETS;
-    c->params = *p;
-    c->now_ms = now_ms;
-    c->clock_arg = clock_arg;
-    c->on_evict = on_evict;
-    c->evict_arg = evict_arg;
-    c->next_id = 1;
-    return c;
-
-err_attr:
-    pthread_condattr_destroy(&c->condattr);
-err_free:
-    free(c->pin);
-    free(c->tab);
-    free(c);
-err:
-    errno = ENOMEM;
-    return NULL;
-}
-
-/* No other call on c may be running or start. on_evict is not called: the owner is going
- * away. Pinned blobs keep the pinned counter alive until their last unref. */
-void cache_free(struct cache *c)
-{
-    struct cache_drops drops = {NULL};
-    if (!c)
-        return;
-    pthread_mutex_lock(&c->lock);
-    drop_all(c, &drops);
-    pthread_mutex_unlock(&c->lock);
-    drops_release(c, &drops, 0);
-    pthread_mutex_destroy(&c->lock);
-    pthread_condattr_destroy(&c->condattr);
-    pin_unref(c->pin);
-    free(c->tab);
-    free(c);
-}
-
-void cache_set_params(struct cache *c, const struct cache_params *p)
-{
-    struct cache_drops drops = {NULL};
-    pthread_mutex_lock(&c->lock);
-    c->params = *p;
-    /* -ENOMEM only while in-flight reservations exceed the new bound: each is checked
-     * again when its version becomes ready. */
-    (void)make_room(c, 0, &drops);
-    pthread_mutex_unlock(&c->lock);
-    drops_release(c, &drops, 1);
-}
-
-/* Counters (hits, misses, evictions) and reservations of bodies in flight survive. A
- * version being fetched completes outside the cache (its bytes pinned). */
-void cache_clear(struct cache *c)
-{
-    struct cache_drops drops = {NULL};
-    pthread_mutex_lock(&c->lock);
-    drop_all(c, &drops);
-    pthread_mutex_unlock(&c->lock);
-    drops_release(c, &drops, 1);
-}
-
-void cache_forget_errors(struct cache *c, int err)
-{
-    pthread_mutex_lock(&c->lock);
-    struct cache_version *v = c->fail_head;
-    while (v) {
-        struct cache_version *next = v->fail_next;
-        if (v->err == err)
-            cache_fail_forget(c, v);
-        v = next;
-    }
-    pthread_mutex_unlock(&c->lock);
-}
-
-void cache_set_wait_hook(struct cache *c, cache_wait_hook_fn hook, void *arg)
-{
-    pthread_mutex_lock(&c->lock);
-    c->wait_hook = hook;
-    c->wait_hook_arg = arg;
-    pthread_mutex_unlock(&c->lock);
-}
-
-/* --- lookups ------------------------------------------------------------------------ */
-
-static int fresh(const struct cache *c, const struct cache_version *v, int64_t now)
-{
-    return v->final || now < v->fetched_at + (int64_t)c->params.live_ttl_s * 1000;
-}
-
-/* A ready live version may still stand in for a failed refresh. */
-static int stale_window_open(const struct cache *c, const struct cache_version *v, int64_t now)
-{
-    int64_t window = ((int64_t)c->params.live_ttl_s + c->params.stale_if_error_s) * 1000;
-    return now < v->fetched_at + window;
-}
-
 /* Lock held. The new entry for key with a pending version, or NULL (ENOMEM). */
-static struct cache_entry *entry_new(struct cache *c, const struct cache_key *key, uint64_t hash)
+static struct cache_entry *entry_new(struct cache *c, const struct cache_key *key, uint64_t hash,
+                                     int64_t now, struct cache_version **free_list)
 {
+    size_t cost = entry_cost(key);
+    (void)make_room(c, cost, free_list); /* a key is always taken: lookups cannot fail */
     struct cache_entry *e = calloc(1, sizeof *e + cache_key_names_len(key));
     if (!e)
         return NULL;
@@ -419,34 +296,176 @@ static struct cache_entry *entry_new(struct cache *c, const struct cache_key *ke
     }
     e->cur->entry = e;
     e->hash = hash;
+    e->cost = cost;
+    e->used_mono = now;
     cache_key_copy(&e->key, e->names, key);
+    c->meta_bytes += cost;
     cache_table_insert(c, e);
     return e;
 }
 
-struct cache_version *cache_get(struct cache *c, const struct cache_key *key, int *hit)
+/* --- lifecycle ---------------------------------------------------------------------- */
+
+struct cache *cache_new(const struct cache_params *p)
 {
-    struct cache_drops drops = {NULL};
+    struct cache *c = calloc(1, sizeof *c);
+    if (!c)
+        goto err;
+    c->tab = calloc(CACHE_MIN_BUCKETS, sizeof *c->tab);
+    c->pin = calloc(1, sizeof *c->pin);
+    if (!c->tab || !c->pin)
+        goto err_free;
+    atomic_init(&c->pin->refs, 1);
+    atomic_init(&c->pin->bytes, 0);
+    if (pthread_mutex_init(&c->lock, NULL) != 0)
+        goto err_free;
+    c->nbuckets = CACHE_MIN_BUCKETS;
+    c->params = *p;
+    c->next_id = 1;
+    return c;
+
+err_free:
+    free(c->pin);
+    free(c->tab);
+    free(c);
+err:
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* Lock held: every key leaves the cache. */
+static void drop_all(struct cache *c, struct cache_version **free_list)
+{
+    while (c->lru_head)
+        entry_drop(c, c->lru_head, free_list);
+}
+
+void cache_free(struct cache *c)
+{
+    struct cache_version *free_list = NULL;
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    drop_all(c, &free_list);
+    struct cache_version *dropped = c->dropped;
+    c->dropped = NULL;
+    pthread_mutex_unlock(&c->lock);
+    free_list_release(free_list);
+    free_list_release(dropped);
+    pthread_mutex_destroy(&c->lock);
+    pin_unref(c->pin);
+    free(c->tab);
+    free(c);
+}
+
+void cache_set_params(struct cache *c, const struct cache_params *p)
+{
+    struct cache_version *free_list = NULL;
+    pthread_mutex_lock(&c->lock);
+    c->params = *p;
+    /* -ENOMEM only while in-flight reservations exceed the new bound. */
+    (void)make_room(c, 0, &free_list);
+    pthread_mutex_unlock(&c->lock);
+    free_list_release(free_list);
+}
+
+void cache_clear(struct cache *c)
+{
+    struct cache_version *free_list = NULL;
+    pthread_mutex_lock(&c->lock);
+    drop_all(c, &free_list);
+    pthread_mutex_unlock(&c->lock);
+    free_list_release(free_list);
+}
+
+void cache_forget_errors(struct cache *c, int err)
+{
+    pthread_mutex_lock(&c->lock);
+    for (struct cache_entry *e = c->lru_head; e; e = e->lru_next)
+        if (e->cur->flight.err == err)
+            flight_forget(&e->cur->flight);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cache_sweep(struct cache *c, int64_t now_mono)
+{
+    struct cache_version *free_list = NULL;
+    pthread_mutex_lock(&c->lock);
+    struct cache_entry *e = c->lru_head;
+    while (e && now_mono - e->used_mono >= CACHE_IDLE_MS) {
+        struct cache_entry *next = e->lru_next;
+        struct cache_version *v = e->cur;
+        if (state_load(v) != CACHE_READY && !v->flight.running &&
+            !flight_failed(&v->flight, now_mono, NULL))
+            entry_drop(c, e, &free_list);
+        e = next;
+    }
+    pthread_mutex_unlock(&c->lock);
+    free_list_release(free_list);
+}
+
+struct cache_version *cache_take_dropped(struct cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    struct cache_version *v = c->dropped;
+    c->dropped = NULL;
+    pthread_mutex_unlock(&c->lock);
+    return v;
+}
+
+/* --- lookups ------------------------------------------------------------------------ */
+
+static int64_t live_ms(const struct cache *c)
+{
+    return (int64_t)c->params.live_ttl_s * 1000;
+}
+
+static int64_t fresh_until(const struct cache *c, const struct cache_version *v)
+{
+    return v->final ? INT64_MAX : v->fetched_mono + live_ms(c);
+}
+
+/* The end of the window in which a ready live version may stand in for a failed refresh. */
+static int64_t stale_until(const struct cache *c, const struct cache_version *v)
+{
+    return v->fetched_mono + live_ms(c) + (int64_t)c->params.stale_if_error_s * 1000;
+}
+
+/* cache_get and cache_get_ahead. ahead: do not count, do not mark used, and return NULL
+ * (no reference) for a fresh hit. */
+static struct cache_version *get(struct cache *c, const struct cache_key *key,
+                                 const struct cache_clock *now, int ahead, int *hit,
+                                 int64_t *valid_ms)
+{
+    struct cache_version *free_list = NULL;
     struct cache_version *v = NULL;
     int is_hit = 0;
-    int64_t now = c->now_ms(c->clock_arg);
+    int64_t valid = INT64_MAX;
     uint64_t hash = cache_key_hash(key);
 
     pthread_mutex_lock(&c->lock);
-    cache_fail_sweep(c, now);
     struct cache_entry *e = cache_table_find(c, key, hash);
     if (!e) {
-        e = entry_new(c, key, hash);
+        e = entry_new(c, key, hash, now->mono, &free_list);
         if (!e)
             goto out;
+    }
+    if (!ahead) {
+        e->used_mono = now->mono;
+        cache_lru_touch(c, e);
     }
     v = e->cur;
     if (state_load(v) == CACHE_READY) {
         /* A ready version with a remembered failure is one served stale (only those
          * carry a failure), so its failure was EAGAIN, ETIMEDOUT or EIO. */
-        if (fresh(c, v, now) || (cache_remembered(c, v, now) && stale_window_open(c, v, now))) {
+        int64_t until = fresh_until(c, v);
+        if (now->mono >= until && flight_failed(&v->flight, now->mono, NULL) &&
+            now->mono < stale_until(c, v))
+            until = v->flight.failed_until < stale_until(c, v) ? v->flight.failed_until
+                                                               : stale_until(c, v);
+        if (now->mono < until) {
             is_hit = 1;
-            cache_lru_touch(c, v);
+            valid = until == INT64_MAX ? INT64_MAX : until - now->mono;
         } else {
             struct cache_version *nv = version_new(c, key);
             if (!nv) {
@@ -455,201 +474,188 @@ struct cache_version *cache_get(struct cache *c, const struct cache_key *key, in
             }
             nv->entry = e;
             e->cur = nv;
-            if (stale_window_open(c, v, now)) {
-                /* Kept, with its bytes and LRU place, for a refresh that fails. */
-                cache_fail_forget(c, v);
+            if (now->mono < stale_until(c, v)) {
+                /* Kept, with its bytes, for a refresh that fails. */
+                flight_forget(&v->flight);
                 e->prev = v;
             } else {
-                version_leave(c, v, &drops);
+                version_leave(c, v, &free_list);
             }
             v = nv;
         }
     }
+    if (!is_hit)
+        valid = vpath_is_final(key->end_ms, now->wall, c->params.settle_s) ? INT64_MAX
+                                                                             : live_ms(c);
+    if (ahead && is_hit) {
+        v = NULL;
+        goto out;
+    }
     cache_version_ref(v);
+    if (ahead)
+        goto out;
     if (is_hit)
         c->hits++;
     else
         c->misses++;
 out:
     pthread_mutex_unlock(&c->lock);
-    drops_release(c, &drops, 1);
+    free_list_release(free_list);
     if (hit)
         *hit = is_hit;
+    if (valid_ms)
+        *valid_ms = valid;
+    return v;
+}
+
+struct cache_version *cache_get(struct cache *c, const struct cache_key *key,
+                                const struct cache_clock *now, int *hit, int64_t *valid_ms)
+{
+    struct cache_version *v = get(c, key, now, 0, hit, valid_ms);
     if (!v)
         errno = ENOMEM;
     return v;
 }
 
+struct cache_version *cache_get_ahead(struct cache *c, const struct cache_key *key,
+                                      const struct cache_clock *now)
+{
+    return get(c, key, now, 1, NULL, NULL);
+}
+
+enum cache_need cache_need(struct cache *c, struct cache_version *v, const struct cache_clock *now,
+                           struct flight_waiter *w, int *err)
+{
+    enum cache_need need = CACHE_HAVE;
+    pthread_mutex_lock(&c->lock);
+    if (state_load(v) != CACHE_READY) {
+        switch (flight_begin(&v->flight, now->mono, w, err)) {
+        case FLIGHT_FETCH:
+            need = CACHE_FETCH;
+            break;
+        case FLIGHT_WAIT:
+            need = CACHE_WAIT;
+            break;
+        case FLIGHT_FAILED:
+            need = CACHE_REMEMBERED;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return need;
+}
+
 /* --- fetch completion (lock held) --------------------------------------------------- */
 
 static void finish_ready(struct cache *c, struct cache_version *v, struct cache_blob *b,
-                         int64_t signed_at, struct cache_drops *drops)
+                         int64_t signed_at, int64_t now, struct cache_version **free_list)
 {
     struct cache_entry *e = v->entry;
     /* The fetcher's reservation of len bytes becomes the version's bytes. */
     c->reserved -= b->len < c->reserved ? b->len : c->reserved;
     v->blob = b;
     v->fetched_at = signed_at;
-    v->final = v->key.end_ms < signed_at - (int64_t)c->params.settle_s * 1000;
-    cache_fail_forget(c, v);
+    v->fetched_mono = now;
+    v->final = vpath_is_final(v->key.end_ms, signed_at, c->params.settle_s);
     state_store(v, CACHE_READY);
     if (!e) {
-        blob_pin(c, b); /* left the cache while being fetched (cache_clear) */
+        blob_pin(c, b); /* left the cache while being fetched */
         return;
     }
     blob_enter(c, b);
-    cache_lru_push(c, v);
+    c->nready++;
     if (e->prev) {
-        version_leave(c, e->prev, drops);
+        version_leave(c, e->prev, free_list);
         e->prev = NULL;
     }
 }
 
-/* The fetch failed with err (positive). Returns 0 when v is served stale instead. */
+/* The fetch failed with err (positive). Returns 1 when v is served stale instead. */
 static int finish_failed(struct cache *c, struct cache_version *v, int err, int64_t now,
-                         struct cache_drops *drops)
+                         struct cache_version **free_list)
 {
     struct cache_entry *e = v->entry;
     struct cache_version *prev = e ? e->prev : NULL;
 
-    if (prev && stale_errno(err) && stale_window_open(c, prev, now)) {
+    if (prev && stale_errno(err) && now < stale_until(c, prev)) {
         atomic_fetch_add(&prev->blob->refs, 1);
         v->blob = prev->blob;
         v->fetched_at = prev->fetched_at;
+        v->fetched_mono = prev->fetched_mono;
         v->final = prev->final;
-        cache_fail_record(c, v, err, now);
         state_store(v, CACHE_READY);
         blob_enter(c, v->blob); /* before prev leaves: the shared bytes stay counted */
-        cache_lru_push(c, v);
+        c->nready++;
         e->prev = NULL;
-        version_leave(c, prev, drops);
-        return 0;
+        version_leave(c, prev, free_list);
+        return 1;
     }
-    cache_fail_record(c, v, err, now);
     state_store(v, CACHE_FAILED);
-    if (prev && (drop_errno(err) || !stale_window_open(c, prev, now))) {
+    if (prev && (drop_errno(err) || now >= stale_until(c, prev))) {
         e->prev = NULL;
-        version_leave(c, prev, drops);
+        version_leave(c, prev, free_list);
     }
-    return -err;
+    return 0;
 }
 
-static void deadline_ts(int64_t deadline_mono_ms, struct timespec *ts)
-{
-    if (deadline_mono_ms < 0)
-        deadline_mono_ms = 0;
-    ts->tv_sec = (time_t)(deadline_mono_ms / 1000);
-    ts->tv_nsec = (long)(deadline_mono_ms % 1000) * 1000000;
-}
-
-static void log_stale(const struct cache_version *v, int err, int64_t now)
+static void log_stale(const struct cache_version *v, int err, int64_t age_ms)
 {
     log_warn("serving %s/%s %lld-%lld stale (fetched %lld ms ago): refresh failed: %s",
              v->key.dash_id, v->key.widget_id, (long long)v->key.start_ms, (long long)v->key.end_ms,
-             (long long)(now - v->fetched_at), strerrorname_np(err) ? strerrorname_np(err) : "?");
+             (long long)age_ms, strerrorname_np(err) ? strerrorname_np(err) : "?");
 }
 
-int cache_resolve(struct cache *c, struct cache_version *v, const struct cache_fetcher *f,
-                  int64_t deadline_mono_ms)
+struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, int rc,
+                                     unsigned char *data, size_t len, int64_t signed_at,
+                                     const struct cache_clock *now, int remember, int *result)
 {
-    struct cache_drops drops = {NULL};
+    struct cache_version *free_list = NULL;
     struct cache_blob *b = NULL;
-    unsigned char *data = NULL;
-    size_t len = 0;
-    int64_t signed_at = 0, now = c->now_ms(c->clock_arg);
-    int rc, timed_out = 0, stale_err = 0;
-    struct timespec ts;
+    int stale_err = 0;
+    int64_t age = 0;
 
-    deadline_ts(deadline_mono_ms, &ts);
-    pthread_mutex_lock(&c->lock);
-    uint64_t gen = v->fetch_gen;
-    for (;;) {
-        int st = state_load(v);
-        if (st == CACHE_READY) {
-            cache_lru_touch(c, v);
-            rc = 0;
-            goto out_unlock;
-        }
-        if (v->fetch_gen != gen) {
-            /* The fetch we waited for failed: its errno, remembered or not. */
-            rc = -v->err;
-            goto out_unlock;
-        }
-        if (!v->fetching)
-            break;
-        if (timed_out) {
-            rc = -ETIMEDOUT;
-            goto out_unlock;
-        }
-        v->waiters++;
-        if (c->wait_hook)
-            c->wait_hook(c->wait_hook_arg, v, v->waiters);
-        if (pthread_cond_timedwait(&v->done, &c->lock, &ts) == ETIMEDOUT)
-            timed_out = 1; /* look once more: it may have ended meanwhile */
-        v->waiters--;
-    }
-    /* Not ready and nobody fetching (no fetch ended since we came: now is current). */
-    if (state_load(v) == CACHE_FAILED && cache_remembered(c, v, now)) {
-        rc = -v->err;
-        goto out_unlock;
-    }
-    if (!f || !f->fetch) {
-        rc = -EINVAL;
-        goto out_unlock;
-    }
-    v->fetching = 1;
-    pthread_mutex_unlock(&c->lock);
-
-    b = calloc(1, sizeof *b);
-    if (!b)
+    if (rc == 0 && !(b = calloc(1, sizeof *b))) {
+        cache_release(c, len);
+        free(data);
         rc = -ENOMEM;
-    else
-        rc = f->fetch(f->arg, c, &v->key, &data, &len, &signed_at);
+    }
     if (rc > 0)
         rc = -EIO; /* a fetcher breaking the 0 / negative errno convention */
-    now = c->now_ms(c->clock_arg);
 
     pthread_mutex_lock(&c->lock);
+    int64_t remember_ms = remember ? (int64_t)c->params.error_ttl_s * 1000 : 0;
     if (rc == 0) {
         atomic_init(&b->refs, 1);
         b->data = data;
         b->len = len;
-        finish_ready(c, v, b, signed_at, &drops);
-        b = NULL;
-    } else {
-        int err = -rc;
-        rc = finish_failed(c, v, err, now, &drops);
-        if (rc == 0)
-            stale_err = err;
+        finish_ready(c, v, b, signed_at, now->mono, &free_list);
+    } else if (finish_failed(c, v, -rc, now->mono, &free_list)) {
+        stale_err = -rc;
+        age = now->mono - v->fetched_mono;
     }
-    v->fetching = 0;
-    v->fetch_gen++;
-    pthread_cond_broadcast(&v->done);
-    /* Room for a new failure record, or a max_bytes that shrank during the fetch. */
-    (void)make_room(c, 0, &drops);
-out_unlock:
+    /* A stale stand-in remembers the failure too: lookups keep getting it meanwhile. */
+    struct flight_waiter *w = flight_end(&v->flight, rc, now->mono, remember_ms);
+    *result = stale_err ? 0 : rc;
+    /* Room for a max_bytes that shrank during the fetch. */
+    (void)make_room(c, 0, &free_list);
     pthread_mutex_unlock(&c->lock);
-    drops_release(c, &drops, 1);
-    free(b);
+    free_list_release(free_list);
     if (stale_err)
-        log_stale(v, stale_err, now);
-    return rc;
+        log_stale(v, stale_err, age);
+    return w;
 }
 
-/* --- reservations and stats --------------------------------------------------------- */
+/* --- reservations, charges and stats ------------------------------------------------ */
 
 int cache_reserve(struct cache *c, size_t bytes)
 {
-    struct cache_drops drops = {NULL};
-    int64_t now = c->now_ms(c->clock_arg);
-
+    struct cache_version *free_list = NULL;
     pthread_mutex_lock(&c->lock);
-    cache_fail_sweep(c, now);
-    int rc = make_room(c, bytes, &drops);
+    int rc = make_room(c, bytes, &free_list);
     if (rc == 0)
         c->reserved += bytes;
     pthread_mutex_unlock(&c->lock);
-    drops_release(c, &drops, 1);
+    free_list_release(free_list);
     return rc;
 }
 
@@ -660,13 +666,28 @@ void cache_release(struct cache *c, size_t bytes)
     pthread_mutex_unlock(&c->lock);
 }
 
+void cache_charge(struct cache *c, size_t bytes)
+{
+    struct cache_version *free_list = NULL;
+    pthread_mutex_lock(&c->lock);
+    (void)make_room(c, bytes, &free_list);
+    c->charged += bytes;
+    pthread_mutex_unlock(&c->lock);
+    free_list_release(free_list);
+}
+
+void cache_uncharge(struct cache *c, size_t bytes)
+{
+    pthread_mutex_lock(&c->lock);
+    c->charged -= bytes < c->charged ? bytes : c->charged;
+    pthread_mutex_unlock(&c->lock);
+}
+
 void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
-    int64_t now = c->now_ms(c->clock_arg);
-
     pthread_mutex_lock(&c->lock);
-    cache_fail_sweep(c, now);
     out->entries = c->nready;
+    out->keys = c->nkeys;
     out->bytes = bytes_used(c);
     out->pinned_bytes = atomic_load(&c->pin->bytes);
     out->max_bytes = max_bytes(c);

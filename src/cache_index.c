@@ -1,7 +1,8 @@
-/* cache_index - the cache's bookkeeping structures: the key hash and chained table, the
- * LRU list of ready versions and the list of remembered failures (cache_int.h). Every
+/* cache_index - the cache's bookkeeping structures: the key hash and chained table and
+ * the LRU list of entries (cache_int.h). Every
  * function here runs with the cache lock held and never blocks, allocates only to grow
- * the table, and knows nothing of fetching: the rules are in cache.c.
+ * the table, and knows nothing of fetching: the rules are in cache.c. Every entry is in
+ * the table and on the LRU list together.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -52,98 +53,38 @@ size_t cache_key_names_len(const struct cache_key *key)
     return strlen(key->dash_id) + strlen(key->widget_id) + 2;
 }
 
-/* --- LRU and failure lists (lock held) ---------------------------------------------- */
+/* --- the LRU list (lock held) ---------------------------------------------------- */
 
-void cache_lru_unlink(struct cache *c, struct cache_version *v)
+static void lru_unlink(struct cache *c, struct cache_entry *e)
 {
-    if (v->lru_prev)
-        v->lru_prev->lru_next = v->lru_next;
+    if (e->lru_prev)
+        e->lru_prev->lru_next = e->lru_next;
     else
-        c->lru_head = v->lru_next;
-    if (v->lru_next)
-        v->lru_next->lru_prev = v->lru_prev;
+        c->lru_head = e->lru_next;
+    if (e->lru_next)
+        e->lru_next->lru_prev = e->lru_prev;
     else
-        c->lru_tail = v->lru_prev;
-    v->lru_prev = v->lru_next = NULL;
-    v->in_lru = 0;
-    c->nready--;
+        c->lru_tail = e->lru_prev;
+    e->lru_prev = e->lru_next = NULL;
 }
 
-void cache_lru_push(struct cache *c, struct cache_version *v)
+static void lru_push(struct cache *c, struct cache_entry *e)
 {
-    v->lru_prev = c->lru_tail;
-    v->lru_next = NULL;
+    e->lru_prev = c->lru_tail;
+    e->lru_next = NULL;
     if (c->lru_tail)
-        c->lru_tail->lru_next = v;
+        c->lru_tail->lru_next = e;
     else
-        c->lru_head = v;
-    c->lru_tail = v;
-    v->in_lru = 1;
-    c->nready++;
+        c->lru_head = e;
+    c->lru_tail = e;
 }
 
-void cache_lru_touch(struct cache *c, struct cache_version *v)
+void cache_lru_touch(struct cache *c, struct cache_entry *e)
 {
-    if (v->in_lru && c->lru_tail != v) {
-        cache_lru_unlink(c, v);
-        cache_lru_push(c, v);
+    if (c->lru_tail != e) {
+        lru_unlink(c, e);
+        lru_push(c, e);
     }
-}
-
-void cache_fail_unlink(struct cache *c, struct cache_version *v)
-{
-    if (v->fail_prev)
-        v->fail_prev->fail_next = v->fail_next;
-    else
-        c->fail_head = v->fail_next;
-    if (v->fail_next)
-        v->fail_next->fail_prev = v->fail_prev;
-    else
-        c->fail_tail = v->fail_prev;
-    v->fail_prev = v->fail_next = NULL;
-    v->in_fail = 0;
-    c->nfail--;
-}
-
-/* Remember err for v from now on; counted in the bound while v is in the cache. */
-void cache_fail_record(struct cache *c, struct cache_version *v, int err, int64_t now)
-{
-    v->err = err;
-    v->failed_at = now;
-    v->has_fail = 1;
-    if (v->in_fail)
-        cache_fail_unlink(c, v);
-    if (!v->entry)
-        return;
-    v->fail_prev = c->fail_tail;
-    v->fail_next = NULL;
-    if (c->fail_tail)
-        c->fail_tail->fail_next = v;
-    else
-        c->fail_head = v;
-    c->fail_tail = v;
-    v->in_fail = 1;
-    c->nfail++;
-}
-
-void cache_fail_forget(struct cache *c, struct cache_version *v)
-{
-    if (v->in_fail)
-        cache_fail_unlink(c, v);
-    v->has_fail = 0;
-}
-
-int cache_remembered(const struct cache *c, const struct cache_version *v, int64_t now)
-{
-    return v->has_fail && now < v->failed_at + (int64_t)c->params.error_ttl_s * 1000;
-}
-
-/* Forget expired failures. The list is in failure order, so stop at the first one still
- * remembered (a clock stepping back only delays the accounting, never the answers). */
-void cache_fail_sweep(struct cache *c, int64_t now)
-{
-    while (c->fail_head && !cache_remembered(c, c->fail_head, now))
-        cache_fail_forget(c, c->fail_head);
 }
 
 /* --- entries and the table (lock held) ---------------------------------------------- */
@@ -184,6 +125,7 @@ void cache_table_insert(struct cache *c, struct cache_entry *e)
     e->next = c->tab[e->hash % c->nbuckets];
     c->tab[e->hash % c->nbuckets] = e;
     c->nkeys++;
+    lru_push(c, e);
 }
 
 void cache_table_remove(struct cache *c, struct cache_entry *e)
@@ -193,5 +135,6 @@ void cache_table_remove(struct cache *c, struct cache_entry *e)
         pp = &(*pp)->next;
     *pp = e->next;
     c->nkeys--;
+    lru_unlink(c, e);
     free(e);
 }

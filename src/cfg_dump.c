@@ -75,13 +75,15 @@ char *cfg_dump(const struct cfg *cfg)
         put_string(f, cfg->ca_file);
         fputs(";\n", f);
     }
-    fprintf(f, "  resolution = \"%s\";\n};\n", cfg->resolution == VPATH_RES_HIGH ? "HIGH" : "AUTO");
+    fprintf(f, "  resolution = \"%s\";\n  max_pending = %d;\n};\n",
+            cfg->resolution == VPATH_RES_HIGH ? "HIGH" : "AUTO", cfg->max_pending);
     fputs("cache = {\n", f);
     put_int64(f, "max_bytes", cfg->max_bytes);
     fprintf(f,
             "  live_ttl_s = %d;\n  settle_s = %d;\n  error_ttl_s = %d;\n"
-            "  stale_if_error_s = %d;\n};\n",
-            cfg->live_ttl_s, cfg->settle_s, cfg->error_ttl_s, cfg->stale_if_error_s);
+            "  stale_if_error_s = %d;\n  readahead = %s;\n};\n",
+            cfg->live_ttl_s, cfg->settle_s, cfg->error_ttl_s, cfg->stale_if_error_s,
+            cfg->readahead ? "true" : "false");
     fprintf(f, "time = {\n  align_s = %d;\n  timezone = ", cfg->align_s);
     put_string(f, cfg->timezone);
     fputs(";\n};\npresets = [", f);

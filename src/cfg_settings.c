@@ -49,6 +49,7 @@ int cfg_settings_init(struct cfg *cfg)
     cfg->retries = 2;
     cfg->max_connections = 8;
     cfg->max_requests_per_second = 0;
+    cfg->max_pending = 4096;
     cfg->max_image_bytes = 16 * MIB;
     cfg->resolution = VPATH_RES_AUTO;
     cfg->max_bytes = 256 * MIB;
@@ -56,6 +57,7 @@ int cfg_settings_init(struct cfg *cfg)
     cfg->settle_s = 300;
     cfg->error_ttl_s = 10;
     cfg->stale_if_error_s = 3600;
+    cfg->readahead = true;
     cfg->align_s = 60;
     cfg->history_days = 30;
     cfg->discover = false;
@@ -126,6 +128,7 @@ static const struct field api_fields[] = {
     {"max_image_bytes", CFG_K_INT64, 0, 0, 0, take_later, NULL, "an integer"},
     STR("ca_file", take_ca_file),
     STR("resolution", take_resolution),
+    INT("max_pending", max_pending, 16, 1000000),
     {NULL},
 };
 
@@ -135,6 +138,7 @@ static const struct field cache_fields[] = {
     INT("settle_s", settle_s, 0, 604800),
     INT("error_ttl_s", error_ttl_s, 0, 3600),
     INT("stale_if_error_s", stale_if_error_s, 0, 604800),
+    {"readahead", CFG_K_BOOL, OFF(readahead), 0, 0, NULL, NULL, "true or false"},
     {NULL},
 };
 

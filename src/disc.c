@@ -1,17 +1,15 @@
 /* disc - the discovered lists of SPEC 4: GetDashboardList and GetDashboardWidgetList.
  *
- * One entry per list: the dashboards (dash_id NULL) and one per dashboard id whose
+ * One record per list: the dashboards (dash_id NULL) and one per dashboard id whose
  * widgets were asked for, made on first use and kept for the life of the struct disc.
  * Each keeps its last good answer (the API's items as given: ns sanitizes the names),
- * when it was stored, whether a refresh is in flight, and when and how the last refresh
- * failed. Times are CLOCK_MONOTONIC milliseconds.
+ * when it was stored (CLOCK_MONOTONIC ms, passed in), and its refresh's flight.
  *
- * Refresh policy, per list (disc_refresh):
+ * Refresh policy, per list (disc_need, disc_complete):
  *  - fresh: a good answer younger than discover_ttl_s is used as is;
- *  - single flight: the first caller to find the list stale marks it refreshing and asks
- *    the API with the lock released; later callers wait on cond (deadline: the logical
- *    call's D + 500 ms, so the refresh they joined ends first), then decide again with
- *    what it stored;
+ *  - single flight: the first caller to find the list stale gets the ticket and asks the
+ *    API with no lock held; later callers join the flight and are handed back by
+ *    disc_complete, all with that one refresh's result (also at error_ttl_s = 0);
  *  - failure memory: a failed refresh is remembered for error_ttl_s, like a failed image
  *    (SPEC 6): no new request until then;
  *  - last good: after a failed refresh the last good answer stays in use; with none the
@@ -20,10 +18,9 @@
  * nothing (epoch tells). generation grows with every change, so the filesystem can
  * tell whether its tree reflects the latest lists.
  *
- * Locking: lock guards the array and every field of every list; cond (CLOCK_MONOTONIC)
- * is broadcast when a refresh ends. lock is never held across the API call; the only
- * calls made under it are api_items_free and, in disc_build_tree, ns_build (pure and
- * quick), so the lists stay alive without a copy.
+ * Locking: lock guards the array and every field of every list. It is never held across
+ * an API call (none is made here); the only calls made under it are api_items_free and,
+ * in disc_build_tree, ns_build (pure and quick), so the lists stay alive without a copy.
  */
 #include "insightfs/disc.h"
 
@@ -32,7 +29,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* One discovered list: the dashboards (dash_id NULL) or one dashboard's widgets.
  * Every field is protected by disc.lock. */
@@ -42,47 +38,23 @@ struct disc_list {
     size_t n;
     int have;             /* a good answer is stored */
     int64_t fetched_mono; /* when it was stored */
-    int refreshing;       /* a refresh is in flight (single flight) */
-    int64_t failed_mono;  /* when the last refresh failed (0: it did not) */
-    int last_rc;          /* the last refresh's result */
+    struct flight flight; /* the refresh: single flight and failure memory */
 };
 
 struct disc {
     pthread_mutex_t lock;
-    pthread_cond_t cond;     /* a refresh ended */
     struct disc_list *lists; /* protected by lock; may move when a list is added */
     size_t n_lists;          /* protected by lock */
     uint64_t epoch;          /* protected by lock: grows with every disc_forget */
     uint64_t generation;     /* protected by lock: grows with every change of lists */
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct disc *disc_new(void)
 {
     struct disc *d = calloc(1, sizeof(*d));
     if (!d)
         return NULL;
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0) {
-        free(d);
-        return NULL;
-    }
-    int rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (rc == 0)
-        rc = pthread_cond_init(&d->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc != 0) {
-        free(d);
-        return NULL;
-    }
     if (pthread_mutex_init(&d->lock, NULL) != 0) {
-        pthread_cond_destroy(&d->cond);
         free(d);
         return NULL;
     }
@@ -98,103 +70,98 @@ void disc_free(struct disc *d)
         api_items_free(d->lists[i].items, d->lists[i].n);
     }
     free(d->lists);
-    pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
 
-/* The list for dash_id (NULL: the dashboards), made on first use; NULL when out of
- * memory. lock held. The pointer is valid until lock is released. */
-static struct disc_list *list_locked(struct disc *d, const char *dash_id)
+/* The list for dash_id (NULL: the dashboards), made on first use when make is set; NULL
+ * when out of memory or not found. lock held. Valid until lock is released. */
+static struct disc_list *list_locked(struct disc *d, const char *dash_id, int make)
 {
     for (size_t i = 0; i < d->n_lists; i++) {
         const char *id = d->lists[i].dash_id;
         if ((!id && !dash_id) || (id && dash_id && strcmp(id, dash_id) == 0))
             return &d->lists[i];
     }
-    struct disc_list *a = realloc(d->lists, (d->n_lists + 1) * sizeof(*a));
-    if (!a)
+    if (!make)
         return NULL;
+    char *copy = NULL;
+    if (dash_id && !(copy = strdup(dash_id)))
+        return NULL;
+    struct disc_list *a = realloc(d->lists, (d->n_lists + 1) * sizeof(*a));
+    if (!a) {
+        free(copy);
+        return NULL;
+    }
     d->lists = a;
     struct disc_list *l = &a[d->n_lists];
     memset(l, 0, sizeof(*l));
-    if (dash_id && !(l->dash_id = strdup(dash_id)))
-        return NULL;
+    l->dash_id = copy;
     d->n_lists++;
     return l;
 }
 
-int disc_refresh(struct disc *d, struct api *api, const struct cfg *cfg, const char *dash_id,
-                 int *changed)
+enum disc_need disc_need(struct disc *d, const struct cfg *cfg, const char *dash_id, int64_t now,
+                         struct flight_waiter *w, uint64_t *epoch, int *err)
 {
-    if (changed)
-        *changed = 0;
     if (!cfg->discover)
-        return 0;
-    int64_t ttl_ms = (int64_t)cfg->discover_ttl_s * 1000;
-    int64_t deadline = mono_ms() + (int64_t)cfg->timeout_ms * (cfg->retries + 1) + 500;
-    int rc;
+        return DISC_OK;
+    enum disc_need need = DISC_OK;
     pthread_mutex_lock(&d->lock);
-    struct disc_list *l = list_locked(d, dash_id);
+    struct disc_list *l = list_locked(d, dash_id, 1);
     if (!l) {
-        rc = -ENOMEM;
-        goto out_locked;
-    }
-    while (l->refreshing) {
-        struct timespec ts = {deadline / 1000, (long)(deadline % 1000) * 1000000};
-        if (pthread_cond_timedwait(&d->cond, &d->lock, &ts) == ETIMEDOUT) {
-            rc = l->have ? 0 : -ETIMEDOUT;
-            goto out_locked;
+        *err = ENOMEM;
+        need = DISC_FAILED;
+    } else if (l->have && now - l->fetched_mono < (int64_t)cfg->discover_ttl_s * 1000 &&
+               !l->flight.running) {
+        need = DISC_OK;
+    } else {
+        switch (flight_begin(&l->flight, now, w, err)) {
+        case FLIGHT_FETCH:
+            need = DISC_FETCH;
+            *epoch = d->epoch;
+            break;
+        case FLIGHT_WAIT:
+            need = DISC_WAIT;
+            break;
+        case FLIGHT_FAILED:
+            need = l->have ? DISC_OK : DISC_FAILED;
+            break;
         }
-        l = list_locked(d, dash_id); /* the array may have moved */
     }
-    if (l->have && mono_ms() - l->fetched_mono < ttl_ms) {
-        rc = 0;
-        goto out_locked;
-    }
-    if (l->failed_mono && mono_ms() - l->failed_mono < (int64_t)cfg->error_ttl_s * 1000) {
-        rc = l->have ? 0 : l->last_rc;
-        goto out_locked;
-    }
-    l->refreshing = 1;
-    uint64_t epoch = d->epoch;
     pthread_mutex_unlock(&d->lock);
+    return need;
+}
 
-    struct api_item *items = NULL;
-    size_t n = 0;
-    rc = dash_id ? api_list_widgets(api, dash_id, &items, &n, NULL)
-                 : api_list_dashboards(api, &items, &n, NULL);
-
+struct flight_waiter *disc_complete(struct disc *d, const char *dash_id, uint64_t epoch, int rc,
+                                    struct api_item *items, size_t n, int64_t now,
+                                    int64_t remember_ms, int *result, int *changed)
+{
+    struct api_item *old = NULL;
+    size_t old_n = 0;
+    *changed = 0;
     pthread_mutex_lock(&d->lock);
-    /* Found, not made: it exists, and lists are never removed. */
-    l = list_locked(d, dash_id);
-    l->refreshing = 0;
-    l->last_rc = rc;
+    /* Found, not made: it exists (disc_need made it), and lists are never removed. */
+    struct disc_list *l = list_locked(d, dash_id, 0);
     if (epoch != d->epoch) {
         /* Asked of the account before a disc_forget: its answer must not show. */
-        api_items_free(items, n);
-        items = NULL;
+        old = items, old_n = n;
         if (rc == 0)
             rc = -EAGAIN;
     } else if (rc == 0) {
         d->generation++;
-        api_items_free(l->items, l->n);
+        old = l->items, old_n = l->n;
         l->items = items;
         l->n = n;
         l->have = 1;
-        l->fetched_mono = mono_ms();
-        l->failed_mono = 0;
-    } else {
-        l->failed_mono = mono_ms();
-        if (l->have)
-            rc = 0; /* the last good list stays in use */
-    }
-    pthread_cond_broadcast(&d->cond);
-    if (changed && items)
+        l->fetched_mono = now;
         *changed = 1;
-out_locked:
+    }
+    struct flight_waiter *w = flight_end(&l->flight, rc, now, remember_ms);
+    *result = (rc == 0 || l->have) ? 0 : rc;
     pthread_mutex_unlock(&d->lock);
-    return rc;
+    api_items_free(old, old_n);
+    return w;
 }
 
 uint64_t disc_generation(struct disc *d)
@@ -254,7 +221,7 @@ void disc_forget(struct disc *d)
         l->items = NULL;
         l->n = 0;
         l->have = 0;
-        l->failed_mono = 0;
+        flight_forget(&l->flight);
     }
     pthread_mutex_unlock(&d->lock);
 }

@@ -65,13 +65,6 @@
 #define FS_DIR_ATTR_S 1.0
 #define FS_META_NAME ".insightfs"
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- attributes ----------------------------------------------------------------- */
 
 static void ts_from_ms(struct timespec *ts, int64_t ms)
@@ -108,10 +101,11 @@ static void attr_file(struct fs *fs, struct stat *st, fuse_ino_t ino, size_t siz
     st->st_atim = st->st_ctim = st->st_mtim;
 }
 
-/* A ready version's attributes: mtime END when final, else the signing time. */
-static void attr_image(struct fs *fs, struct stat *st, struct fs_inode *n)
+/* Image n's attributes as of state (read once by the caller): a ready version's mtime
+ * is END when final, else the signing time; a version without bytes has size 0. */
+static void attr_image(struct fs *fs, struct stat *st, struct fs_inode *n, enum cache_state state)
 {
-    if (cache_version_state(n->v) != CACHE_READY) {
+    if (state != CACHE_READY) {
         attr_file(fs, st, n->ino, 0, cache_version_key(n->v)->end_ms);
         return;
     }
@@ -135,7 +129,7 @@ static int attr_of_dir(struct fs *fs, struct fs_inode *n, struct stat *st)
         attr_dir(fs, st, n->ino, 0);
         break;
     case FK_DASH: {
-        const struct ns_dashboard *d = ns_find_dashboard(t, n->dash_id);
+        const struct ns_dashboard *d = ns_dashboard_by_id(t, n->dash_id);
         attr_dir(fs, st, n->ino, d ? d->n_widgets : 0);
         break;
     }
@@ -144,7 +138,7 @@ static int attr_of_dir(struct fs *fs, struct fs_inode *n, struct stat *st)
         break;
     case FK_DAYS: {
         attr_dir(fs, st, n->ino, 0);
-        int64_t today = vpath_day_start_ms(fs_now_ms(fs));
+        int64_t today = vpath_day_start_ms(fs_clock(fs).wall);
         ts_from_ms(&st->st_mtim, today);
         st->st_atim = st->st_ctim = st->st_mtim;
         break;
@@ -154,60 +148,6 @@ static int attr_of_dir(struct fs *fs, struct fs_inode *n, struct stat *st)
     }
     ns_unref(t);
     return rc;
-}
-
-/* ---- fetching ------------------------------------------------------------------- */
-
-static int mem_reserve(void *arg, size_t bytes)
-{
-    return cache_reserve(arg, bytes);
-}
-
-static void mem_release(void *arg, size_t bytes)
-{
-    cache_release(arg, bytes);
-}
-
-/* The cache's fetcher: one logical GetDashboardWidgetImage, outside every lock. */
-static int fs_fetch(void *arg, struct cache *c, const struct cache_key *key, unsigned char **data,
-                    size_t *len, int64_t *signed_at_ms)
-{
-    struct fs *fs = arg;
-    struct fs_gen *g = fs_gen_get(fs);
-    struct api_mem mem = {mem_reserve, mem_release, c};
-    struct api_image img = {0};
-    uint64_t clock_gen = api_clock_generation(g->api);
-    int rc = api_fetch_image(g->api, key->dash_id, key->widget_id, key->start_ms, key->end_ms,
-                             key->res, &mem, &img, NULL);
-    /* SPEC 6: a change of the gateway offset forgets remembered EACCES errors (the wrong
-     * clock may have caused them). This fetch's own result is recorded after this. */
-    if (api_clock_generation(g->api) != clock_gen)
-        cache_forget_errors(c, EACCES);
-    fs_gen_unref(g);
-    if (rc == 0) {
-        *data = img.data;
-        *len = img.len;
-        *signed_at_ms = img.signed_at_ms;
-    }
-    return rc;
-}
-
-/* The deadline a filesystem call waits for a fetch: D (SPEC 6) plus a little, so a
- * joined fetch that started earlier always finishes first. */
-static int64_t fetch_deadline(struct fs *fs)
-{
-    struct fs_gen *g = fs_gen_get(fs);
-    int64_t d = mono_ms() + (int64_t)g->cfg->timeout_ms * (g->cfg->retries + 1) + 500;
-    fs_gen_unref(g);
-    return d;
-}
-
-static int image_resolve(struct fs *fs, struct fs_inode *n)
-{
-    if (cache_version_state(n->v) == CACHE_READY)
-        return 0;
-    struct cache_fetcher f = {fs_fetch, fs};
-    return cache_resolve(fs->cache, n->v, &f, fetch_deadline(fs));
 }
 
 /* ---- replies -------------------------------------------------------------------- */
@@ -227,15 +167,6 @@ static void reply_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n, const
     e.attr_timeout = attr_s;
     if (fuse_reply_entry(req, &e) != 0)
         fs_ino_forget(fs->ino, e.ino, 1);
-}
-
-/* reply_entry for image n looked up as parent/name, remembered for invalidation. */
-static void reply_image_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n,
-                              const struct stat *st, double entry_s, double attr_s,
-                              fuse_ino_t parent, const char *name)
-{
-    fs_ino_remember_name(fs->ino, n, parent, name);
-    reply_entry(fs, req, n, st, entry_s, attr_s);
 }
 
 static void reply_dir_entry(struct fs *fs, fuse_req_t req, struct fs_inode *n)
@@ -267,13 +198,11 @@ static double seconds_until(int64_t when_ms, int64_t now_ms, double cap_s)
 static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent, const char *name)
 {
     struct fs_gen *g = fs_gen_get(fs);
-    int64_t now = api_now_ms(g->api);
-    struct vpath_clock clk = {now, g->cfg->align_s};
+    struct cache_clock now = fs_clock(fs);
+    struct vpath_clock clk = {now.wall, g->cfg->align_s};
     struct vpath_image img;
     int rc = parent->kind == FK_DAYS ? vpath_parse_day(name, g->cfg->resolution, &clk, &img)
                                      : vpath_parse_image(name, g->cfg->resolution, &clk, &img);
-    int live_ttl = g->cfg->live_ttl_s;
-    int64_t settle_ms = (int64_t)g->cfg->settle_s * 1000;
     fs_gen_unref(g);
     if (rc != 0) {
         fuse_reply_err(req, ENOENT);
@@ -281,7 +210,9 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
     }
     struct cache_key key = {parent->dash_id, parent->widget_id, img.start_ms, img.end_ms, img.res};
     int hit = 0;
-    struct cache_version *v = cache_get(fs->cache, &key, &hit);
+    int64_t valid_ms = 0;
+    struct cache_version *v = cache_get(fs->cache, &key, &now, &hit, &valid_ms);
+    fs_drain_dropped(fs);
     if (!v) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -291,27 +222,26 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    /* The state is read once: attributes and timeouts must agree (a version becoming
+     * ready between two reads would reply size 0 with a day-long attribute timeout). */
+    enum cache_state state = cache_version_state(n->v);
     struct stat st;
-    attr_image(fs, &st, n);
-    double entry_s = seconds_until(img.changes_at_ms, now, FS_DAY_S);
-    if (cache_version_state(n->v) != CACHE_READY) {
-        /* Pending or failed: GETATTR will fetch or report, so the attributes (size 0)
-         * must not be cached. The entry may: the name resolves to this version until
-         * changes_at, and a range that will be live for live_ttl_s at least. With an
-         * entry timeout of 0 every access looked the name up again while the fetch ran,
-         * and the kernel, applying such a reply's size 0 after the fetching GETATTR was
-         * sent, then dropped that GETATTR's true attributes as older (attr_version): a
-         * read could return an empty file (found by tests/soak). */
-        if (img.end_ms >= now - settle_ms && entry_s > live_ttl)
-            entry_s = live_ttl;
-        reply_image_entry(fs, req, n, &st, entry_s, 0, parent->ino, name);
-        return;
-    }
-    if (!cache_version_final(n->v)) {
-        int64_t fresh_until = cache_version_fetched_at(n->v) + (int64_t)live_ttl * 1000;
-        entry_s = seconds_until(fresh_until, now, entry_s);
-    }
-    reply_image_entry(fs, req, n, &st, entry_s, FS_DAY_S, parent->ino, name);
+    attr_image(fs, &st, n, state);
+    /* The entry lives until the name resolves to another range or version: the next
+     * change of the name's window, or the end of the version's freshness (for a pending
+     * one, the freshness a fetch now would give it). A pending entry is kept, not just
+     * looked up again: an entry timeout of 0 made every access look the name up again
+     * while the fetch ran, and the kernel, applying such a reply's size 0 after the
+     * fetching GETATTR was sent, dropped that GETATTR's true attributes as older
+     * (attr_version): a read could return an empty file (found by tests/soak). */
+    double entry_s = seconds_until(img.changes_at_ms, now.wall, FS_DAY_S);
+    double valid_s = valid_ms == INT64_MAX ? FS_DAY_S : (double)valid_ms / 1000.0;
+    if (valid_s < entry_s)
+        entry_s = valid_s;
+    /* Pending or failed: GETATTR will fetch or report, so the size 0 must not stay. */
+    fs_ino_remember_name(fs->ino, n, parent->ino, name);
+    fs_ra_lookup(fs, parent->ino, name);
+    reply_entry(fs, req, n, &st, entry_s, state == CACHE_READY ? FS_DAY_S : 0);
 }
 
 static void lookup_meta_file(struct fs *fs, fuse_req_t req, const char *name)
@@ -332,6 +262,52 @@ static void lookup_meta_file(struct fs *fs, fuse_req_t req, const char *name)
     reply_entry(fs, req, n, &st, 0, FS_DAY_S);
 }
 
+/* LOOKUP of name in / (parent FS_INO_ROOT) or in dashboard directory p, from the tree
+ * alone. Returns 1 when replied, 0 when the name is unknown (nothing replied). */
+static int lookup_dir_entry(struct fs *fs, fuse_req_t req, struct fs_inode *p, const char *name)
+{
+    struct ns_tree *t = fs_tree_get(fs);
+    struct fs_inode *n = NULL;
+    int found = 0;
+    if (p->kind == FK_ROOT) {
+        const struct ns_dashboard *d = ns_find_dashboard(t, name);
+        if ((found = d != NULL))
+            n = fs_ino_dir(fs->ino, FK_DASH, d->id, NULL);
+    } else {
+        const struct ns_dashboard *d = ns_dashboard_by_id(t, p->dash_id);
+        const struct ns_widget *w = d ? ns_find_widget(d, name) : NULL;
+        if ((found = w != NULL))
+            n = fs_ino_dir(fs->ino, FK_WIDGET, p->dash_id, w->id);
+    }
+    ns_unref(t);
+    if (found)
+        reply_dir_entry(fs, req, n);
+    return found;
+}
+
+void fs_lookup_after_disc(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name, int rc)
+{
+    struct fs_inode *p = fs_ino_get(fs->ino, parent);
+    if (!p) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (!lookup_dir_entry(fs, req, p, name))
+        fuse_reply_err(req, rc ? -rc : ENOENT);
+}
+
+/* An unknown name in / or a dashboard directory: a discovery refresh may know it
+ * (SPEC 4); the request is kept while it runs, never waiting here. */
+static void lookup_unknown(struct fs *fs, fuse_req_t req, struct fs_inode *p, const char *name)
+{
+    const char *dash_id = p->kind == FK_ROOT ? NULL : p->dash_id;
+    int rc = fs_disc_check(fs, dash_id);
+    if (rc == 1)
+        fs_wait_disc(fs, req, FW_LOOKUP, p->ino, name, NULL, dash_id);
+    else if (rc < 0 || !lookup_dir_entry(fs, req, p, name))
+        fuse_reply_err(req, rc < 0 ? -rc : ENOENT);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fuse_req_userdata(req);
@@ -341,46 +317,16 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     }
     switch (p->kind) {
-    case FK_ROOT: {
+    case FK_ROOT:
         if (strcmp(name, FS_META_NAME) == 0) {
             reply_dir_entry(fs, req, fs_ino_get(fs->ino, FS_INO_META));
             return;
         }
-        int rc = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            struct ns_tree *t = fs_tree_get(fs);
-            const struct ns_dashboard *d = ns_find_dashboard(t, name);
-            struct fs_inode *n = d ? fs_ino_dir(fs->ino, FK_DASH, d->id, NULL) : NULL;
-            ns_unref(t);
-            if (d) {
-                reply_dir_entry(fs, req, n);
-                return;
-            }
-            /* Unknown: a discovery refresh may know it (SPEC 4). */
-            if (pass == 0 && (rc = fs_disc_refresh(fs, NULL)) != 0)
-                break;
-        }
-        fuse_reply_err(req, rc ? -rc : ENOENT);
+        /* fall through */
+    case FK_DASH:
+        if (!lookup_dir_entry(fs, req, p, name))
+            lookup_unknown(fs, req, p, name);
         return;
-    }
-    case FK_DASH: {
-        int rc = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            struct ns_tree *t = fs_tree_get(fs);
-            const struct ns_dashboard *d = ns_find_dashboard(t, p->dash_id);
-            const struct ns_widget *w = d ? ns_find_widget(d, name) : NULL;
-            struct fs_inode *n = w ? fs_ino_dir(fs->ino, FK_WIDGET, p->dash_id, w->id) : NULL;
-            ns_unref(t);
-            if (w) {
-                reply_dir_entry(fs, req, n);
-                return;
-            }
-            if (pass == 0 && (rc = fs_disc_refresh(fs, p->dash_id)) != 0)
-                break;
-        }
-        fuse_reply_err(req, rc ? -rc : ENOENT);
-        return;
-    }
     case FK_WIDGET:
         if (strcmp(name, "days") == 0) {
             reply_dir_entry(fs, req, fs_ino_dir(fs->ino, FK_DAYS, p->dash_id, p->widget_id));
@@ -427,13 +373,11 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     if (n->kind == FK_IMAGE) {
-        int rc = image_resolve(fs, n);
-        if (rc != 0) {
-            fuse_reply_err(req, -rc);
-            return;
-        }
-        attr_image(fs, &st, n);
-        fuse_reply_attr(req, &st, FS_DAY_S);
+        fs_ra_getattr(fs, n);
+        if (cache_version_state(n->v) != CACHE_READY)
+            fs_wait_image(fs, req, FW_GETATTR, n, 0, 0);
+        else
+            fs_answer_image(fs, req, FW_GETATTR, n, 0, 0, 0);
         return;
     }
     if (n->kind == FK_META_FILE) {
@@ -490,14 +434,28 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, EISDIR);
         return;
     }
-    int rc = image_resolve(fs, n);
+    if (cache_version_state(n->v) != CACHE_READY)
+        fs_wait_image(fs, req, FW_READ, n, size, off);
+    else
+        fs_answer_image(fs, req, FW_READ, n, size, off, 0);
+}
+
+void fs_answer_image(struct fs *fs, fuse_req_t req, enum fs_wait_op op, struct fs_inode *n,
+                     size_t size, off_t off, int rc)
+{
     if (rc != 0) {
         fuse_reply_err(req, -rc);
         return;
     }
-    size_t len = 0;
-    const unsigned char *data = cache_version_data(n->v, &len);
-    fs_reply_slice(req, data, len, size, off);
+    if (op == FW_READ) {
+        size_t len = 0;
+        const unsigned char *data = cache_version_data(n->v, &len);
+        fs_reply_slice(req, data, len, size, off);
+        return;
+    }
+    struct stat st;
+    attr_image(fs, &st, n, cache_version_state(n->v));
+    fuse_reply_attr(req, &st, FS_DAY_S);
 }
 
 /* OPEN and FLUSH answered ENOSYS on purpose: from then on the kernel opens files itself,
@@ -716,14 +674,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     fs_threads_start(fs);
 }
 
-static void op_destroy(void *userdata)
-{
-    fs_threads_stop(userdata);
-}
-
 static const struct fuse_lowlevel_ops fs_ops = {
     .init = op_init,
-    .destroy = op_destroy,
     .lookup = op_lookup,
     .forget = op_forget,
     .forget_multi = op_forget_multi,

@@ -8,8 +8,9 @@
  * What is listed: / the dashboards of the current tree (not /.insightfs); a dashboard
  * its widgets; a widget its presets in config order, then days/; days/ today and the
  * history_days-1 days before, newest first; /.insightfs its files. Listing / or a
- * dashboard first refreshes its discovered list (fs_disc_refresh), whose failure leaves
- * the last good or configured entries listed. Directories carry their stable inode
+ * dashboard first refreshes its discovered list, keeping the OPENDIR meanwhile
+ * (fs_wait_disc: no worker waits); a failed refresh leaves the last good or configured
+ * entries listed. Directories carry their stable inode
  * numbers; files not looked up yet carry FS_UNKNOWN_INO (readdir never looks names up,
  * that would make pending versions).
  *
@@ -90,16 +91,42 @@ static int dirbuf_add(fuse_req_t req, struct dirbuf *b, const char *name, fuse_i
     return 0;
 }
 
+/* The file names of a listing, in order (for readahead). */
+struct names {
+    char **names;
+    size_t n, cap;
+};
+
+/* Append name (taken over in every case). */
+static int names_add(struct names *l, char *name)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **a = realloc(l->names, cap * sizeof(*a));
+        if (!a) {
+            free(name);
+            return -ENOMEM;
+        }
+        l->names = a;
+        l->cap = cap;
+    }
+    l->names[l->n++] = name;
+    return 0;
+}
+
+static void names_free(struct names *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->names[i]);
+    free(l->names);
+}
+
 /* The listing of directory n, as a snapshot taken now (SPEC 4). */
 static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_t parent,
                     struct dirbuf *b)
 {
     int rc = 0;
-    /* Discovery failures leave the last good (or configured) entries listed. */
-    if (n->kind == FK_ROOT)
-        (void)fs_disc_refresh(fs, NULL);
-    else if (n->kind == FK_DASH)
-        (void)fs_disc_refresh(fs, n->dash_id);
+    struct names ra = {0};
     struct fs_gen *g = fs_gen_get(fs);
     struct ns_tree *t = fs_tree_get(fs);
     rc = dirbuf_add(req, b, ".", n->ino, S_IFDIR);
@@ -118,7 +145,7 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
             rc = dirbuf_add(req, b, fs_meta_name(i), FS_UNKNOWN_INO, S_IFREG);
         break;
     case FK_DASH: {
-        const struct ns_dashboard *d = ns_find_dashboard(t, n->dash_id);
+        const struct ns_dashboard *d = ns_dashboard_by_id(t, n->dash_id);
         for (size_t i = 0; !rc && d && i < d->n_widgets; i++) {
             struct fs_inode *c = fs_ino_dir(fs->ino, FK_WIDGET, d->id, d->widgets[i].id);
             rc = c ? dirbuf_add(req, b, d->widgets[i].name, c->ino, S_IFDIR) : -ENOMEM;
@@ -133,7 +160,10 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
                 break;
             }
             rc = dirbuf_add(req, b, name, FS_UNKNOWN_INO, S_IFREG);
-            free(name);
+            if (!rc)
+                rc = names_add(&ra, name);
+            else
+                free(name);
         }
         if (!rc) {
             struct fs_inode *c = fs_ino_dir(fs->ino, FK_DAYS, n->dash_id, n->widget_id);
@@ -141,7 +171,7 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
         }
         break;
     case FK_DAYS: {
-        struct vpath_clock clk = {api_now_ms(g->api), g->cfg->align_s};
+        struct vpath_clock clk = {fs_clock(fs).wall, g->cfg->align_s};
         for (int i = 0; !rc && i < g->cfg->history_days; i++) {
             char day[VPATH_DAY_LEN], name[VPATH_DAY_LEN + 4];
             int drc = vpath_day_name(&clk, i, day);
@@ -151,6 +181,10 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
                 break; /* before 1970 */
             snprintf(name, sizeof(name), "%s.png", day);
             rc = dirbuf_add(req, b, name, FS_UNKNOWN_INO, S_IFREG);
+            if (!rc) {
+                char *copy = strdup(name);
+                rc = copy ? names_add(&ra, copy) : -ENOMEM;
+            }
         }
         break;
     }
@@ -159,21 +193,18 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
     }
     ns_unref(t);
     fs_gen_unref(g);
+    if (!rc && (n->kind == FK_WIDGET || n->kind == FK_DAYS)) {
+        fs_ra_listing(fs, n, ra.names, ra.n); /* the newest listing, for readahead */
+        ra.names = NULL;
+        ra.n = 0;
+    }
+    names_free(&ra);
     return rc;
 }
 
-void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* List directory n now and answer the OPENDIR. */
+static void dir_open_now(struct fs *fs, fuse_req_t req, struct fs_inode *n, struct fuse_file_info *fi)
 {
-    struct fs *fs = fuse_req_userdata(req);
-    struct fs_inode *n = fs_ino_get(fs->ino, ino);
-    if (!n) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    if (n->kind == FK_IMAGE || n->kind == FK_META_FILE) {
-        fuse_reply_err(req, ENOTDIR);
-        return;
-    }
     struct dirbuf *b = calloc(1, sizeof(*b));
     if (!b) {
         fuse_reply_err(req, ENOMEM);
@@ -193,6 +224,40 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         dirs_unlink_free(fs, b);
 }
 
+void fs_dir_open_after_disc(struct fs *fs, fuse_req_t req, uint64_t ino, struct fuse_file_info *fi)
+{
+    struct fs_inode *n = fs_ino_get(fs->ino, ino);
+    if (!n)
+        fuse_reply_err(req, ENOENT);
+    else
+        dir_open_now(fs, req, n, fi);
+}
+
+void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fuse_req_userdata(req);
+    struct fs_inode *n = fs_ino_get(fs->ino, ino);
+    if (!n) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if (n->kind == FK_IMAGE || n->kind == FK_META_FILE) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    /* Listing / or a dashboard first brings its discovered list up to date (SPEC 4); the
+     * request is kept meanwhile. A failed refresh leaves the last good (or configured)
+     * entries listed. */
+    if (n->kind == FK_ROOT || n->kind == FK_DASH) {
+        const char *dash_id = n->kind == FK_ROOT ? NULL : n->dash_id;
+        if (fs_disc_check(fs, dash_id) == 1) {
+            fs_wait_disc(fs, req, FW_OPENDIR, ino, NULL, fi, dash_id);
+            return;
+        }
+    }
+    dir_open_now(fs, req, n, fi);
+}
+
 void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     (void)ino;
@@ -202,9 +267,10 @@ void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct 
 
 void fs_dir_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    (void)ino;
+    struct fs *fs = fuse_req_userdata(req);
     struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
     if (b)
-        dirs_unlink_free(fuse_req_userdata(req), b);
+        dirs_unlink_free(fs, b);
+    fs_ra_release(fs, ino);
     fuse_reply_err(req, 0);
 }

@@ -17,6 +17,10 @@
  * Storage: a hash of chains by number, grown 4x when it holds more than 2 inodes per
  * bucket (a failed growth keeps the longer chains: lookups stay correct).
  *
+ * Memory (SPEC 7): image and snapshot inodes and the names they remember are charged to
+ * the cache's byte bound (cache_charge) while they live, so the number of names the
+ * kernel holds is bounded by max_bytes like everything else.
+ *
  * Locking: lock guards the buckets, the counts, next_ino, and every inode's nlookup, next
  * and names. It is held only for table work, never across a call into another module.
  */
@@ -27,12 +31,18 @@
 #include <string.h>
 
 struct fs_ino {
+    struct cache *cache; /* charged for image and snapshot inodes and their names */
     pthread_mutex_t lock;
     struct fs_inode **buckets; /* protected by lock */
     size_t n_buckets;          /* protected by lock; a power of 2 */
     size_t n_inodes;           /* protected by lock */
     uint64_t next_ino;         /* protected by lock */
+    size_t n_images;           /* protected by lock: image inodes */
 };
+
+/* What an inode and a remembered name count in the cache's bound (SPEC 7). */
+#define INODE_COST (sizeof(struct fs_inode) + 16)
+#define NAME_COST(name) (strlen(name) + 1 + 16)
 
 static size_t bucket_of(const struct fs_ino *t, uint64_t ino)
 {
@@ -89,12 +99,19 @@ static void remove_locked(struct fs_ino *t, struct fs_inode *n)
     }
 }
 
-static void inode_free(struct fs_inode *n)
+/* Free n, taking back what it was charged (t may be NULL: nothing was). */
+static void inode_free(struct fs_ino *t, struct fs_inode *n)
 {
     if (!n)
         return;
-    for (size_t i = 0; i < FS_NAMES_MAX; i++)
+    size_t cost = n->kind == FK_IMAGE ? INODE_COST : n->kind == FK_META_FILE ? INODE_COST + n->len : 0;
+    for (size_t i = 0; i < FS_NAMES_MAX; i++) {
+        if (n->names[i].name)
+            cost += NAME_COST(n->names[i].name);
         free(n->names[i].name);
+    }
+    if (t && cost)
+        cache_uncharge(t->cache, cost);
     cache_version_unref(n->v);
     free(n->dash_id);
     free(n->widget_id);
@@ -102,11 +119,12 @@ static void inode_free(struct fs_inode *n)
     free(n);
 }
 
-struct fs_ino *fs_ino_new(void)
+struct fs_ino *fs_ino_new(struct cache *cache)
 {
     struct fs_ino *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
+    t->cache = cache;
     if (pthread_mutex_init(&t->lock, NULL) != 0) {
         free(t);
         return NULL;
@@ -142,7 +160,7 @@ void fs_ino_free(struct fs_ino *t)
     for (size_t i = 0; t->buckets && i < t->n_buckets; i++) {
         for (struct fs_inode *n = t->buckets[i], *next; n; n = next) {
             next = n->next;
-            inode_free(n);
+            inode_free(NULL, n);
         }
     }
     free(t->buckets);
@@ -180,7 +198,7 @@ struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *das
             n->dash_id = strdup(dash_id);
             n->widget_id = widget_id ? strdup(widget_id) : NULL;
             if (!n->dash_id || (widget_id && !n->widget_id)) {
-                inode_free(n);
+                inode_free(NULL, n);
             } else {
                 n->ino = t->next_ino++;
                 insert_locked(t, n);
@@ -209,11 +227,14 @@ struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
             n->v = v;
             n->nlookup = 1;
             insert_locked(t, n);
+            t->n_images++;
         } else {
             extra = v;
         }
     }
     pthread_mutex_unlock(&t->lock);
+    if (n && !extra)
+        cache_charge(t->cache, INODE_COST);
     cache_version_unref(extra);
     return n;
 }
@@ -233,6 +254,7 @@ struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
     n->ino = t->next_ino++;
     insert_locked(t, n);
     pthread_mutex_unlock(&t->lock);
+    cache_charge(t->cache, INODE_COST + len);
     return n;
 }
 
@@ -245,15 +267,18 @@ void fs_ino_forget(struct fs_ino *t, uint64_t ino, uint64_t nlookup)
         n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
         if (n->nlookup == 0 && (n->kind == FK_IMAGE || n->kind == FK_META_FILE)) {
             remove_locked(t, n);
+            if (n->kind == FK_IMAGE)
+                t->n_images--;
             dead = n;
         }
     }
     pthread_mutex_unlock(&t->lock);
-    inode_free(dead); /* drops the version reference outside the lock */
+    inode_free(t, dead); /* drops the version reference outside the lock */
 }
 
 void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent, const char *name)
 {
+    size_t charge = 0, uncharge = 0;
     pthread_mutex_lock(&t->lock);
     for (size_t i = 0; i < FS_NAMES_MAX; i++) {
         if (n->names[i].name && n->names[i].parent == parent && strcmp(n->names[i].name, name) == 0)
@@ -262,12 +287,27 @@ void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent,
     char *copy = strdup(name);
     if (!copy)
         goto out; /* only an invalidation is lost: the version stays pinned a little longer */
+    if (n->names[FS_NAMES_MAX - 1].name)
+        uncharge = NAME_COST(n->names[FS_NAMES_MAX - 1].name);
     free(n->names[FS_NAMES_MAX - 1].name);
     memmove(&n->names[1], &n->names[0], (FS_NAMES_MAX - 1) * sizeof(n->names[0]));
     n->names[0].parent = parent;
     n->names[0].name = copy;
+    charge = NAME_COST(copy);
 out:
     pthread_mutex_unlock(&t->lock);
+    if (uncharge)
+        cache_uncharge(t->cache, uncharge);
+    if (charge)
+        cache_charge(t->cache, charge);
+}
+
+size_t fs_ino_images(struct fs_ino *t)
+{
+    pthread_mutex_lock(&t->lock);
+    size_t n = t->n_images;
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 void fs_ino_names(struct fs_ino *t, uint64_t ino, struct fs_name out[FS_NAMES_MAX])

@@ -4,8 +4,11 @@
  *   fs_dir.c    directory listings (OPENDIR, READDIR, RELEASEDIR)
  *   fs_ino.c    the inode table
  *   fs_meta.c   the files of /.insightfs
- *   fs_mount.c  the root context's life: build, mount, serve, SIGHUP reload, the
- *               invalidation thread, tear down
+ *   fs_wait.c   kept requests, the fetch jobs that answer them, housekeeping
+ *   fs_ra.c     readahead of listings
+ *   fs_gen.c    configuration generations, the tree, SIGHUP reload
+ *   fs_inval.c  the invalidation thread
+ *   fs_mount.c  the mount: build the root context, mount, serve, tear down
  *
  * Inode numbers are plain uint64_t here (fuse_ino_t is one), so this header needs no
  * libfuse header and fs_ino.c includes none.
@@ -24,6 +27,7 @@
 #include "insightfs/cache.h"
 #include "insightfs/cfg.h"
 #include "insightfs/disc.h"
+#include "insightfs/engine.h"
 #include "insightfs/fs.h"
 #include "insightfs/ns.h"
 
@@ -68,7 +72,7 @@ struct fs_ino;
 
 /* A table holding the root (FS_INO_ROOT) and /.insightfs (FS_INO_META) directories,
  * each with lookup count 1. Returns it, or NULL (out of memory). */
-struct fs_ino *fs_ino_new(void) __attribute__((warn_unused_result));
+struct fs_ino *fs_ino_new(struct cache *cache) __attribute__((warn_unused_result));
 
 /* Free the table and every inode in it (dropping their version references). NULL-safe.
  * No other call on t may be running. */
@@ -110,11 +114,33 @@ void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent,
  * malloc'd, the caller frees it). An unknown ino gives none. */
 void fs_ino_names(struct fs_ino *t, uint64_t ino, struct fs_name out[FS_NAMES_MAX]);
 
-/* ---- fs_mount.c: the root context, generations, background threads -------------- */
+/* The inode table charges its records to cache (fs_ino_new(cache)); image inodes now. */
+size_t fs_ino_images(struct fs_ino *t);
 
-struct fs_api; /* an API client shared by generations (fs_mount.c) */
+/* ---- fs_inval.c: the invalidation thread ---------------------------------------- */
+
+/* The only thread that calls fuse_lowlevel_notify_inval_entry (SPEC 12.2, 12.4): the
+ * kernel holds a directory's lock during a LOOKUP in it and the notify takes that lock,
+ * so a thread that must also answer kept LOOKUPs could stall. Eviction, the idle sweep
+ * and reload queue their invalidations here. Thread-safe. */
+struct fs_inval;
 struct fuse_session;
-struct fuse_lowlevel_ops;
+
+struct fs_inval *fs_inval_new(struct fs_ino *ino) __attribute__((warn_unused_result));
+/* Start the thread (.init); 0 or a negative errno (then nothing is invalidated). */
+int fs_inval_start(struct fs_inval *q, struct fuse_session *se) __attribute__((warn_unused_result));
+/* Queue the names the kernel got image inode ino under. */
+void fs_inval_image(struct fs_inval *q, uint64_t ino);
+/* Queue parent/name (copied; out of memory loses this invalidation only). */
+void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
+/* Invalidate what is queued, then join the thread. Before fuse_session_unmount. */
+void fs_inval_stop(struct fs_inval *q);
+void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started */
+
+/* ---- fs_gen.c: configuration generations, the tree, SIGHUP reload --------------- */
+
+struct fs;
+struct fs_api; /* an API client shared by generations (fs_gen.c) */
 
 /* What one configuration made: swapped whole on reload; refcounted, so a request keeps
  * the generation it started with. cfg and api are immutable / thread-safe. */
@@ -125,38 +151,128 @@ struct fs_gen {
     struct api *api; /* fa->api */
 };
 
-/* The root context, built by fs_run and reached as the session's userdata. */
-struct fs {
-    pthread_mutex_t gen_lock;
-    struct fs_gen *gen;       /* protected by gen_lock */
-    struct ns_tree *tree;     /* protected by gen_lock: configured + discovered */
-    uint64_t tree_generation; /* protected by gen_lock: the disc_generation tree reflects */
+/* The state that configuration and discovery decide: the current generation and the
+ * tree built from it and the discovered lists. */
+struct fs_state {
+    pthread_mutex_t lock;
+    struct fs_gen *gen;       /* protected by lock */
+    struct ns_tree *tree;     /* protected by lock: configured + discovered */
+    uint64_t tree_generation; /* protected by lock: the disc_generation tree reflects */
+    pthread_mutex_t rebuild;  /* serializes tree rebuilds (build + swap) */
+    struct disc *disc;        /* discovered lists; their own lock */
+    int hup_pipe[2];
+    pthread_t reload_thread;
+    int reload_started;
+};
 
-    struct disc *disc;  /* discovered lists; its own lock */
+/* Set up st for cfg (taken over in every case): the first generation and its tree.
+ * Returns 0, or -1 with a message printed. */
+int fs_state_init(struct fs_state *st, struct cfg *cfg, int64_t test_offset_ms);
+void fs_state_cleanup(struct fs_state *st);
+
+/* The current generation with one more reference (release with fs_gen_unref). */
+struct fs_gen *fs_gen_get(struct fs *fs);
+void fs_gen_unref(struct fs_gen *g); /* NULL-safe; frees the last reference */
+
+/* The current tree with one more reference (release with ns_unref); rebuilt first when
+ * the discovered lists changed since it was built. Thread-safe. */
+struct ns_tree *fs_tree_get(struct fs *fs);
+
+/* Rebuild the tree from the current cfg and the discovered lists and make it current;
+ * out of memory keeps the old tree. Rebuilds are serialized, so a rebuild racing a reload
+ * never installs the old configuration's tree last. Thread-safe. */
+void fs_tree_rebuild(struct fs *fs);
+
+/* The clocks of "now": CLOCK_MONOTONIC ms and the gateway-corrected wall ms. */
+struct cache_clock fs_clock(struct fs *fs);
+
+/* The SIGHUP handler's pipe and the reload thread (SPEC 7, 12.5). */
+int fs_reload_start(struct fs *fs) __attribute__((warn_unused_result));
+void fs_reload_stop(struct fs *fs);
+void fs_reload_install_handler(struct fs *fs);
+void fs_reload_remove_handler(void);
+
+/* ---- fs_wait.c: kept requests and the fetches they wait for --------------------- */
+
+struct fuse_req; /* fuse_req_t is a struct fuse_req * */
+struct fuse_file_info;
+
+enum fs_wait_op { FW_GETATTR, FW_READ, FW_LOOKUP, FW_OPENDIR };
+
+/* Keep req (GETATTR, or READ of size bytes at off) of image inode n until n's version has
+ * bytes: answered by the thread that completes the fetch (starting it if nobody has),
+ * by its deadline (ETIMEDOUT), or EINTR when interrupted; EAGAIN at once past
+ * api.max_pending. Never waits. */
+void fs_wait_image(struct fs *fs, struct fuse_req *req, enum fs_wait_op op, struct fs_inode *n,
+                   size_t size, off_t off);
+
+/* Keep req (FW_LOOKUP of name in parent, or FW_OPENDIR of directory parent with fi) until
+ * the refresh of dash_id's discovered list (NULL: the dashboards) ends, then answer it
+ * with fs_lookup_after_disc / fs_dir_open_after_disc. Never waits. */
+void fs_wait_disc(struct fs *fs, struct fuse_req *req, enum fs_wait_op op, uint64_t parent,
+                  const char *name, struct fuse_file_info *fi, const char *dash_id);
+
+/* What a discovery refresh of dash_id's list means for a request now: 0 (use the tree),
+ * 1 (a refresh is needed: keep the request with fs_wait_disc), or a negative errno (a
+ * remembered failure and no list). Never waits. */
+int fs_disc_check(struct fs *fs, const char *dash_id);
+
+/* Start fetching v (a new reference is taken) ahead of need, if nobody does and no
+ * failure is remembered: readahead. Returns 1 when a fetch was started. */
+int fs_fetch_ahead(struct fs *fs, struct cache_version *v);
+
+/* Queue the kernel invalidations of the versions the cache dropped. */
+void fs_drain_dropped(struct fs *fs);
+
+/* fs_mount.c: start the engine, invalidation and reload threads and the housekeeping
+ * (the session's .init, after daemonizing). */
+void fs_threads_start(struct fs *fs);
+
+/* Start and stop the housekeeping timer (idle sweep, heap trimming) and answer every
+ * kept request at teardown. */
+void fs_wait_start(struct fs *fs);
+void fs_wait_stop(struct fs *fs);
+
+/* ---- fs_ra.c: readahead of listings (SPEC 5) ----------------------------------- */
+
+struct fs_ra *fs_ra_new(void) __attribute__((warn_unused_result));
+void fs_ra_free(struct fs_ra *ra); /* NULL-safe */
+/* OPENDIR of widget or days/ directory dir listed the file names names[0..n) in order:
+ * the newest listing of dir. Takes ownership of names and each string. */
+void fs_ra_listing(struct fs *fs, const struct fs_inode *dir, char **names, size_t n);
+/* RELEASEDIR of dir: its listing is kept 10 s after the last one. */
+void fs_ra_release(struct fs *fs, uint64_t dir);
+/* Drop listings kept past their time. */
+void fs_ra_sweep(struct fs *fs, int64_t now_mono);
+/* A LOOKUP of dir/name, a GETATTR of image inode n: maybe fetch ahead. Never waits. */
+void fs_ra_lookup(struct fs *fs, uint64_t dir, const char *name);
+void fs_ra_getattr(struct fs *fs, const struct fs_inode *n);
+
+/* ---- the root context ----------------------------------------------------------- */
+
+struct fs_ra; /* readahead state (fs_ra.c) */
+
+struct fs {
+    struct fs_state st;
     struct fs_ino *ino; /* inode table; its own lock */
     struct cache *cache;
+    struct engine *engine; /* fetch threads and the timer */
+    struct fs_inval *inval;
+    struct fs_ra *ra;
     const struct cfg_env *env;
     struct fs_opts opts;
     uid_t uid;
     gid_t gid;
     struct timespec ready_at; /* the mount became ready (CLOCK_REALTIME) */
     struct timespec ready_mono;
-
     struct fuse_session *se;
 
-    /* Evicted versions whose kernel entries must be invalidated, by a thread that is
-     * not serving a FUSE request (SPEC 12.2). */
-    pthread_mutex_t inval_lock;
-    pthread_cond_t inval_cond;
-    uint64_t *inval_q;         /* protected by inval_lock: inode numbers */
-    size_t inval_n, inval_cap; /* protected by inval_lock */
-    int inval_stop;            /* protected by inval_lock */
-    pthread_t inval_thread;
-    int inval_started;
-
-    int hup_pipe[2];
-    pthread_t reload_thread;
-    int reload_started;
+    atomic_uint_fast64_t waiting;   /* kept requests now */
+    atomic_uint_fast64_t shed;      /* answered EAGAIN for max_pending */
+    atomic_uint_fast64_t readahead; /* fetches started ahead of a listing */
+    atomic_int_fast64_t shed_logged_mono;
+    atomic_int stopping;
+    struct engine_timer housekeeping;
 
     /* Open directory handles (fs_dir.c), so that fs_free frees those whose RELEASEDIR
      * never came: the kernel sends RELEASEDIR in the background and drops what is still
@@ -165,38 +281,7 @@ struct fs {
     struct dirbuf *dirs; /* protected by dirs_lock: a doubly linked list */
 };
 
-/* The current generation with one more reference (release with fs_gen_unref).
- * Thread-safe. */
-struct fs_gen *fs_gen_get(struct fs *fs);
-void fs_gen_unref(struct fs_gen *g); /* NULL-safe; frees the last reference */
-
-/* The current tree with one more reference (release with ns_unref). Thread-safe. */
-struct ns_tree *fs_tree_get(struct fs *fs);
-
-/* Rebuild the tree from the current cfg and the discovered lists and make it current;
- * out of memory keeps the old tree. Thread-safe. */
-void fs_tree_rebuild(struct fs *fs);
-
-/* Refresh one discovered list (dash_id NULL: the dashboards) with the current
- * generation (disc_refresh), and rebuild the tree when the list changed. Returns 0 or
- * disc_refresh's negative errno: a lookup answers it, a listing ignores it (the last
- * good or configured entries stay listed). May wait for the network. Thread-safe. */
-int fs_disc_refresh(struct fs *fs, const char *dash_id);
-
-/* "now" in Unix ms (the current generation's api_now_ms); the cache's clock. arg is the
- * struct fs. Thread-safe. */
-int64_t fs_now_ms(void *arg);
-
-/* Start the reload and invalidation threads (the session's .init, after daemonizing);
- * a thread that cannot start is logged and its job skipped. fs_threads_stop joins them
- * (.destroy). Called once each, from libfuse. */
-void fs_threads_start(struct fs *fs);
-void fs_threads_stop(struct fs *fs);
-
 /* ---- fs.c: the request handlers ------------------------------------------------- */
-
-struct fuse_req; /* fuse_req_t is a struct fuse_req * */
-struct fuse_file_info;
 
 /* The low-level operations table (static storage) for fuse_session_new; its userdata
  * must be the struct fs. */
@@ -213,6 +298,12 @@ int fs_meta_snapshot(struct fs *fs, const char *name, char **data, size_t *len)
  * the source may be freed by another worker as soon as the kernel has the answer. */
 void fs_reply_slice(struct fuse_req *req, const void *data, size_t len, size_t size, off_t off);
 
+/* Answers of kept requests (fs_wait.c calls them when the wait ends with rc). */
+void fs_answer_image(struct fs *fs, struct fuse_req *req, enum fs_wait_op op, struct fs_inode *n,
+                     size_t size, off_t off, int rc);
+void fs_lookup_after_disc(struct fs *fs, struct fuse_req *req, uint64_t parent, const char *name,
+                          int rc);
+
 /* ---- fs_dir.c: directory listings ----------------------------------------------- */
 
 /* OPENDIR, READDIR, RELEASEDIR of the ops table (SPEC 4: a snapshot taken at OPENDIR). */
@@ -220,6 +311,10 @@ void fs_dir_open(struct fuse_req *req, uint64_t ino, struct fuse_file_info *fi);
 void fs_dir_read(struct fuse_req *req, uint64_t ino, size_t size, off_t off,
                  struct fuse_file_info *fi);
 void fs_dir_release(struct fuse_req *req, uint64_t ino, struct fuse_file_info *fi);
+/* OPENDIR of ino answered after a discovery refresh (its failure is ignored: the last
+ * good or configured entries are listed). */
+void fs_dir_open_after_disc(struct fs *fs, struct fuse_req *req, uint64_t ino,
+                            struct fuse_file_info *fi);
 /* Free the handles still open (no RELEASEDIR came); after the session is destroyed. */
 void fs_dir_free_all(struct fs *fs);
 

@@ -31,6 +31,7 @@ const char *fs_meta_name(size_t i)
 struct meta_counters {
     struct cache_stats cache;
     struct api_stats api;
+    uint64_t inodes, readahead, queued, waiting, shed;
     long long uptime_s;
 };
 
@@ -40,6 +41,11 @@ static void counters(struct fs *fs, struct meta_counters *c)
     struct fs_gen *g = fs_gen_get(fs);
     api_get_stats(g->api, &c->api);
     fs_gen_unref(g);
+    c->inodes = fs_ino_images(fs->ino);
+    c->readahead = atomic_load(&fs->readahead);
+    c->queued = engine_queued(fs->engine);
+    c->waiting = atomic_load(&fs->waiting);
+    c->shed = atomic_load(&fs->shed);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     c->uptime_s = (long long)(now.tv_sec - fs->ready_mono.tv_sec);
@@ -53,13 +59,17 @@ static char *stats_json(const struct meta_counters *c)
     if (asprintf(&s,
                  "{\"cache\":{\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
                  ",\"pinned_bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"hits\":%" PRIu64
-                 ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64
+                 ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"keys\":%" PRIu64
+                 ",\"inodes\":%" PRIu64 ",\"readahead\":%" PRIu64
                  "},\"upstream\":{\"requests\":%" PRIu64 ",\"failures\":%" PRIu64
                  ",\"retries\":%" PRIu64 ",\"in_flight\":%" PRIu64 ",\"bytes\":%" PRIu64
-                 "},\"uptime_s\":%lld}\n",
+                 ",\"queued\":%" PRIu64 ",\"waiting\":%" PRIu64 ",\"shed\":%" PRIu64
+                 ",\"down\":%" PRIu64 ",\"down_total\":%" PRIu64 "},\"uptime_s\":%lld}\n",
                  c->cache.entries, c->cache.bytes, c->cache.pinned_bytes, c->cache.max_bytes,
-                 c->cache.hits, c->cache.misses, c->cache.evictions, c->api.requests,
-                 c->api.failures, c->api.retries, c->api.in_flight, c->api.bytes, c->uptime_s) < 0)
+                 c->cache.hits, c->cache.misses, c->cache.evictions, c->cache.keys, c->inodes,
+                 c->readahead, c->api.requests, c->api.failures, c->api.retries,
+                 c->api.in_flight, c->api.bytes, c->queued, c->waiting, c->shed, c->api.down,
+                 c->api.down_total, c->uptime_s) < 0)
         return NULL;
     return s;
 }
@@ -81,6 +91,13 @@ static char *metrics_text(const struct meta_counters *c)
         {"insightfs_cache_max_bytes", "gauge", "The configured cache.max_bytes.",
          c->cache.max_bytes},
         {"insightfs_upstream_in_flight", "gauge", "HTTP requests in flight now.", c->api.in_flight},
+        {"insightfs_cache_keys", "gauge", "Keys of every kind in the cache's index.", c->cache.keys},
+        {"insightfs_cache_inodes", "gauge", "Image inodes the kernel holds.", c->inodes},
+        {"insightfs_upstream_queued", "gauge", "Logical fetches waiting for a connection slot.",
+         c->queued},
+        {"insightfs_upstream_waiting", "gauge", "Filesystem requests waiting for fetches.",
+         c->waiting},
+        {"insightfs_upstream_down", "gauge", "1 while the circuit breaker is open.", c->api.down},
         {"insightfs_uptime_seconds", "gauge", "Seconds since the mount was ready.",
          (uint64_t)c->uptime_s},
         {"insightfs_cache_hits_total", "counter",
@@ -97,6 +114,12 @@ static char *metrics_text(const struct meta_counters *c)
          c->api.retries},
         {"insightfs_upstream_bytes_total", "counter", "Response body bytes received.",
          c->api.bytes},
+        {"insightfs_cache_readahead_total", "counter", "Fetches started ahead of a listing.",
+         c->readahead},
+        {"insightfs_upstream_shed_total", "counter",
+         "Filesystem requests answered EAGAIN for api.max_pending.", c->shed},
+        {"insightfs_upstream_down_total", "counter", "Times the circuit breaker opened.",
+         c->api.down_total},
     };
     char *buf = NULL;
     size_t len = 0;

@@ -1,16 +1,27 @@
-/* cache - bounded in-memory image versions: LRU + TTL, refcounted, single flight.
+/* cache - bounded in-memory image versions: LRU, TTLs, refcounted bytes, single flight
+ * and failure memory by key, all on clocks handed in.
  *
- * A key (dashboard id, widget id, start, end, resolution) names one image. Each fetch
- * of a key makes a new *version*: an immutable object with its own id (the filesystem
- * uses it as the inode number, never reused), whose bytes never change once ready.
- * A version is PENDING (no bytes yet; fetched by cache_resolve in single flight),
- * READY, or FAILED (its errno remembered for error_ttl_s, then fetched again in place).
+ * A key (dashboard id, widget id, start, end, resolution) names one image. Each fetch of
+ * a key makes a new *version*: an immutable object with its own id (the filesystem uses
+ * it as the inode number, never reused), whose bytes never change once ready. A version
+ * is PENDING (no bytes yet), READY, or FAILED (its errno remembered for error_ttl_s, then
+ * fetched again in place).
  *
- * Bytes: the sum of ready versions held by the cache, bodies being received (reserved
- * through cache_reserve) and remembered errors (256 bytes each) stays <= max_bytes; the
- * least recently used ready versions are evicted to make room. An evicted version lives
- * on while references remain (the kernel's inode); those bytes are "pinned".
- * All functions are thread-safe. No cache lock is held while a fetcher runs.
+ * The cache never fetches and never calls its caller. cache_need hands out a ticket
+ * ("you fetch this"); the holder fetches outside the cache and calls cache_complete,
+ * which returns the waiters that joined meanwhile for the caller to answer. Versions
+ * that leave the cache while still referenced elsewhere (the kernel's inode) are queued
+ * and handed out by cache_take_dropped, so the caller can have the kernel forget them.
+ *
+ * Bytes: ready versions' bytes, bodies being received (cache_reserve), every key's
+ * records at their size, and what the caller charges for its own per-name records
+ * (cache_charge) stay <= max_bytes; the least recently looked up keys go first.
+ * Versions out of the cache but still referenced are "pinned", outside the bound.
+ *
+ * Clocks: every duration (live_ttl_s, error_ttl_s, stale_if_error_s, the 10 s idle
+ * limit) runs on the CLOCK_MONOTONIC ms the caller passes in (mono); finality is decided
+ * on the gateway-corrected wall clock (wall, Unix ms), at fetch (SPEC 7).
+ * All functions are thread-safe.
  */
 #ifndef INSIGHTFS_CACHE_H
 #define INSIGHTFS_CACHE_H
@@ -18,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "insightfs/flight.h"
 #include "insightfs/vpath.h"
 
 struct cache;
@@ -35,89 +47,108 @@ struct cache_params {
     int live_ttl_s, settle_s, error_ttl_s, stale_if_error_s;
 };
 
-/* entries: ready versions held by the cache (at most one per key, so also the keys with
- * cached bytes); bytes: ready versions' bytes (a buffer shared by two versions counted
- * once) + reservations + 256 per remembered failure; pinned_bytes: bytes of versions out
- * of the cache but still referenced; hits, misses: counted by cache_get; evictions:
- * versions removed to stay within max_bytes (not those replaced, dropped or cleared). */
+struct cache_clock {
+    int64_t mono; /* CLOCK_MONOTONIC ms */
+    int64_t wall; /* Unix ms, gateway-corrected */
+};
+
+/* A pending or failed key nobody looked up for this long is dropped (SPEC 7). */
+#define CACHE_IDLE_MS 10000
+
+/* entries: ready versions held (at most one per key); keys: keys of every kind held
+ * (with bytes, pending, failed); bytes: everything counted against max_bytes;
+ * pinned_bytes: bytes of versions out of the cache but still referenced; hits, misses:
+ * counted by cache_get; evictions: keys with bytes removed to stay within max_bytes. */
 struct cache_stats {
-    uint64_t entries, bytes, pinned_bytes, max_bytes, hits, misses, evictions;
+    uint64_t entries, keys, bytes, pinned_bytes, max_bytes, hits, misses, evictions;
 };
 
 enum cache_state { CACHE_PENDING, CACHE_READY, CACHE_FAILED };
 
-/* Fetches one key's bytes, outside every cache lock, in the thread that called
- * cache_resolve. Reserves memory for the body through cache_reserve(c, ...) as it grows
- * and on success leaves exactly *len bytes reserved (the version takes them over); on
- * failure it has released everything. Returns 0 with *data (malloc'd, the cache takes
- * ownership), *len and *signed_at_ms, or a negative errno. */
-struct cache_fetcher {
-    int (*fetch)(void *arg, struct cache *c, const struct cache_key *key, unsigned char **data,
-                 size_t *len, int64_t *signed_at_ms);
-    void *arg;
-};
+/* Returns a new cache, or NULL (ENOMEM). */
+struct cache *cache_new(const struct cache_params *p) __attribute__((warn_unused_result));
 
-/* Called (outside cache locks) when the cache drops a version that is still referenced,
- * so its owner can ask the kernel to forget it. May be NULL. "Drops" is any way out of the
- * cache: evicted for max_bytes, replaced by the key's newer ready version, dropped after
- * a denied refresh, or cache_clear / cache_set_params (not cache_free). It runs in the
- * thread whose cache call dropped the version, which may be a fetcher inside
- * cache_reserve: it must not block on FUSE (queue the invalidation instead). The version
- * is valid for the call; take a reference to keep it. */
-typedef void (*cache_evict_fn)(void *arg, struct cache_version *v);
-
-/* now_ms: the clock TTLs and finality use (Unix ms: realtime + gateway offset).
- * Returns a cache or NULL (ENOMEM). */
-struct cache *cache_new(const struct cache_params *p, int64_t (*now_ms)(void *arg), void *clock_arg,
-                        cache_evict_fn on_evict, void *evict_arg);
 /* Free the cache and its own references; versions still referenced elsewhere live on
- * until their last cache_version_unref (their bytes stay readable). NULL-safe. No other
- * call on c may be running or start (in particular no fetch); on_evict is not called. */
+ * until their last cache_version_unref (their bytes stay readable). Dropped versions not
+ * taken are released. NULL-safe. No other call on c may be running. */
 void cache_free(struct cache *c);
 
 /* New limits and TTLs (SIGHUP). A smaller max_bytes evicts at once. */
 void cache_set_params(struct cache *c, const struct cache_params *p);
 
-/* Forget every key (endpoint or access key changed). Referenced versions live on. Counters
- * and the reservations of bodies in flight stay. A version being fetched meanwhile still
- * completes (its waiters get its result) but outside the cache, its bytes pinned. */
+/* Forget every key (endpoint or access key changed). Counters and reservations stay. A
+ * version being fetched still completes (its waiters get its result), outside the cache. */
 void cache_clear(struct cache *c);
 
 /* Forget the remembered failures with errno err (positive), e.g. EACCES when the clock
- * offset changes (SPEC 6): the next cache_resolve of those versions fetches again. */
+ * offset changes (SPEC 6). */
 void cache_forget_errors(struct cache *c, int err);
 
-/* What a lookup of a name resolving to key should answer; never waits.
- * Returns a new reference (release with cache_version_unref) to:
+/* What a lookup of a name resolving to key should answer; never waits. Marks the key
+ * used (LRU). Returns a new reference (release with cache_version_unref) to:
  *  - the key's ready version when it is fresh (final, or live and fetched less than
- *    live_ttl_s ago): *hit = 1;
- *  - a ready version being served stale: the key's last refresh failed with EAGAIN,
- *    ETIMEDOUT or EIO, that failure is still remembered, and now < fetched_at +
- *    live_ttl_s + stale_if_error_s: *hit = 1;
- *  - else the key's current pending or failed version, created PENDING if there is none
- *    (the older ready version is kept for stale-if-error): *hit = 0.
+ *    live_ttl_s ago) or may be served stale (its refresh failed with EAGAIN, ETIMEDOUT or
+ *    EIO, that failure is remembered, and the stale window is open): *hit = 1;
+ *  - else the key's current pending or failed version, made PENDING if there is none (an
+ *    older ready version is kept for stale-if-error): *hit = 0.
+ * *valid_ms (may be NULL): how long this answer stays what the key resolves to: for a
+ * hit, until it stops being fresh (or servable stale), INT64_MAX for a final version;
+ * for a miss, live_ttl_s for a range that would be live if fetched now, else INT64_MAX.
  * Counts one hit or miss. Returns NULL only on ENOMEM. */
-struct cache_version *cache_get(struct cache *c, const struct cache_key *key, int *hit);
+struct cache_version *cache_get(struct cache *c, const struct cache_key *key,
+                                const struct cache_clock *now, int *hit, int64_t *valid_ms);
 
-/* Make v ready. Ready: 0 at once. Being fetched by another thread: wait for it (until
- * deadline_mono_ms, CLOCK_MONOTONIC ms; then -ETIMEDOUT). Failed with the error still
- * remembered: that errno at once. Otherwise fetch it now in this thread with f.
- * When the fetch fails with EAGAIN, ETIMEDOUT or EIO and the key's previous ready version
- * may be served stale (see cache_get), v becomes ready with that version's bytes and
- * fetched_at, and 0 is returned (a warn line is logged). After EACCES, ENOENT or EINVAL
- * the previous version is dropped. Every thread that waited for one fetch gets that fetch's
- * result. A version that left the cache (cache_clear) can still be resolved: it is fetched
- * as above but stays out of the cache. A ready version resolved counts as used (LRU).
- * Returns 0 or a negative errno (-EINVAL if a fetch is needed and f is NULL). */
-int cache_resolve(struct cache *c, struct cache_version *v, const struct cache_fetcher *f,
-                  int64_t deadline_mono_ms) __attribute__((warn_unused_result));
+/* For readahead: the version of key that a fetch would fill, made PENDING if needed (a
+ * new reference), or NULL when the key's version is fresh (or ENOMEM). Counts nothing
+ * and does not mark the key used. */
+struct cache_version *cache_get_ahead(struct cache *c, const struct cache_key *key,
+                                      const struct cache_clock *now);
 
-/* Reserve bytes for a body being received, evicting LRU versions (then, if that is not
- * enough, the oldest remembered failures) to make room. Returns 0, or -ENOMEM, evicting
- * nothing, when even an empty cache could not hold them next to the other reservations.
+enum cache_need {
+    CACHE_HAVE,   /* ready: its bytes may be read now */
+    CACHE_FETCH,  /* the caller holds the ticket: fetch, then cache_complete */
+    CACHE_WAIT,   /* being fetched: w (if any) joined, and is returned by cache_complete */
+    CACHE_REMEMBERED, /* a failure is remembered: *err (positive errno) */
+};
+
+/* Make v's bytes available: see enum cache_need. w (may be NULL) joins the fetch with
+ * CACHE_FETCH and CACHE_WAIT. A version that left the cache can still be fetched; it then
+ * stays outside, its bytes pinned. */
+enum cache_need cache_need(struct cache *c, struct cache_version *v, const struct cache_clock *now,
+                           struct flight_waiter *w, int *err);
+
+/* The ticket holder's fetch of v ended: rc 0 with data (malloc'd, taken over; exactly len
+ * bytes reserved through cache_reserve, which the version takes over), len and
+ * signed_at (the wall time the fetching try was signed), or a negative errno (data NULL).
+ * remember: 0 for a failure that must not be remembered (the circuit breaker's
+ * fast-fail). On EAGAIN, ETIMEDOUT or EIO a previous ready version still inside its
+ * stale window is served instead (v becomes ready with its bytes; a warn line is
+ * logged). Stores *result: 0 (v is ready) or the negative errno the waiters get. Returns
+ * the waiters (flight.h), detached, for the caller to answer with *result. */
+struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, int rc,
+                                     unsigned char *data, size_t len, int64_t signed_at,
+                                     const struct cache_clock *now, int remember, int *result);
+
+/* Reserve bytes for a body being received, evicting the least recently used keys to
+ * make room. Returns 0, or -ENOMEM, evicting nothing, when no room can be made.
  * cache_release gives back bytes reserved and not taken over by a version. */
 int cache_reserve(struct cache *c, size_t bytes) __attribute__((warn_unused_result));
 void cache_release(struct cache *c, size_t bytes);
+
+/* Count the caller's own per-name records (inodes, names, kept requests, listings) in
+ * the bound, evicting least recently used keys to make room; never fails (records the
+ * kernel holds cannot be refused). cache_uncharge takes them back. */
+void cache_charge(struct cache *c, size_t bytes);
+void cache_uncharge(struct cache *c, size_t bytes);
+
+/* Drop pending and failed keys idle for CACHE_IDLE_MS (not being fetched, no failure
+ * still remembered). Call about once a second. */
+void cache_sweep(struct cache *c, int64_t now_mono);
+
+/* The versions that left the cache while referenced elsewhere, since the last call: a
+ * list through cache_dropped_next, each holding one reference the caller now owns. */
+struct cache_version *cache_take_dropped(struct cache *c);
+struct cache_version *cache_dropped_next(const struct cache_version *v);
 
 void cache_get_stats(struct cache *c, struct cache_stats *out);
 
@@ -126,9 +157,9 @@ void cache_get_stats(struct cache *c, struct cache_stats *out);
 void cache_version_ref(struct cache_version *v);
 void cache_version_unref(struct cache_version *v);        /* NULL-safe */
 uint64_t cache_version_id(const struct cache_version *v); /* unique, from 1 up, never reused */
-enum cache_state cache_version_state(struct cache_version *v);
+enum cache_state cache_version_state(const struct cache_version *v);
 const struct cache_key *cache_version_key(const struct cache_version *v);
-/* Ready versions only: the bytes and their length. */
+/* Ready versions only: the bytes and their length (NULL and 0 otherwise). */
 const unsigned char *cache_version_data(const struct cache_version *v, size_t *len);
 int64_t cache_version_fetched_at(const struct cache_version *v); /* signing time, Unix ms */
 int cache_version_final(const struct cache_version *v);          /* 1 final, 0 live */

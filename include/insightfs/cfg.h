@@ -45,12 +45,14 @@ struct cfg {
     char *secret_key; /* never logged, wiped on free */
     char *ca_file;    /* absolute, or NULL */
     int timeout_ms, connect_timeout_ms, retries, max_connections, max_requests_per_second;
+    int max_pending; /* filesystem requests waiting for fetches (SPEC 6) */
     int64_t max_image_bytes;
     enum vpath_res resolution;
 
     /* cache */
     int64_t max_bytes;
     int live_ttl_s, settle_s, error_ttl_s, stale_if_error_s;
+    bool readahead; /* fetch ahead while a listing is being stat'ed (SPEC 5) */
 
     /* time */
     int align_s;

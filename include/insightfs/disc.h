@@ -2,17 +2,19 @@
  * dashboard, GetDashboardWidgetList, with their refresh policy.
  *
  * A struct disc holds the last good answer of each list asked for: the dashboards, and
- * the widgets of each dashboard id. disc_refresh brings one list up to date in single
- * flight when it is older than discover_ttl_s, remembers a failure for error_ttl_s and
- * falls back on the last good list; disc_build_tree merges what it holds with the
- * configured entries into an ns_tree. It knows nothing of FUSE or inodes.
- * Every function is thread-safe (one mutex per struct disc, never held across I/O).
+ * the widgets of each dashboard id. disc_need says whether a list must be refreshed and
+ * hands out the ticket (single flight, failure memory: the flight primitive, as images
+ * use it); the holder asks the API and calls disc_complete. disc_build_tree merges what
+ * it holds with the configured entries into an ns_tree. It never calls the API and knows
+ * nothing of FUSE or inodes. Every function is thread-safe (one mutex, never held
+ * across I/O).
  */
 #ifndef INSIGHTFS_DISC_H
 #define INSIGHTFS_DISC_H
 
 #include "insightfs/api.h"
 #include "insightfs/cfg.h"
+#include "insightfs/flight.h"
 #include "insightfs/ns.h"
 
 struct disc;
@@ -24,22 +26,33 @@ struct disc *disc_new(void) __attribute__((warn_unused_result));
 /* Free d and every list it holds. NULL-safe. No other call on d may be running. */
 void disc_free(struct disc *d);
 
-/* Bring the list of dash_id's widgets (dash_id NULL: the list of dashboards) up to date.
- * Does nothing and returns 0 when cfg->discover is false. Otherwise:
- *  - a good list younger than cfg->discover_ttl_s is used as is (no request);
- *  - while another thread refreshes the same list, waits for it (single flight) at most
- *    timeout_ms * (retries + 1) + 500 ms, then uses what it stored; a wait that times
- *    out returns 0 with a last good list, else -ETIMEDOUT;
- *  - a refresh that failed less than cfg->error_ttl_s ago is not retried: returns 0 with
- *    a last good list, else that refresh's negative errno;
- *  - otherwise asks the API (api_list_dashboards / api_list_widgets) with no lock held.
- * Returns 0 when a good list is there (fresh, or the last good one after a failed
- * refresh), else a negative errno: the refresh's (any of api.h's list calls), -ETIMEDOUT
- * (see above) or -ENOMEM. Sets *changed (may be NULL) to 1 when this call stored a new
- * list - the caller should then rebuild its tree with disc_build_tree - else to 0.
- * api and cfg are borrowed for the call; dash_id is copied when kept. Thread-safe. */
-int disc_refresh(struct disc *d, struct api *api, const struct cfg *cfg, const char *dash_id,
-                 int *changed) __attribute__((warn_unused_result));
+enum disc_need {
+    DISC_OK,     /* use what is held: discover is off, the list is fresh, or a refresh
+                    failed recently and the last good list stands in */
+    DISC_FETCH,  /* the caller holds the ticket: ask the API, then disc_complete */
+    DISC_WAIT,   /* a refresh is running: w (if any) joined it (disc_complete returns it) */
+    DISC_FAILED, /* a refresh failed recently and there is no good list: *err (positive) */
+};
+
+/* What a caller that needs the list of dash_id's widgets (dash_id NULL: the dashboards)
+ * up to date does (SPEC 4): see enum disc_need. A list younger than cfg->discover_ttl_s
+ * is fresh; a failed refresh is remembered for cfg->error_ttl_s (single flight and
+ * failure memory: flight.h). now: CLOCK_MONOTONIC ms. With DISC_FETCH, *epoch gets the
+ * value to hand to disc_complete, and a non-NULL w joins too. cfg is borrowed; dash_id
+ * is copied when kept. -ENOMEM comes back as DISC_FAILED. Thread-safe. */
+enum disc_need disc_need(struct disc *d, const struct cfg *cfg, const char *dash_id, int64_t now,
+                         struct flight_waiter *w, uint64_t *epoch, int *err)
+    __attribute__((warn_unused_result));
+
+/* The ticket holder's refresh of dash_id's list ended: rc 0 with items (taken over in
+ * every case) and n, or a negative errno. A refresh that began before a disc_forget
+ * (epoch) stores nothing. A failure is remembered for remember_ms. *result: 0 when a good
+ * list is now held (the new one, or the last good one after a failure), else the
+ * refresh's errno (-EAGAIN for one overtaken by disc_forget). *changed: 1 when a new list
+ * was stored (rebuild the tree). Returns the waiters to answer (flight.h). Thread-safe. */
+struct flight_waiter *disc_complete(struct disc *d, const char *dash_id, uint64_t epoch, int rc,
+                                    struct api_item *items, size_t n, int64_t now,
+                                    int64_t remember_ms, int *result, int *changed);
 
 /* The tree of cfg's configured entries merged with every list d holds (ns_build).
  * Returns a new tree with one reference (the caller owns it: ns_unref), or NULL (out of

@@ -1,0 +1,174 @@
+/* fs_inval - the invalidation thread: the one thread that tells the kernel to forget
+ * entries (fuse_lowlevel_notify_inval_entry), and does nothing else (SPEC 12.2, 12.4).
+ *
+ * Why a thread of its own: the notify must not come from a thread serving a FUSE request,
+ * and the kernel holds a directory's lock while a LOOKUP in it is outstanding, which the
+ * notify also takes; a thread that must answer kept LOOKUPs (a fetch thread) could stall
+ * behind it. So eviction (an image version the cache dropped while the kernel holds its
+ * inode), the idle sweep and a reload (names that moved) queue work here.
+ *
+ * Queue: a FIFO of items, each an image inode (its remembered names are looked up when
+ * the item is served, so a name remembered meanwhile is included) or a (parent, name).
+ * Items are small and each stands for a record the cache already dropped, so the queue
+ * is bounded by what the cache could hold.
+ *
+ * Locking: lock guards the queue and the stop flag; it is never held across a notify.
+ */
+#define FUSE_USE_VERSION 312
+
+#include "fs_int.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "insightfs/log.h"
+
+struct inval_item {
+    struct inval_item *next;
+    uint64_t ino;    /* an image inode, or 0 */
+    uint64_t parent; /* with name */
+    char name[];
+};
+
+struct fs_inval {
+    struct fs_ino *ino;
+    struct fuse_session *se;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct inval_item *head, *tail; /* protected by lock */
+    int stop;                       /* protected by lock */
+    pthread_t thread;
+    int started;
+};
+
+struct fs_inval *fs_inval_new(struct fs_ino *ino)
+{
+    struct fs_inval *q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    q->ino = ino;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->cond, NULL);
+    return q;
+}
+
+static void push(struct fs_inval *q, struct inval_item *it)
+{
+    pthread_mutex_lock(&q->lock);
+    it->next = NULL;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+}
+
+void fs_inval_image(struct fs_inval *q, uint64_t ino)
+{
+    struct inval_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return; /* the version stays pinned until the kernel forgets it by itself */
+    it->ino = ino;
+    push(q, it);
+}
+
+void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name)
+{
+    size_t n = strlen(name);
+    struct inval_item *it = calloc(1, sizeof(*it) + n + 1);
+    if (!it)
+        return;
+    it->parent = parent;
+    memcpy(it->name, name, n + 1);
+    push(q, it);
+}
+
+static void notify(struct fs_inval *q, uint64_t parent, const char *name)
+{
+    /* -ENOENT: the kernel did not know (or had already forgotten) the name. */
+    (void)fuse_lowlevel_notify_inval_entry(q->se, parent, name, strlen(name));
+}
+
+static void serve(struct fs_inval *q, struct inval_item *it)
+{
+    if (!it->ino) {
+        notify(q, it->parent, it->name);
+        return;
+    }
+    struct fs_name names[FS_NAMES_MAX];
+    fs_ino_names(q->ino, it->ino, names);
+    for (size_t i = 0; i < FS_NAMES_MAX; i++) {
+        if (names[i].name) {
+            notify(q, names[i].parent, names[i].name);
+            free(names[i].name);
+        }
+    }
+}
+
+static void *inval_main(void *arg)
+{
+    struct fs_inval *q = arg;
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        struct inval_item *it = q->head;
+        if (!it) {
+            if (q->stop)
+                break;
+            pthread_cond_wait(&q->cond, &q->lock);
+            continue;
+        }
+        q->head = it->next;
+        if (!q->head)
+            q->tail = NULL;
+        pthread_mutex_unlock(&q->lock);
+        serve(q, it);
+        free(it);
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+int fs_inval_start(struct fs_inval *q, struct fuse_session *se)
+{
+    sigset_t all, old;
+    q->se = se;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&q->thread, NULL, inval_main, q);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    q->started = rc == 0;
+    return -rc;
+}
+
+void fs_inval_stop(struct fs_inval *q)
+{
+    if (!q->started)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->stop = 1;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+    pthread_join(q->thread, NULL);
+    q->started = 0;
+}
+
+void fs_inval_free(struct fs_inval *q)
+{
+    if (!q)
+        return;
+    while (q->head) {
+        struct inval_item *it = q->head;
+        q->head = it->next;
+        free(it);
+    }
+    pthread_cond_destroy(&q->cond);
+    pthread_mutex_destroy(&q->lock);
+    free(q);
+}
