@@ -25,23 +25,30 @@ static uint32_t be32(const unsigned char *p)
 }
 
 /* The chunk walk of SPEC 6. A body that starts with the signature is judged by what its
- * chunk headers promise: bytes missing at the end (a header, a chunk's data or CRC, or the
- * IEND that never came) mean the transfer was cut, and a retry may bring it whole; a
- * header that contradicts the format (a length over 2^31-1, IHDR not first, IEND with
- * data, bytes after IEND) means the server sent something else, and will again. */
+ * chunk headers promise: a last chunk that runs past the end (its header, data or CRC
+ * cut) means the transfer was cut, and a retry may bring it whole; a header that
+ * contradicts the format (a length over 2^31-1, IHDR not first, IEND with data, bytes
+ * after IEND) means the server sent something else, and will again. So does a body that
+ * ends cleanly between two chunks without IEND (SPEC 6 and RELIABILITY T9: a PNG without
+ * IEND is not retried): nothing in it runs past its end. */
 static enum api_png png_chunks(const unsigned char *p, size_t len)
 {
     size_t pos = PNG_SIG_LEN;
     bool first = true;
     for (;;) {
-        if (len - pos < 8) /* length and type of the next chunk */
+        size_t left = len - pos;
+        if (left == 0)
+            return API_PNG_FOREIGN; /* complete chunks, and no IEND */
+        if (left >= 4 && be32(p + pos) > 0x7fffffffu)
+            return API_PNG_FOREIGN;
+        if (left < 8) /* the next chunk's length and type */
             return API_PNG_TRUNCATED;
         uint32_t n = be32(p + pos);
         const unsigned char *type = p + pos + 4;
         bool iend = memcmp(type, "IEND", 4) == 0;
-        if (n > 0x7fffffffu || (first && memcmp(type, "IHDR", 4) != 0) || (iend && n != 0))
+        if ((first && memcmp(type, "IHDR", 4) != 0) || (iend && n != 0))
             return API_PNG_FOREIGN;
-        if (len - pos - 8 < (size_t)n + 4) /* data and CRC */
+        if (left - 8 < (size_t)n + 4) /* data and CRC */
             return API_PNG_TRUNCATED;
         pos += 12 + (size_t)n;
         if (iend)

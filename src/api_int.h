@@ -23,12 +23,12 @@
  *   API_PNG_VALID: the 8-byte signature; chunks (4-byte big-endian length <= 2^31-1,
  *     type, data, CRC) all inside the body; IHDR first; IEND last, of length 0, ending
  *     exactly at the body's end; len == content_length when content_length >= 0.
- *   API_PNG_TRUNCATED: the signature, then chunks that run past the end of the body (a
- *     chunk's header, data or CRC cut, or no IEND yet), or a valid PNG shorter than
+ *   API_PNG_TRUNCATED: the signature, then chunks of which the last runs past the end
+ *     of the body (its header, data or CRC cut), or a valid PNG shorter than
  *     content_length: a cut transfer, worth a retry.
  *   API_PNG_FOREIGN: anything else (no signature, a body under 8 bytes, a length over
- *     2^31-1, IHDR not first, IEND with data or not last, longer than content_length):
- *     not worth a retry.
+ *     2^31-1, IHDR not first, IEND with data or not last, no IEND after complete chunks,
+ *     longer than content_length): not worth a retry.
  * CRCs and dimensions are not checked. p may be NULL when len is 0. Pure, thread-safe. */
 enum api_png {
     API_PNG_VALID = 0,

@@ -19,7 +19,8 @@
  *   - PNG: the same answer with content_length -1 and len; another length makes a valid
  *     body truncated (longer) or foreign (shorter) and changes nothing else; a truncated
  *     body starts with the signature; a valid body starts with the signature and IHDR,
- *     ends with an empty IEND, and every cut of it after the signature is truncated.
+ *     ends with an empty IEND; cut inside a chunk it is truncated, cut between chunks
+ *     (without IEND) foreign.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -198,12 +199,16 @@ static void fuzz_png(const unsigned char *body, size_t len)
 
         CHECK(len >= 32 && memcmp(body, sig, 8) == 0 && memcmp(body + 12, "IHDR", 4) == 0);
         CHECK(memcmp(body + len - 12, iend, 8) == 0);
-        /* Every cut of a valid body after its signature is truncated, never valid or
-         * foreign: that is what makes a cut transfer retried. */
-        CHECK(api_png_check(body, len - 1, -1) == API_PNG_TRUNCATED);
-        CHECK(api_png_check(body, 8, -1) == API_PNG_TRUNCATED);
-        CHECK(api_png_check(body, 8 + (len - 8) / 2, -1) == API_PNG_TRUNCATED);
-        CHECK(api_png_check(body, len - 12, (int64_t)len - 12) == API_PNG_TRUNCATED);
+        /* A cut inside a chunk of a valid body is truncated (a cut transfer, retried);
+         * a cut between chunks leaves no IEND: foreign, as is the bare signature. */
+        for (size_t k = 1; k <= 12 && k < len - 8; k++) {
+            enum api_png want = k == 12 ? API_PNG_FOREIGN : API_PNG_TRUNCATED;
+
+            CHECK(api_png_check(body, len - k, -1) == want);
+            CHECK(api_png_check(body, len - k, (int64_t)(len - k)) == want);
+        }
+        CHECK(api_png_check(body, 8, -1) == API_PNG_FOREIGN);
+        CHECK(api_png_check(body, 9, -1) == API_PNG_TRUNCATED);
         CHECK(api_png_check(body, 7, -1) == API_PNG_FOREIGN);
     }
     CHECK(api_png_check(NULL, 0, -1) == API_PNG_FOREIGN);

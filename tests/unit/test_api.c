@@ -120,13 +120,17 @@ static void test_png_check(void **state)
     /* Content-Length: more than arrived is a cut; fewer is not this PNG's length. */
     assert_int_equal(api_png_check(b, n, (int64_t)n + 1), API_PNG_TRUNCATED);
     assert_int_equal(api_png_check(b, n, (int64_t)n - 1), API_PNG_FOREIGN);
-    /* Every cut after the signature, with or without a Content-Length that matches it:
-     * inside a chunk's header, data or CRC, or between chunks (IEND never came). */
+    /* Every cut after the signature, with or without a Content-Length that matches it,
+     * inside a chunk's header, data or CRC: truncated. A cut between chunks leaves a PNG
+     * without IEND, which is no PNG (SPEC 6, RELIABILITY T9: not retried). */
+    const size_t ends[] = {8, 8 + 25, 8 + 25 + 22};
     for (size_t k = 8; k < n; k++) {
-        if (api_png_check(b, k, -1) != API_PNG_TRUNCATED ||
-            api_png_check(b, k, (int64_t)k) != API_PNG_TRUNCATED)
-            fail_msg("cut at %zu of %zu: not truncated", k, n);
+        bool boundary = k == ends[0] || k == ends[1] || k == ends[2];
+        enum api_png want = boundary ? API_PNG_FOREIGN : API_PNG_TRUNCATED;
+        if (api_png_check(b, k, -1) != want || api_png_check(b, k, (int64_t)k) != want)
+            fail_msg("cut at %zu of %zu: not %s", k, n, boundary ? "foreign" : "truncated");
     }
+    assert_int_equal(n - 12, ends[2]);
     /* Cut inside the signature: not a PNG (SPEC: it must start with the signature). */
     assert_int_equal(api_png_check(b, 7, -1), API_PNG_FOREIGN);
     assert_int_equal(api_png_check(b, 1, -1), API_PNG_FOREIGN);
@@ -152,6 +156,8 @@ static void test_png_check(void **state)
     t[8 + 12 + 13] = 0xff;
     assert_int_equal(api_png_check(t, n, -1), API_PNG_FOREIGN);
     assert_int_equal(api_png_check(t, 8 + 12 + 13 + 8, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(t, 8 + 12 + 13 + 4, -1), API_PNG_FOREIGN);
+    assert_int_equal(api_png_check(t, 8 + 12 + 13 + 3, -1), API_PNG_TRUNCATED);
     /* Bad signature. */
     memcpy(t, b, n);
     t[1] = 'p';
@@ -917,7 +923,7 @@ static void test_png_cut_retried(void **state)
 }
 
 /* A foreign 200 without Content-Length is final at once, like one with it: no signature,
- * or chunks that are complete but wrong (data after IEND). */
+ * or chunks that are complete but wrong (data after IEND, no IEND at all). */
 static void test_png_foreign_final(void **state)
 {
     (void)state;
@@ -928,8 +934,8 @@ static void test_png_foreign_final(void **state)
     const struct {
         const void *body;
         size_t len;
-    } bodies[] = {{html, strlen(html)}, {png, n}};
-    for (size_t i = 0; i < 2; i++) {
+    } bodies[] = {{html, strlen(html)}, {png, n}, {png, n - 13}};
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         struct fx *f = fx_new(2000, 2);
         struct srv_reply rep =
             srv_http("200 OK", "Connection: close\r\n", bodies[i].body, bodies[i].len, false);
