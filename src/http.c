@@ -1,4 +1,5 @@
-/* http - bounded GETs to one endpoint over libcurl (the errno table is http_errno.c).
+/* http - bounded GETs to one endpoint over libcurl (the errno table is http_errno.c, the
+ * shared certificate store http_tls.c).
  *
  * Design
  *  - Slots. A client allows max_connections transfers at once. A request takes a slot
@@ -26,10 +27,14 @@
  *    is reserved through http_mem first; over the cap, a refused reservation or a failed
  *    realloc makes the write callback return short, which aborts the transfer. At the
  *    end the buffer is cut to its length, so exactly len bytes stay reserved.
- *  - TLS is always verified (peer and host). api.ca_file is added to the system bundle
- *    by handing curl one PEM blob, system bundle + ca_file, built once here
- *    (CURLOPT_CAINFO_BLOB; the default CA path stays in use too). This keeps OpenSSL
- *    out of this module and leaves no per-connection callback touching shared state.
+ *  - TLS is always verified (peer and host). All TLS connections of a client verify
+ *    against ONE certificate store, built once in http_client_new by http_tls.c (the
+ *    system bundle and CA directory this libcurl would use, plus api.ca_file): curl is
+ *    told to load no CA itself (CURLOPT_CAINFO and CURLOPT_CAPATH NULL) and its
+ *    CURLOPT_SSL_CTX_FUNCTION installs the shared store in each new connection's SSL_CTX
+ *    before the handshake. Left to itself, curl parses the bundle again for every
+ *    connection (~1.35 MiB each); why CURLOPT_CA_CACHE_TIMEOUT cannot share it, and why
+ *    that file alone includes OpenSSL, is in http_tls.c's opening comment.
  *  - Proxies: curl's environment handling (http_proxy, https_proxy, no_proxy, ...) is
  *    left alone, except that a loopback endpoint gets CURLOPT_NOPROXY "*": never
  *    through a proxy.
@@ -38,14 +43,14 @@
  *
  * Locking: client.mu protects the slot count, the idle handle stack and the rate turn;
  * it is never held across a transfer or a sleep. share_locks[i] serialize curl's use of
- * shared data i. in_flight is an atomic.
+ * shared data i. in_flight is an atomic. The certificate store is read-only once built
+ * (http_tls.c says why concurrent handshakes may share it).
  */
 #include "insightfs/http.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -56,26 +61,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
-#include "insightfs/log.h"
+#include "http_int.h"
 
 _Static_assert(sizeof(((struct http_response *)0)->error) >= CURL_ERROR_SIZE,
                "error must hold CURL_ERROR_SIZE bytes");
 
 #define BODY_FIRST_CAP (16u * 1024u)
-#define PEM_FILE_MAX (16 * 1024 * 1024)
 
 struct http_client {
     char *endpoint; /* no trailing '/' */
     char *user_agent;
     bool loopback;
-    unsigned char *ca_pem; /* system bundle + ca_file, or NULL */
-    struct curl_blob ca_blob;
+    struct http_tls *tls; /* https: the one certificate store; http: NULL */
     CURLSH *share;
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
     int share_locks_ready;
@@ -191,8 +192,7 @@ static void share_unlock(CURL *h, curl_lock_data data, void *arg)
         pthread_mutex_unlock(&c->share_locks[data]);
 }
 
-static int set_err(char **err, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int set_err(char **err, int rc, const char *fmt, ...)
+int http_set_err(char **err, int rc, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -204,98 +204,37 @@ static int set_err(char **err, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* Read a whole (small) file. Returns 0 and *buf (NUL-terminated), *len, or -errno. */
-static int read_file(const char *path, char **buf, size_t *len)
+/* The store every TLS connection of c verifies against (http_tls.c): the system bundle
+ * and CA directory this libcurl would load by default, plus ca_file. For an http://
+ * endpoint nothing is kept (no TLS: loopback never goes through a proxy), but ca_file is
+ * still checked, so a broken one is an error whatever the scheme. */
+static int tls_setup(struct http_client *c, bool https, const char *ca_file, char **err)
 {
-    int rc = 0;
-    char *data = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        goto out;
+    if (!https) {
+        struct http_tls *t = NULL;
+        int rc = ca_file ? http_tls_new(NULL, NULL, ca_file, &t, err) : 0;
+        http_tls_free(t);
+        return rc;
     }
-    if (!S_ISREG(st.st_mode) || st.st_size > PEM_FILE_MAX) {
-        rc = -EINVAL;
-        goto out;
-    }
-    size_t want = (size_t)st.st_size, got = 0;
-    data = malloc(want + 1);
-    if (!data) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    while (got < want) {
-        ssize_t r = read(fd, data + got, want - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = -errno;
-            goto out;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    data[got] = '\0';
-    *buf = data;
-    *len = got;
-    data = NULL;
-out:
-    free(data);
-    close(fd);
+    CURL *h = curl_easy_init();
+    if (!h)
+        return http_set_err(err, -ENOMEM, "out of memory");
+    char *sys_file = NULL, *sys_dir = NULL; /* owned by h */
+    if (curl_easy_getinfo(h, CURLINFO_CAINFO, &sys_file) != CURLE_OK)
+        sys_file = NULL;
+    if (curl_easy_getinfo(h, CURLINFO_CAPATH, &sys_dir) != CURLE_OK)
+        sys_dir = NULL;
+    int rc = http_tls_new(sys_file, sys_dir, ca_file, &c->tls, err);
+    curl_easy_cleanup(h);
     return rc;
 }
 
-/* The system bundle followed by ca_file, as one PEM blob. */
-static int load_ca(struct http_client *c, const char *ca_file, char **err)
+/* curl's CURLOPT_SSL_CTX_FUNCTION: a new TLS connection, before its handshake. */
+static CURLcode on_ssl_ctx(CURL *h, void *ssl_ctx, void *arg)
 {
-    char *extra = NULL, *sys = NULL;
-    size_t extra_len = 0, sys_len = 0;
-    int rc = read_file(ca_file, &extra, &extra_len);
-    if (rc < 0) {
-        rc = set_err(err, rc, "api.ca_file: %s: %s", ca_file,
-                     rc == -EINVAL ? "not a regular file of at most 16 MiB" : strerror(-rc));
-        goto out;
-    }
-    if (!strstr(extra, "-----BEGIN CERTIFICATE-----")) {
-        rc = set_err(err, -EINVAL, "api.ca_file: %s: no PEM certificate in it", ca_file);
-        goto out;
-    }
-    /* Where this libcurl finds the system bundle by default. */
-    CURL *h = curl_easy_init();
-    if (!h) {
-        rc = set_err(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    char *sys_path = NULL;
-    if (curl_easy_getinfo(h, CURLINFO_CAINFO, &sys_path) == CURLE_OK && sys_path) {
-        int src = read_file(sys_path, &sys, &sys_len);
-        if (src < 0) /* then the default CA path (still in use) must do */
-            log_debug("http: system CA bundle %s: %s", sys_path, strerror(-src));
-    }
-    curl_easy_cleanup(h);
-
-    size_t total = sys_len + 1 + extra_len;
-    c->ca_pem = malloc(total);
-    if (!c->ca_pem) {
-        rc = set_err(err, -ENOMEM, "out of memory");
-        goto out;
-    }
-    if (sys_len)
-        memcpy(c->ca_pem, sys, sys_len);
-    c->ca_pem[sys_len] = '\n';
-    memcpy(c->ca_pem + sys_len + 1, extra, extra_len);
-    c->ca_blob.data = c->ca_pem;
-    c->ca_blob.len = total;
-    c->ca_blob.flags = CURL_BLOB_NOCOPY; /* lives as long as the client */
-    rc = 0;
-out:
-    free(extra);
-    free(sys);
-    return rc;
+    (void)h;
+    http_tls_install(arg, ssl_ctx);
+    return CURLE_OK;
 }
 
 static bool host_is_loopback(const char *host)
@@ -322,30 +261,31 @@ static bool host_is_loopback(const char *host)
 }
 
 /* Check the endpoint's form and find out whether its host is loopback. */
-static int parse_endpoint(const char *endpoint, bool *loopback, char **err)
+static int parse_endpoint(const char *endpoint, bool *loopback, bool *https, char **err)
 {
     int rc = -EINVAL;
     char *scheme = NULL, *host = NULL, *path = NULL, *query = NULL, *user = NULL;
     CURLU *u = curl_url();
     if (!u)
-        return set_err(err, -ENOMEM, "out of memory");
+        return http_set_err(err, -ENOMEM, "out of memory");
     if (curl_url_set(u, CURLUPART_URL, endpoint, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        rc = set_err(err, -EINVAL, "api.endpoint: not a URL: %s", endpoint);
+        rc = http_set_err(err, -EINVAL, "api.endpoint: not a URL: %s", endpoint);
         goto out;
     }
     if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-        rc = set_err(err, -EINVAL, "api.endpoint: scheme must be https or http: %s", endpoint);
+        rc = http_set_err(err, -EINVAL, "api.endpoint: scheme must be https or http: %s", endpoint);
         goto out;
     }
     if ((curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && strcmp(path, "/") != 0) ||
         curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
         curl_url_get(u, CURLUPART_USER, &user, 0) == CURLUE_OK) {
-        rc = set_err(err, -EINVAL, "api.endpoint: must be scheme://host[:port]: %s", endpoint);
+        rc = http_set_err(err, -EINVAL, "api.endpoint: must be scheme://host[:port]: %s", endpoint);
         goto out;
     }
     *loopback = host_is_loopback(host);
+    *https = strcmp(scheme, "https") == 0;
     rc = 0;
 out:
     curl_free(scheme);
@@ -364,50 +304,49 @@ int http_client_new(const struct http_client_opts *opts, struct http_client **ou
         *err = NULL;
     *out = NULL;
     if (!opts || !opts->endpoint || opts->max_connections < 1 || opts->max_requests_per_second < 0)
-        return set_err(err, -EINVAL, "http: bad client options");
+        return http_set_err(err, -EINVAL, "http: bad client options");
 
     struct http_client *c = calloc(1, sizeof(*c));
     if (!c)
-        return set_err(err, -ENOMEM, "out of memory");
+        return http_set_err(err, -ENOMEM, "out of memory");
     c->max_connections = opts->max_connections;
     if (opts->max_requests_per_second > 0)
         c->spacing_ns = 1000000000 / opts->max_requests_per_second;
     atomic_init(&c->in_flight, 0);
 
-    rc = parse_endpoint(opts->endpoint, &c->loopback, err);
+    bool https = false;
+    rc = parse_endpoint(opts->endpoint, &c->loopback, &https, err);
     if (rc < 0)
         goto fail_free;
     c->endpoint = strdup(opts->endpoint);
     c->user_agent = opts->user_agent ? strdup(opts->user_agent) : NULL;
     c->idle = calloc((size_t)c->max_connections, sizeof(*c->idle));
     if (!c->endpoint || (opts->user_agent && !c->user_agent) || !c->idle) {
-        rc = set_err(err, -ENOMEM, "out of memory");
+        rc = http_set_err(err, -ENOMEM, "out of memory");
         goto fail_free;
     }
     size_t n = strlen(c->endpoint);
     if (n > 0 && c->endpoint[n - 1] == '/')
         c->endpoint[n - 1] = '\0';
-    if (opts->ca_file) {
-        rc = load_ca(c, opts->ca_file, err);
-        if (rc < 0)
-            goto fail_free;
-    }
+    rc = tls_setup(c, https, opts->ca_file, err);
+    if (rc < 0)
+        goto fail_free;
 
     pthread_condattr_t ca;
     if (pthread_condattr_init(&ca) != 0) {
-        rc = set_err(err, -ENOMEM, "out of memory");
+        rc = http_set_err(err, -ENOMEM, "out of memory");
         goto fail_free;
     }
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int crc = pthread_cond_init(&c->slot_free, &ca);
     pthread_condattr_destroy(&ca);
     if (crc != 0) {
-        rc = set_err(err, -ENOMEM, "out of memory");
+        rc = http_set_err(err, -ENOMEM, "out of memory");
         goto fail_free;
     }
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
         pthread_cond_destroy(&c->slot_free);
-        rc = set_err(err, -ENOMEM, "out of memory");
+        rc = http_set_err(err, -ENOMEM, "out of memory");
         goto fail_free;
     }
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -420,7 +359,7 @@ int http_client_new(const struct http_client_opts *opts, struct http_client **ou
         curl_share_setopt(c->share, CURLSHOPT_USERDATA, c) != CURLSHE_OK ||
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
-        rc = set_err(err, -EIO, "http: cannot set up a libcurl share handle");
+        rc = http_set_err(err, -EIO, "http: cannot set up a libcurl share handle");
         goto fail_client;
     }
     *out = c;
@@ -430,7 +369,7 @@ fail_client:
     http_client_free(c);
     return rc;
 fail_free:
-    free(c->ca_pem);
+    http_tls_free(c->tls);
     free(c->idle);
     free(c->user_agent);
     free(c->endpoint);
@@ -453,11 +392,16 @@ void http_client_free(struct http_client *c)
         pthread_mutex_destroy(&c->mu);
         pthread_cond_destroy(&c->slot_free);
     }
-    free(c->ca_pem);
+    http_tls_free(c->tls); /* connections closed above held their own references */
     free(c->idle);
     free(c->user_agent);
     free(c->endpoint);
     free(c);
+}
+
+struct http_tls *http_client_tls(const struct http_client *c)
+{
+    return c ? c->tls : NULL;
 }
 
 uint64_t http_client_in_flight(struct http_client *c)
@@ -719,8 +663,13 @@ int http_get(struct http_client *c, const struct http_request *req, struct http_
     SETOPT(h, CURLOPT_PATH_AS_IS, 1L);
     SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
     SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (c->ca_pem)
-        SETOPT(h, CURLOPT_CAINFO_BLOB, &c->ca_blob);
+    if (c->tls) {
+        /* curl loads no CA itself; each new connection gets the client's one store. */
+        SETOPT(h, CURLOPT_CAINFO, (char *)NULL);
+        SETOPT(h, CURLOPT_CAPATH, (char *)NULL);
+        SETOPT(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+        SETOPT(h, CURLOPT_SSL_CTX_DATA, c->tls);
+    }
     if (c->loopback)
         SETOPT(h, CURLOPT_NOPROXY, "*");
     SETOPT(h, CURLOPT_SHARE, c->share);

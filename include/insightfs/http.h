@@ -3,8 +3,9 @@
  *
  * A struct http_client talks to one endpoint ("scheme://host[:port]"). It owns a pool of
  * at most max_connections easy handles (each keeps its own keep-alive connection), a
- * share handle for DNS and TLS sessions, an optional request-rate limiter and the extra
- * CA of api.ca_file. http_get is thread-safe: a request first waits for a free slot
+ * share handle for DNS and TLS sessions, an optional request-rate limiter and, for an
+ * https endpoint, one certificate store (the system CAs plus api.ca_file) built once and
+ * shared by all its TLS connections. http_get is thread-safe: a request first waits for a free slot
  * (max_connections in flight at once), then for its turn under max_requests_per_second;
  * both waits count against the request's deadline. TLS is always verified, redirects are
  * never followed, proxies from the environment are honoured except for loopback
@@ -37,7 +38,8 @@ int64_t http_mono_ms(void);
 struct http_client_opts {
     const char *endpoint;        /* "http[s]://host[:port]" with no path; borrowed */
     const char *ca_file;         /* NULL, or a PEM file of CAs trusted in addition to the
-                                    system bundle (read once, here); borrowed */
+                                    system ones (read once, here; checked even for an
+                                    http endpoint); borrowed */
     const char *user_agent;      /* User-Agent header value, or NULL for none; borrowed */
     int max_connections;         /* >= 1: requests in flight at once */
     int max_requests_per_second; /* 0: no limit; else requests start >= 1/N s apart */
@@ -45,7 +47,9 @@ struct http_client_opts {
 
 /* Build a client. Returns 0 and *out, or a negative errno and *err (a malloc'd one-line
  * message, caller frees): -EINVAL (bad endpoint or limits, ca_file without a PEM
- * certificate), -ENOENT/-EACCES (ca_file unreadable), -ENOMEM, -EIO (libcurl).
+ * certificate or with one that does not parse), -ENOENT/-EACCES (ca_file unreadable),
+ * -ENOMEM, -EIO (libcurl). For https it reads the system CA bundle once (~1.35 MiB kept
+ * for the client's life, instead of that much per connection).
  * Thread-safe. */
 int http_client_new(const struct http_client_opts *opts, struct http_client **out, char **err)
     __attribute__((warn_unused_result));
