@@ -27,8 +27,22 @@ Rows (see tests/bench/README.md for how to read the table):
   6  insightfs (max_connections = 32) vs httpdirfs --cache and rclone mount
      --vfs-cache-mode full, both on /static/: cold read (cat), warm read, 32 parallel
      reads of different files; latency 20 ms.
+  7  the next bar, against physical floors:
+     a  warm read vs floorfs (tests/bench/floorfs.c, built here with cc + pkg-config
+        fuse3): a minimal low-level FUSE server the kernel serves alone; interleaved
+        medians; within 1.05x.
+     b  cold read over HTTPS (a second local API process, TLS, certificates made now),
+        latency 20 ms, vs cat of a tmpfs file + one signed GET on an open keep-alive TLS
+        connection of the bench's own; within 1.05x.
+     c  the same cats vs one curl process per request; faster.
+     d  32 images at once, max_connections 32, latency 20 ms, vs 32 threads of the bench
+        each with its own open keep-alive connection, one GET each; within 1.1x.
+     e  daemon CPU (user + system, /proc/PID/stat) per cold fetch vs rclone's CPU per
+        cold read, over row 6's timed cold reads; at most 0.3x.
+     f  ls -l of a widget's 30 days/, latency 20 ms, max_connections 8, vs
+        ceil(30/8) x 20 ms; within 2x and exactly 30 upstream requests.
 
-Standard library only, plus tests/localapi/client.py.
+Standard library only, plus tests/localapi/client.py and certs.py.
 """
 import argparse
 import hashlib
@@ -59,7 +73,8 @@ BASE_A = 1704067200000               # 2024-01-01: rows 1-4 (final ranges, hours
 BASE_B = 1719792000000               # 2024-07-01: row 5
 
 DASH_ID, DASH_NAME = "df_bench_0001", "bench"
-N_WIDGETS = 64
+N_WIDGETS = 192                      # 0-63 rows 1-6 and 7a-7f; 64-191 row 7e's cold reads
+CPU_FIRST_WIDGET = 64
 WIDGETS = [("wid_%02d" % i, "w%02d" % i) for i in range(N_WIDGETS)]  # (id, name)
 DATASET = [{"id": DASH_ID, "name": DASH_NAME,
             "widgets": [{"widgetId": wid, "name": name} for wid, name in WIDGETS]}]
@@ -756,7 +771,7 @@ def row5_memory(bench, row, n_images):
 
 def row6_peers(bench, rows, reps, par_reps, cpu_row):
     """rows: {(peer, kind): Row}. Mounts insightfs (32 connections), httpdirfs, rclone.
-    cpu_row: row 7e, the CPU of insightfs and rclone during the timed cold reads."""
+    cpu_row: row 7e, the CPU of insightfs and of rclone per cold read of the same files."""
     api = bench.api
     fss = []   # (name, root dir of dashboards)
     mnt, ins_proc = bench.mount_insightfs("insightfs-peers", 32)
@@ -800,7 +815,6 @@ def row6_peers(bench, rows, reps, par_reps, cpu_row):
             rows[(peer, kind)].skip(why)
     if rc_proc is None:
         cpu_row.skip(peers_down["rclone"])
-    win = CpuWindow([ins_proc.pid] + ([rc_proc.pid] if rc_proc else []))
 
     def path(root, w, day):
         return os.path.join(root, DASH_NAME, WIDGETS[w][1], "%d-%d.png" % (day, day + DAY))
@@ -815,7 +829,12 @@ def row6_peers(bench, rows, reps, par_reps, cpu_row):
              for r in range(1 + max(1, min(par_reps, 6)))]
     if 16 + 8 * (len(psets) - 1) > N_WIDGETS:
         raise BenchError("not enough widgets for %d parallel sets" % len(psets))
-    for w, d in cold + [(4, STATIC_DAYS[0])] + [x for s in psets for x in s]:
+    # Row 7e: 4 days of widgets 64-191, read cold by insightfs and by rclone, one after
+    # the other, each in a CPU window of its own.
+    cpu_files = [(w, d) for w in range(CPU_FIRST_WIDGET, N_WIDGETS) for d in STATIC_DAYS]
+    if rc_proc is None:
+        cpu_files = []
+    for w, d in cold + [(4, STATIC_DAYS[0])] + [x for s in psets for x in s] + cpu_files:
         bench.expect(tgt(w, d))
     # Every directory is listed before timing (peers fetch listings and HEADs there;
     # insightfs does not go upstream for it), at latency 0.
@@ -832,8 +851,6 @@ def row6_peers(bench, rows, reps, par_reps, cpu_row):
             parallel_read(bench, [(path(root, w, d), tgt(w, d)) for w, d in psets[0]],
                           "%s parallel warm-up" % name)
         cold_t = {n: [] for n, _ in fss}
-        api.clear_log()
-        win.start()
         for w, d in cold:
             for name, root in fss:
                 dt, out = timed_cat(path(root, w, d))
@@ -844,9 +861,17 @@ def row6_peers(bench, rows, reps, par_reps, cpu_row):
             for name, root in fss:
                 par_t[name].append(parallel_read(
                     bench, [(path(root, w, d), tgt(w, d)) for w, d in s], name + " parallel"))
-        time.sleep(0.2)   # work a daemon finishes after the last read returned
-        win.stop()
-        fetches = len(api.requests())
+        cpu, cpu_n, cpu_t = {}, {}, {}
+        for name, root, proc in (("insightfs", mnt, ins_proc), ("rclone", rc, rc_proc)):
+            if not cpu_files:
+                break
+            api.clear_log()
+            c0 = proc_cpu(proc.pid)
+            cpu_t[name] = pool_read(bench, [(path(root, w, d), tgt(w, d)) for w, d in cpu_files],
+                                    8, "row 7e %s" % name)
+            time.sleep(0.2)   # work a daemon finishes after the last read returned
+            cpu[name] = proc_cpu(proc.pid) - c0
+            cpu_n[name] = len(api.requests("/cw_fea" if name == "insightfs" else "/static/"))
         w0, d0 = cold[0]
         exp = bench.expect(tgt(w0, d0))
         warm = warm_per_op([(path(root, w0, d0), exp) for _, root in fss],
@@ -873,9 +898,8 @@ def row6_peers(bench, rows, reps, par_reps, cpu_row):
             else:
                 r.notes.append("%s; insightfs %s, %s %s" % (
                     label, fmt_time(warm_t["insightfs"]), name, fmt_time(warm_t[name])))
-    if rc_proc is not None:
-        row7e_cpu(cpu_row, win, ins_proc.pid, rc_proc.pid, fetches,
-                  len(cold) + 32 * (len(psets) - 1))
+    if cpu_files:
+        row7e_cpu(cpu_row, cpu, cpu_n, cpu_t, len(cpu_files))
     for n in [x[0] for x in fss]:
         bench.unmount("insightfs-peers" if n == "insightfs" else n)
 
@@ -995,21 +1019,26 @@ def row7f_ls_days(bench, row, mnt, max_conns, w=30, latency=20):
 def row7d_parallel32(bench, row, reps):
     api = bench.api
     mnt, _ = bench.mount_insightfs("insightfs-32", 32)
-    # Set r: widget 40 + r, 32 hourly ranges in one directory; sets 0 and 1 are warm-ups.
+    # Warm-ups: one image in each of 32 directories (LOOKUPs of different directories run
+    # in parallel, so all 32 fetches overlap and open the daemon's 32 connections), then
+    # set 0. Set r: widget 40 + r, 32 hourly ranges in one directory.
+    base = BASE_A + 100 * DAY
+    spread = [(os.path.join(mnt, DASH_NAME, WIDGETS[w][1], "%d-%d.png" % (base, base + DAY)),
+               img(w, base, base + DAY)) for w in range(32)]
     sets = []
-    for r in range(reps + 2):
-        w, base = 40 + r, BASE_A + 100 * DAY
+    for r in range(reps + 1):
+        w = 40 + r
         sets.append([(os.path.join(mnt, DASH_NAME, WIDGETS[w][1], "%d-%d.png"
                                    % (base + i * HOUR, base + (i + 1) * HOUR)),
                       img(w, base + i * HOUR, base + (i + 1) * HOUR)) for i in range(32)])
-    for items in sets:
+    for items in [spread] + sets:
         for _, t in items:
             bench.expect(t)
     conns = []
     api.set_latency(20)
     try:
-        parallel_read(bench, sets[0], "row 7d warm-up")   # opens the daemon's connections
-        parallel_read(bench, sets[1], "row 7d warm-up")
+        parallel_read(bench, spread, "row 7d warm-up")   # opens the daemon's connections
+        parallel_read(bench, sets[0], "row 7d warm-up")
         conns = [api.connection(timeout=60) for _ in range(32)]
 
         def first(k):
@@ -1020,7 +1049,7 @@ def row7d_parallel32(bench, row, reps):
                 raise BenchError("row 7d floor warm-up: %r" % (r if isinstance(r, Exception)
                                                                else r[0]))
         ours, floor, new_conns = [], [], 0
-        for items in sets[2:]:
+        for items in sets[1:]:
             c0 = bench.connections()
             ours.append(parallel_read(bench, items, "row 7d"))
             new_conns += bench.connections() - c0 - 1
@@ -1142,62 +1171,48 @@ def proc_cpu(pid):
     return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_threads_cpu(pid):
-    """(CPU seconds of the live threads of pid, from /proc/PID/task/*/schedstat, in ns
-    steps; the set of thread ids). Threads that exited are not counted, so this is exact
-    only when the set is the same at both ends of a window."""
-    total, tids = 0, set()
-    base = "/proc/%d/task" % pid
-    for tid in os.listdir(base):
-        try:
-            with open(os.path.join(base, tid, "schedstat")) as f:
-                total += int(f.read().split()[0])
-            tids.add(tid)
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9, tids
+def pool_read(bench, items, nthreads, what):
+    """items: [(path, target)], read by nthreads threads taking the next one in turn;
+    checks bytes; seconds from start until all are read."""
+    lock = threading.Lock()
+    nxt = [0]
+
+    def reader():
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(items):
+                return None
+            p, t = items[i]
+            bench.check("%s: %s" % (what, p), read_all(p), t)
+
+    dt, res = run_parallel([reader] * nthreads)
+    for r in res:
+        if isinstance(r, Exception):
+            raise BenchError(str(r))
+    return dt
 
 
-class CpuWindow:
-    """The CPU two processes used between start() and stop()."""
-
-    def __init__(self, pids):
-        self.pids = pids
-        self.cpu = {}
-        self.fine = {}
-        self.same_threads = {}
-
-    def start(self):
-        self.t0 = {p: proc_cpu(p) for p in self.pids}
-        self.f0 = {p: proc_threads_cpu(p) for p in self.pids}
-
-    def stop(self):
-        for p in self.pids:
-            self.cpu[p] = proc_cpu(p) - self.t0[p]
-            fine, tids = proc_threads_cpu(p)
-            self.fine[p] = fine - self.f0[p][0]
-            self.same_threads[p] = tids == self.f0[p][1]
-
-
-def row7e_cpu(row, win, ins_pid, rc_pid, fetches, reads):
-    if fetches == 0 or reads == 0:
-        raise BenchError("row 7e: nothing fetched (%d fetches, %d reads)" % (fetches, reads))
-    o, p = win.cpu[ins_pid] / fetches, win.cpu[rc_pid] / reads
+def row7e_cpu(row, cpu, n_req, secs, n_files):
+    """cpu/n_req/secs: {"insightfs"|"rclone": CPU seconds, requests logged, seconds}."""
+    if n_req["insightfs"] == 0:
+        raise BenchError("row 7e: insightfs made no upstream request")
+    o, p = cpu["insightfs"] / n_req["insightfs"], cpu["rclone"] / n_files
     if p == 0:
-        row.skip("rclone used less than a clock tick of CPU in %d reads" % reads)
+        row.skip("rclone used less than a clock tick of CPU in %d reads" % n_files)
         return
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
     row.set(fmt_time(o), "rclone " + fmt_time(p), o / p, o / p <= 0.3)
     row.notes.append(
-        "CPU (user + system, /proc/PID/stat, %d ms ticks) over row 6's timed cold and "
-        "32-parallel reads at latency 20 ms: insightfs %.0f ms for %d upstream fetches (API "
-        "log), rclone %.0f ms for %d cold reads of the same files from /static/; from the "
-        "threads' schedstat (ns; %s): insightfs %s per fetch, rclone %s per read"
-        % (1000 // os.sysconf("SC_CLK_TCK"), win.cpu[ins_pid] * 1000, fetches,
-           win.cpu[rc_pid] * 1000, reads,
-           "thread sets unchanged" if all(win.same_threads.values())
-           else "a thread exited or started: a lower bound",
-           fmt_time(win.fine[ins_pid] / fetches), fmt_time(win.fine[rc_pid] / reads)))
-
+        "%d files (4 days of widgets %d-%d from /static/, never read before), read cold by 8 "
+        "threads at latency 20 ms through insightfs (max_connections 32), then through rclone, "
+        "each in a window of its own (+0.2 s): CPU (user + system, /proc/PID/stat, %d ms "
+        "ticks) insightfs %.0f ms for %d upstream fetches (API log) in %s; rclone %.0f ms for "
+        "%d files (%d /static/ requests) in %s; one tick moves the ratio by %.3fx"
+        % (n_files, CPU_FIRST_WIDGET, N_WIDGETS - 1, tick * 1000, cpu["insightfs"] * 1000,
+           n_req["insightfs"], fmt_time(secs["insightfs"]), cpu["rclone"] * 1000, n_files,
+           n_req["rclone"], fmt_time(secs["rclone"]), (tick / n_req["insightfs"]) / p))
 
 def machine_line():
     with open("/proc/loadavg") as f:
