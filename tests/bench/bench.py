@@ -27,8 +27,22 @@ Rows (see tests/bench/README.md for how to read the table):
   6  insightfs (max_connections = 32) vs httpdirfs --cache and rclone mount
      --vfs-cache-mode full, both on /static/: cold read (cat), warm read, 32 parallel
      reads of different files; latency 20 ms.
+  7  the next bar, against physical floors:
+     a  warm read vs floorfs (tests/bench/floorfs.c, built here with cc + pkg-config
+        fuse3): a minimal low-level FUSE server the kernel serves alone; interleaved
+        medians; within 1.05x.
+     b  cold read over HTTPS (a second local API process, TLS, certificates made now),
+        latency 20 ms, vs cat of a tmpfs file + one signed GET on an open keep-alive TLS
+        connection of the bench's own; within 1.05x.
+     c  the same cats vs one curl process per request; faster.
+     d  32 images at once, max_connections 32, latency 20 ms, vs 32 threads of the bench
+        each with its own open keep-alive connection, one GET each; within 1.1x.
+     e  daemon CPU (user + system, /proc/PID/stat) per cold fetch vs rclone's CPU per
+        cold read, over row 6's timed cold reads; at most 0.3x.
+     f  ls -l of a widget's 30 days/, latency 20 ms, max_connections 8, vs
+        ceil(30/8) x 20 ms; within 2x and exactly 30 upstream requests.
 
-Standard library only, plus tests/localapi/client.py.
+Standard library only, plus tests/localapi/client.py and certs.py.
 """
 import argparse
 import hashlib
@@ -36,6 +50,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -46,6 +61,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "localapi"))
+from certs import make_certs  # noqa: E402
 from client import LocalAPI, image_target, signed_headers  # noqa: E402
 
 MIB = 1 << 20
@@ -57,12 +73,14 @@ BASE_A = 1704067200000               # 2024-01-01: rows 1-4 (final ranges, hours
 BASE_B = 1719792000000               # 2024-07-01: row 5
 
 DASH_ID, DASH_NAME = "df_bench_0001", "bench"
-N_WIDGETS = 64
+N_WIDGETS = 192                      # 0-63 rows 1-6 and 7a-7f; 64-191 row 7e's cold reads
+CPU_FIRST_WIDGET = 64
 WIDGETS = [("wid_%02d" % i, "w%02d" % i) for i in range(N_WIDGETS)]  # (id, name)
 DATASET = [{"id": DASH_ID, "name": DASH_NAME,
             "widgets": [{"widgetId": wid, "name": name} for wid, name in WIDGETS]}]
 
 MEM_MAX_BYTES = 8 * MIB
+HISTORY_DAYS = 30                    # days/ of every mount (row 7f lists one)
 
 
 class BenchError(Exception):
@@ -207,6 +225,7 @@ class Bench:
         self.tmpfs = []       # tmpfs mount points
         self.expected = {}    # request target -> bytes
         self.expect_conn = None
+        self.other_apis = []  # more local API processes (the HTTPS one of row 7b)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start_api(self):
@@ -231,6 +250,15 @@ class Bench:
         if self.expect_conn is not None:
             self.expect_conn.close()
             self.expect_conn = None
+        for api in reversed(self.other_apis):
+            try:
+                api.stop()
+            except Exception as e:
+                problems.append("local API (%s): %s" % (api.url, e))
+                if api.proc is not None and api.proc.poll() is None:
+                    api.proc.kill()
+                    api.proc.wait()
+        self.other_apis = []
         if self.api is not None:
             try:
                 self.api.stop()
@@ -270,18 +298,51 @@ class Bench:
             if n == name:
                 del self.procs[i]
                 rc = self._stop_proc(n, proc, mnt)
-                if n.startswith("insightfs") and rc != 0:
+                if (n.startswith("insightfs") or n == "floorfs") and rc != 0:
                     raise BenchError("%s exited with %d:\n%s" % (n, rc, tail(errpath)))
                 return
         raise KeyError(name)
 
-    def mount_tmpfs(self):
-        mnt = os.path.join(self.tmp, "tmpfs")
+    def mount_tmpfs(self, name="tmpfs"):
+        mnt = os.path.join(self.tmp, name)
         os.mkdir(mnt)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755",
                         "insightfs-bench", mnt], check=True)
         self.tmpfs.append(mnt)
         return mnt
+
+    def mount_floorfs(self, png):
+        """Mount floorfs (tests/bench/floorfs.c): /web/cpu/f0..f49, each holding `png`."""
+        src = os.path.join(self.tmp, "floorfs.png")
+        with open(src, "wb") as f:
+            f.write(png)
+        mnt = os.path.join(self.tmp, "floorfs")
+        os.makedirs(mnt, exist_ok=True)
+        errpath = os.path.join(self.tmp, "floorfs.stderr")
+        with open(errpath, "w") as err:
+            proc = subprocess.Popen([FLOORFS, mnt, src], stdin=subprocess.DEVNULL,
+                                    stdout=err, stderr=err, env=clean_env())
+        self.procs.append(("floorfs", proc, mnt, errpath))
+        try:
+            self._wait_mount("floorfs", proc, mnt, errpath, 15)
+        except PeerUnavailable as e:
+            raise BenchError(str(e))
+        log("floorfs mounted on %s (pid %d)" % (mnt, proc.pid))
+        return mnt
+
+    def start_tls_api(self):
+        """A second local API process, over HTTPS with certificates made now (certs.py):
+        (api, CA file). Stopped by cleanup() or stop_api()."""
+        c = make_certs(os.path.join(self.tmp, "certs"))
+        api = LocalAPI().start(os.path.join(self.tmp, "api-tls"), tls=c.valid, data=DATASET,
+                               extra_args=("--zlib-level", "6"))
+        self.other_apis.append(api)
+        log("local API over TLS on %s (pid %d)" % (api.url, api.proc.pid))
+        return api, c.ca
+
+    def stop_api(self, api):
+        self.other_apis.remove(api)
+        api.stop()
 
     def unmount_tmpfs(self, mnt):
         subprocess.run(["umount", mnt], check=True)
@@ -299,16 +360,20 @@ class Bench:
             time.sleep(0.02)
         os.listdir(mnt)  # the first request waits for FUSE INIT
 
-    def mount_insightfs(self, name, max_connections, cache_extra=""):
+    def mount_insightfs(self, name, max_connections, cache_extra="", api=None, api_extra=""):
+        """Mount insightfs against `api` (default: the plain HTTP local API); api_extra:
+        more settings of the api group (e.g. ca_file)."""
+        api = api or self.api
         conf = os.path.join(self.tmp, name + ".conf")
         widgets = ",\n".join('      { name = "%s"; id = "%s"; }' % (n, w) for w, n in WIDGETS)
         text = ('api = {\n  endpoint = "%s";\n  access_key = "%s";\n  secret_key = "%s";\n'
-                '  max_connections = %d;\n%s};\n'
+                '  max_connections = %d;\n%s%s};\n'
                 'log_level = "warn";\n'
+                'history_days = %d;\n'
                 'dashboards = (\n  { name = "%s"; id = "%s";\n    widgets = (\n%s\n    ); }\n);\n'
-                % (self.api.url, self.api.access_key, self.api.secret_key, max_connections,
-                   "  max_image_bytes = 1048576;\n" if cache_extra else "",
-                   DASH_NAME, DASH_ID, widgets))
+                % (api.url, api.access_key, api.secret_key, max_connections,
+                   "  max_image_bytes = 1048576;\n" if cache_extra else "", api_extra,
+                   HISTORY_DAYS, DASH_NAME, DASH_ID, widgets))
         if cache_extra:
             text += "cache = { %s };\n" % cache_extra
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -340,6 +405,7 @@ class Bench:
         self.procs.append((name, proc, mnt, errpath))
         self._wait_mount(name, proc, mnt, errpath, 30)
         log("%s mounted on %s (pid %d)" % (name, mnt, proc.pid))
+        return proc
 
     # -- expected bytes ------------------------------------------------------------------------
     def expect(self, target):
@@ -384,6 +450,7 @@ class Bench:
 # ---- measurements ---------------------------------------------------------------------------
 
 WARMREAD = None  # tests/bench/warmread.c, built by `make bench` (--warmread)
+FLOORFS = None   # tests/bench/floorfs.c, built by build_floorfs()
 EXPECTED_DIR = None
 
 
@@ -399,6 +466,23 @@ def warm_loop(path, expected, n):
     if r.returncode != 0:
         raise BenchError("warmread %s: %s" % (path, r.stderr.decode(errors="replace").strip()))
     return int(r.stdout) / 1e9
+
+
+def warm_interleaved(paths, expected, rounds, n=1000):
+    """rounds x (n reads of each path in turn), in one warmread process: per-op seconds,
+    one list per path (every read checked)."""
+    exp = os.path.join(EXPECTED_DIR, hashlib.sha256(expected).hexdigest())
+    if not os.path.exists(exp):
+        with open(exp, "wb") as f:
+            f.write(expected)
+    r = subprocess.run([WARMREAD, "-i", str(rounds), str(n), exp] + list(paths),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise BenchError("warmread -i: %s" % r.stderr.decode(errors="replace").strip())
+    lines = [[int(x) / 1e9 / n for x in ln.split()] for ln in r.stdout.decode().splitlines()]
+    if len(lines) != rounds or any(len(ln) != len(paths) for ln in lines):
+        raise BenchError("warmread -i: unexpected output %r" % r.stdout[:200])
+    return [[ln[k] for ln in lines] for k in range(len(paths))]
 
 
 def warm_per_op(paths_expected, batches, n=1000):
@@ -421,10 +505,12 @@ def timed_cat(path):
     return dt, r.stdout
 
 
-def timed_curl(api, target, expected_len):
+def timed_curl(api, target, expected_len, cacert=None):
     hdrs = signed_headers(target, api.access_key, api.secret_key)
     argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
             "--noproxy", "*"]
+    if cacert is not None:
+        argv += ["--cacert", cacert]
     for k, v in hdrs.items():
         argv += ["-H", "%s: %s" % (k, v)]
     argv.append(api.url + target)
@@ -683,11 +769,13 @@ def row5_memory(bench, row, n_images):
         row.notes.append("WARNING: no eviction happened; the bound was not exercised")
 
 
-def row6_peers(bench, rows, reps, par_reps):
-    """rows: {(peer, kind): Row}. Mounts insightfs (32 connections), httpdirfs, rclone."""
+def row6_peers(bench, rows, reps, par_reps, cpu_row):
+    """rows: {(peer, kind): Row}. Mounts insightfs (32 connections), httpdirfs, rclone.
+    cpu_row: row 7e, the CPU of insightfs and of rclone per cold read of the same files."""
     api = bench.api
     fss = []   # (name, root dir of dashboards)
-    mnt, _ = bench.mount_insightfs("insightfs-peers", 32)
+    mnt, ins_proc = bench.mount_insightfs("insightfs-peers", 32)
+    rc_proc = None
     fss.append(("insightfs", mnt))
     peers_down = {}
     hd = os.path.join(bench.tmp, "httpdirfs")
@@ -714,7 +802,7 @@ def row6_peers(bench, rows, reps, par_reps):
             raise PeerUnavailable("rclone is not installed (make bench-deps)")
         rconf = os.path.join(home, "rclone.conf")
         open(rconf, "w").close()
-        bench.mount_peer("rclone", ["rclone", "mount", ":http:", rc, "--http-url",
+        rc_proc = bench.mount_peer("rclone", ["rclone", "mount", ":http:", rc, "--http-url",
                                     api.url + "/static/", "--vfs-cache-mode", "full",
                                     "--cache-dir", os.path.join(bench.tmp, "rclone-cache"),
                                     "--config", rconf], rc, penv)
@@ -725,6 +813,8 @@ def row6_peers(bench, rows, reps, par_reps):
         log("%s: not measured: %s" % (peer, why))
         for kind in ("cold", "warm", "parallel"):
             rows[(peer, kind)].skip(why)
+    if rc_proc is None:
+        cpu_row.skip(peers_down["rclone"])
 
     def path(root, w, day):
         return os.path.join(root, DASH_NAME, WIDGETS[w][1], "%d-%d.png" % (day, day + DAY))
@@ -739,7 +829,12 @@ def row6_peers(bench, rows, reps, par_reps):
              for r in range(1 + max(1, min(par_reps, 6)))]
     if 16 + 8 * (len(psets) - 1) > N_WIDGETS:
         raise BenchError("not enough widgets for %d parallel sets" % len(psets))
-    for w, d in cold + [(4, STATIC_DAYS[0])] + [x for s in psets for x in s]:
+    # Row 7e: 4 days of widgets 64-191, read cold by insightfs and by rclone, one after
+    # the other, each in a CPU window of its own.
+    cpu_files = [(w, d) for w in range(CPU_FIRST_WIDGET, N_WIDGETS) for d in STATIC_DAYS]
+    if rc_proc is None:
+        cpu_files = []
+    for w, d in cold + [(4, STATIC_DAYS[0])] + [x for s in psets for x in s] + cpu_files:
         bench.expect(tgt(w, d))
     # Every directory is listed before timing (peers fetch listings and HEADs there;
     # insightfs does not go upstream for it), at latency 0.
@@ -766,6 +861,17 @@ def row6_peers(bench, rows, reps, par_reps):
             for name, root in fss:
                 par_t[name].append(parallel_read(
                     bench, [(path(root, w, d), tgt(w, d)) for w, d in s], name + " parallel"))
+        cpu, cpu_n, cpu_t = {}, {}, {}
+        for name, root, proc in (("insightfs", mnt, ins_proc), ("rclone", rc, rc_proc)):
+            if not cpu_files:
+                break
+            api.clear_log()
+            c0 = proc_cpu(proc.pid)
+            cpu_t[name] = pool_read(bench, [(path(root, w, d), tgt(w, d)) for w, d in cpu_files],
+                                    8, "row 7e %s" % name)
+            time.sleep(0.2)   # work a daemon finishes after the last read returned
+            cpu[name] = proc_cpu(proc.pid) - c0
+            cpu_n[name] = len(api.requests("/cw_fea" if name == "insightfs" else "/static/"))
         w0, d0 = cold[0]
         exp = bench.expect(tgt(w0, d0))
         warm = warm_per_op([(path(root, w0, d0), exp) for _, root in fss],
@@ -792,9 +898,321 @@ def row6_peers(bench, rows, reps, par_reps):
             else:
                 r.notes.append("%s; insightfs %s, %s %s" % (
                     label, fmt_time(warm_t["insightfs"]), name, fmt_time(warm_t[name])))
+    if cpu_files:
+        row7e_cpu(cpu_row, cpu, cpu_n, cpu_t, len(cpu_files))
     for n in [x[0] for x in fss]:
         bench.unmount("insightfs-peers" if n == "insightfs" else n)
 
+
+# ---- the next bar (SPEC 11's second table): against physical floors --------------------------
+
+def build_floorfs(out):
+    """Compile tests/bench/floorfs.c into `out` with cc and pkg-config fuse3."""
+    src = os.path.join(HERE, "floorfs.c")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    try:
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise BenchError("pkg-config fuse3: %s" % e)
+    argv = (["cc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src]
+            + flags.stdout.decode().split())
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise BenchError("building floorfs: %s\n%s" % (" ".join(argv),
+                                                       r.stdout.decode(errors="replace")))
+    return out
+
+
+def row7a_floor_warm(bench, row, mnt, rounds):
+    s, e = BASE_A, BASE_A + HOUR
+    target = img(0, s, e)
+    exp = bench.expect(target)
+    path = os.path.join(mnt, DASH_NAME, WIDGETS[0][1], "%d-%d.png" % (s, e))
+    bench.check("row 7a first read", read_all(path), target)
+    fmnt = bench.mount_floorfs(exp)
+    fpaths = [os.path.join(fmnt, "web", "cpu", "f%d" % i) for i in range(50)]
+    try:
+        for p in fpaths:
+            bench.check("row 7a floorfs first read of %s" % p, read_all(p), target)
+        warm_interleaved([fpaths[0], path], exp, 1, 100)
+        # Interleaved in one process: floor, insightfs, floor, insightfs ...
+        floor, ours = warm_interleaved([fpaths[0], path], exp, rounds)
+    finally:
+        bench.unmount("floorfs")
+    o, f = median(ours), median(floor)
+    row.set(fmt_time(o), "floorfs " + fmt_time(f), o / f, o / f <= 1.05)
+    row.notes.append("per file, median of %d rounds of 1000 reads, interleaved inside one "
+                     "warmread process (floorfs, insightfs, floorfs, ...); floorfs: libfuse "
+                     "low-level, /web/cpu/f0..f49 all holding this PNG (all read once, f0 "
+                     "timed), OPEN/FLUSH ENOSYS, timeouts a day, default_permissions; "
+                     "insightfs min %s max %s, floorfs min %s max %s"
+                     % (rounds, fmt_time(min(ours)), fmt_time(max(ours)), fmt_time(min(floor)),
+                        fmt_time(max(floor))))
+
+
+def wait_idle(mnt, deadline_s=30):
+    """Wait until the daemon has no fetch in flight or queued (from /.insightfs/stats)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        up = json.loads(read_all(os.path.join(mnt, ".insightfs", "stats")))["upstream"]
+        if up["in_flight"] == 0 and up.get("queued", 0) == 0:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError("fetches still in flight %d s after the listing" % deadline_s)
+        time.sleep(0.005)
+
+
+def row7f_ls_days(bench, row, mnt, max_conns, w=30, latency=20):
+    api = bench.api
+    ddir = os.path.join(mnt, DASH_NAME, WIDGETS[w][1], "days")
+    now = int(time.time() * 1000)
+    today = now // DAY * DAY
+    days = [today - i * DAY for i in range(HISTORY_DAYS)]   # newest first, as listed
+    names = [time.strftime("%Y-%m-%d.png", time.gmtime(d // 1000)) for d in days]
+    for d in days[1:]:
+        bench.expect(img(w, d, d + DAY))
+    bench.expect(img(w, today, max(now // 60000 * 60000, today + 60000)))  # align_s 60
+    env = clean_env({"LC_ALL": "C"})
+    api.set_latency(latency)
+    try:
+        api.clear_log()
+        t0 = time.perf_counter()
+        r = subprocess.run(["ls", "-l", "--color=never", ddir], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env)
+        dt = time.perf_counter() - t0
+        wait_idle(mnt)
+        reqs = api.requests()
+    finally:
+        api.set_latency(0)
+    if r.returncode != 0:
+        raise BenchError("ls -l %s: %s" % (ddir, r.stderr.decode(errors="replace").strip()))
+    listed = {}
+    for line in r.stdout.decode().splitlines()[1:]:
+        f = line.split()
+        listed[f[-1]] = int(f[4])
+    if sorted(listed) != sorted(names):
+        raise BenchError("ls -l %s listed %r, expected %r" % (ddir, sorted(listed), names))
+    # Bytes and sizes, after counting (these reads are served from the cache).
+    for n in names:
+        p = os.path.join(ddir, n)
+        t = os.getxattr(p, "user.insightfs.api_path").decode()
+        got = read_all(p)
+        bench.check("row 7f %s" % n, got, t)
+        if listed[n] != len(got):
+            raise BenchError("row 7f: ls -l showed %d bytes for %s, it holds %d"
+                             % (listed[n], n, len(got)))
+    targets = [x["target"] for x in reqs]
+    n_req = len(targets)
+    floor = -(-HISTORY_DAYS // max_conns) * latency / 1000.0
+    row.set("%s, %d requests" % (fmt_time(dt), n_req),
+            "%s, %d requests" % (fmt_time(floor), HISTORY_DAYS), dt / floor,
+            dt / floor <= 2 and n_req == HISTORY_DAYS)
+    row.notes.append("ls -l of days/ (%d days, never read before), max_connections %d, latency "
+                     "%d ms; floor = ceil(%d/%d) x %d ms; upstream requests counted in the "
+                     "local API's log once the daemon had nothing in flight: %d (%d distinct "
+                     "targets); sequential stats would take about %s"
+                     % (HISTORY_DAYS, max_conns, latency, HISTORY_DAYS, max_conns, latency,
+                        n_req, len(set(targets)), fmt_time(HISTORY_DAYS * latency / 1000.0)))
+
+
+def row7d_parallel32(bench, row, reps):
+    api = bench.api
+    mnt, _ = bench.mount_insightfs("insightfs-32", 32)
+    # Warm-ups: one image in each of 32 directories (LOOKUPs of different directories run
+    # in parallel, so all 32 fetches overlap and open the daemon's 32 connections), then
+    # set 0. Set r: widget 40 + r, 32 hourly ranges in one directory.
+    base = BASE_A + 100 * DAY
+    spread = [(os.path.join(mnt, DASH_NAME, WIDGETS[w][1], "%d-%d.png" % (base, base + DAY)),
+               img(w, base, base + DAY)) for w in range(32)]
+    sets = []
+    for r in range(reps + 1):
+        w = 40 + r
+        sets.append([(os.path.join(mnt, DASH_NAME, WIDGETS[w][1], "%d-%d.png"
+                                   % (base + i * HOUR, base + (i + 1) * HOUR)),
+                      img(w, base + i * HOUR, base + (i + 1) * HOUR)) for i in range(32)])
+    for items in [spread] + sets:
+        for _, t in items:
+            bench.expect(t)
+    conns = []
+    api.set_latency(20)
+    try:
+        parallel_read(bench, spread, "row 7d warm-up")   # opens the daemon's connections
+        parallel_read(bench, sets[0], "row 7d warm-up")
+        conns = [api.connection(timeout=60) for _ in range(32)]
+
+        def first(k):
+            return lambda: api.signed_get(sets[0][k][1], conn=conns[k])
+        _, res = run_parallel([first(k) for k in range(32)])  # all 32 open at once
+        for r in res:
+            if isinstance(r, Exception) or r[0] != 200:
+                raise BenchError("row 7d floor warm-up: %r" % (r if isinstance(r, Exception)
+                                                               else r[0]))
+        ours, floor, new_conns = [], [], 0
+        for items in sets[1:]:
+            c0 = bench.connections()
+            ours.append(parallel_read(bench, items, "row 7d"))
+            new_conns += bench.connections() - c0 - 1
+
+            def one(k, t):
+                return lambda: api.signed_get(t, conn=conns[k])
+            dt, res = run_parallel([one(k, t) for k, (_, t) in enumerate(items)])
+            for (_, t), r in zip(items, res):
+                if isinstance(r, Exception):
+                    raise BenchError("row 7d floor client: %s" % r)
+                bench.check("row 7d floor %s" % t, r[2], t)
+            floor.append(dt)
+    finally:
+        for c in conns:
+            c.close()
+        api.set_latency(0)
+    bench.unmount("insightfs-32")
+    o, f = median(ours), median(floor)
+    row.set(fmt_time(o), "floor " + fmt_time(f), o / f, o / f <= 1.1)
+    row.notes.append("32 different uncached images of one directory, max_connections 32, "
+                     "latency 20 ms; floor: 32 threads of the bench, each with its own open "
+                     "keep-alive connection, one signed GET each, released together; median of "
+                     "%d, interleaved (insightfs %s; floor %s); connections insightfs opened "
+                     "during the timed runs: %d"
+                     % (len(ours), " ".join(fmt_time(x) for x in ours),
+                        " ".join(fmt_time(x) for x in floor), new_conns))
+
+
+def timed_request(api, conn, target):
+    """One signed GET on an open keep-alive connection, headers made before the clock
+    starts (as curl's argv is): (seconds, status, body)."""
+    hdrs = signed_headers(target, api.access_key, api.secret_key)
+    t0 = time.perf_counter()
+    conn.putrequest("GET", target, skip_accept_encoding=True)
+    for k, v in hdrs.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    resp = conn.getresponse()
+    body = resp.read()
+    return time.perf_counter() - t0, resp.status, body
+
+
+def row7b_https(bench, row_floor, row_curl, reps):
+    api, ca = bench.start_tls_api()
+    w = 2
+    wdir_rel = os.path.join(DASH_NAME, WIDGETS[w][1])
+    names = [(BASE_A + (i + 1) * HOUR, BASE_A + (i + 2) * HOUR) for i in range(reps + 1)]
+    targets = [img(w, s, e) for s, e in names]
+    conn = api.connection(timeout=60, context=ssl.create_default_context(cafile=ca))
+    tfs = None
+    try:
+        # Every image rendered once in this server too (its own render cache); the
+        # floor's connection is open and used from here on.
+        for t in targets:
+            _, st, b = timed_request(api, conn, t)
+            if st != 200:
+                raise BenchError("row 7b: TLS local API: %s: HTTP %d" % (t, st))
+            bench.check("row 7b TLS local API", b, t)
+        tfs = bench.mount_tmpfs("tmpfs-tls")
+        os.makedirs(os.path.join(tfs, wdir_rel))
+        for (s, e), t in zip(names, targets):
+            with open(os.path.join(tfs, wdir_rel, "%d-%d.png" % (s, e)), "wb") as f:
+                f.write(bench.expect(t))
+        mnt, _ = bench.mount_insightfs("insightfs-tls", 8, api=api,
+                                       api_extra='  ca_file = "%s";\n' % ca)
+        api.set_latency(20)
+        try:
+            s, e = names[0]   # opens the daemon's connection (TLS handshake untimed)
+            bench.check("row 7b warm-up", read_all(os.path.join(mnt, wdir_rel, "%d-%d.png"
+                                                                % (s, e))), targets[0])
+            ours, floor, cats, reqs, curl, new_conns = [], [], [], [], [], 0
+            for (s, e), t in zip(names[1:], targets[1:]):
+                name = "%d-%d.png" % (s, e)
+                c0 = api.stats()["connections"]
+                dt, out = timed_cat(os.path.join(mnt, wdir_rel, name))
+                new_conns += api.stats()["connections"] - c0 - 1
+                bench.check("row 7b cold cat over HTTPS", out, t)
+                ours.append(dt)
+                dc, out = timed_cat(os.path.join(tfs, wdir_rel, name))
+                bench.check("row 7b tmpfs cat", out, t)
+                dr, st, b = timed_request(api, conn, t)
+                if st != 200:
+                    raise BenchError("row 7b floor request: HTTP %d" % st)
+                bench.check("row 7b floor request", b, t)
+                cats.append(dc)
+                reqs.append(dr)
+                floor.append(dc + dr)
+                curl.append(timed_curl(api, t, len(out), cacert=ca))
+        finally:
+            api.set_latency(0)
+        bench.unmount("insightfs-tls")
+    finally:
+        conn.close()
+        if tfs is not None:
+            bench.unmount_tmpfs(tfs)
+        bench.stop_api(api)
+    o, f, c = median(ours), median(floor), median(curl)
+    row_floor.set(fmt_time(o), "floor " + fmt_time(f), o / f, o / f <= 1.05)
+    row_floor.notes.append(
+        "HTTPS (certificates made at bench time, a second local API process), latency 20 ms; "
+        "cat of a name never read since the mount, the daemon's TLS connection already open; "
+        "floor = cat of a tmpfs file (median %s) + one signed GET on the bench's own open "
+        "keep-alive TLS connection (http.client, median %s); median of %d, interleaved "
+        "(insightfs min %s max %s; floor min %s max %s); connections insightfs opened during "
+        "the timed reads: %d"
+        % (fmt_time(median(cats)), fmt_time(median(reqs)), len(ours), fmt_time(min(ours)),
+           fmt_time(max(ours)), fmt_time(min(floor)), fmt_time(max(floor)), new_conns))
+    row_curl.set(fmt_time(o), "curl " + fmt_time(c), o / c, o < c)
+    row_curl.notes.append("the same cats as 7b vs one `curl -s -o /dev/null --cacert CA` process "
+                          "per request (connects and shakes hands each time), interleaved; "
+                          "curl min %s max %s" % (fmt_time(min(curl)), fmt_time(max(curl))))
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) of process pid so far, from /proc/PID/stat (clock
+    ticks: 10 ms steps)."""
+    with open("/proc/%d/stat" % pid) as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pool_read(bench, items, nthreads, what):
+    """items: [(path, target)], read by nthreads threads taking the next one in turn;
+    checks bytes; seconds from start until all are read."""
+    lock = threading.Lock()
+    nxt = [0]
+
+    def reader():
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(items):
+                return None
+            p, t = items[i]
+            bench.check("%s: %s" % (what, p), read_all(p), t)
+
+    dt, res = run_parallel([reader] * nthreads)
+    for r in res:
+        if isinstance(r, Exception):
+            raise BenchError(str(r))
+    return dt
+
+
+def row7e_cpu(row, cpu, n_req, secs, n_files):
+    """cpu/n_req/secs: {"insightfs"|"rclone": CPU seconds, requests logged, seconds}."""
+    if n_req["insightfs"] == 0:
+        raise BenchError("row 7e: insightfs made no upstream request")
+    o, p = cpu["insightfs"] / n_req["insightfs"], cpu["rclone"] / n_files
+    if p == 0:
+        row.skip("rclone used less than a clock tick of CPU in %d reads" % n_files)
+        return
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    row.set(fmt_time(o), "rclone " + fmt_time(p), o / p, o / p <= 0.3)
+    row.notes.append(
+        "%d files (4 days of widgets %d-%d from /static/, never read before), read cold by 8 "
+        "threads at latency 20 ms through insightfs (max_connections 32), then through rclone, "
+        "each in a window of its own (+0.2 s): CPU (user + system, /proc/PID/stat, %d ms "
+        "ticks) insightfs %.0f ms for %d upstream fetches (API log) in %s; rclone %.0f ms for "
+        "%d files (%d /static/ requests) in %s; one tick moves the ratio by %.3fx"
+        % (n_files, CPU_FIRST_WIDGET, N_WIDGETS - 1, tick * 1000, cpu["insightfs"] * 1000,
+           n_req["insightfs"], fmt_time(secs["insightfs"]), cpu["rclone"] * 1000, n_files,
+           n_req["rclone"], fmt_time(secs["rclone"]), (tick / n_req["insightfs"]) / p))
 
 def machine_line():
     with open("/proc/loadavg") as f:
@@ -820,6 +1238,11 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "insightfs"))
     ap.add_argument("--warmread", default=os.path.join(ROOT, "build", "bench", "warmread"),
                     help="the C warm-read loop (tests/bench/warmread.c)")
+    ap.add_argument("--floorfs", default=os.path.join(ROOT, "build", "bench", "floorfs"),
+                    help="where to build the minimal FUSE server of row 7a "
+                         "(tests/bench/floorfs.c, built with cc and pkg-config fuse3 on every run)")
+    ap.add_argument("--rounds", type=int, default=41,
+                    help="interleaved rounds of 1000 warm reads for row 7a (default 41)")
     ap.add_argument("--reps", type=int, default=11, help="repetitions of cold reads (default 11)")
     ap.add_argument("--par-reps", type=int, default=5,
                     help="repetitions of the 32-at-once runs (default 5; row 6 at most 6)")
@@ -834,8 +1257,10 @@ def main():
         sys.exit("bench.py: %s: not an executable (make build/insightfs)" % args.bin)
     if not os.access(args.warmread, os.X_OK):
         sys.exit("bench.py: %s: not an executable (make bench builds it)" % args.warmread)
-    global WARMREAD
+    global WARMREAD, FLOORFS
     WARMREAD = args.warmread
+    FLOORFS = args.floorfs
+    args.rounds = max(3, min(args.rounds, 201))
     args.reps = max(3, min(args.reps, 16))
     args.par_reps = max(1, min(args.par_reps, 40))
 
@@ -857,6 +1282,14 @@ def main():
             r = Row("6" + next(keys), "vs %s: %s" % (peer, what), "faster (< 1x)")
             peer_rows[(peer, kind)] = r
             rows.append(r)
+    nxt = {k: Row("7" + k, what, target) for k, what, target in (
+        ("a", "warm read vs minimal FUSE server", "<= 1.05x floor"),
+        ("b", "cold read over HTTPS, 20 ms", "<= 1.05x floor"),
+        ("c", "cold read over HTTPS, 20 ms", "faster than curl"),
+        ("d", "32 images at once, 1 dir, 20 ms, 32 conns", "<= 1.1x floor"),
+        ("e", "daemon CPU per cold fetch", "<= 0.3x rclone"),
+        ("f", "ls -l of %d days, 20 ms, 8 conns" % HISTORY_DAYS, "<= 2x floor, 30 req"))}
+    rows += [nxt[k] for k in "abcdef"]
 
     started = machine_line()
     bench = Bench(args)
@@ -864,12 +1297,19 @@ def main():
     cleanup_problems = []
     try:
         bench.start_api()
+
+        def row7a(r):
+            build_floorfs(FLOORFS)
+            row7a_floor_warm(bench, r, mnt, args.rounds)
+        main_rows = ((rows[0], lambda r: row1_warm(bench, r, mnt)),
+                     (nxt["a"], row7a),
+                     (rows[1], lambda r: row2_cold(bench, r, mnt, args.reps)),
+                     (rows[2], lambda r: row3_parallel(bench, r, mnt, args.par_reps)),
+                     (rows[3], lambda r: row4_single_flight(bench, r, mnt)),
+                     (nxt["f"], lambda r: row7f_ls_days(bench, r, mnt, 8)))
         try:
             mnt, _ = bench.mount_insightfs("insightfs", 8)
-            for row, fn in ((rows[0], lambda r: row1_warm(bench, r, mnt)),
-                            (rows[1], lambda r: row2_cold(bench, r, mnt, args.reps)),
-                            (rows[2], lambda r: row3_parallel(bench, r, mnt, args.par_reps)),
-                            (rows[3], lambda r: row4_single_flight(bench, r, mnt))):
+            for row, fn in main_rows:
                 log("row %s: %s" % (row.key, row.what))
                 try:
                     fn(row)
@@ -878,24 +1318,37 @@ def main():
                     log("row %s FAILED: %s" % (row.key, e))
             bench.unmount("insightfs")
         except BenchError as e:
-            for row in rows[:4]:
+            for row, _ in main_rows:
                 if row.status == "not measured":
                     row.fail(str(e))
+        log("row 7d: %s" % nxt["d"].what)
+        try:
+            row7d_parallel32(bench, nxt["d"], args.par_reps)
+        except BenchError as e:
+            nxt["d"].fail(str(e))
+            log("row 7d FAILED: %s" % e)
+        log("rows 7b, 7c: %s" % nxt["b"].what)
+        try:
+            row7b_https(bench, nxt["b"], nxt["c"], args.reps)
+        except (BenchError, RuntimeError) as e:
+            for r in (nxt["b"], nxt["c"]):
+                r.fail(str(e))
+            log("rows 7b, 7c FAILED: %s" % e)
         log("row 5: %s" % rows[4].what)
         try:
             row5_memory(bench, rows[4], args.images)
         except BenchError as e:
             rows[4].fail(str(e))
         if args.no_peers:
-            for r in peer_rows.values():
+            for r in list(peer_rows.values()) + [nxt["e"]]:
                 r.skip("--no-peers")
         else:
-            log("row 6: insightfs vs httpdirfs and rclone on /static/")
+            log("rows 6, 7e: insightfs vs httpdirfs and rclone on /static/")
             try:
-                row6_peers(bench, peer_rows, args.reps, args.par_reps)
+                row6_peers(bench, peer_rows, args.reps, args.par_reps, nxt["e"])
             except BenchError as e:
                 log("row 6 FAILED: %s" % e)
-                for r in peer_rows.values():
+                for r in list(peer_rows.values()) + [nxt["e"]]:
                     if r.status == "not measured" and not r.notes:
                         r.fail(str(e))
     except KeyboardInterrupt:

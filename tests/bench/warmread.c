@@ -1,12 +1,16 @@
-/* warmread - the warm-read loop of make bench (SPEC 11 row 1), in C so that no
- * interpreter overhead sits on either side of the tmpfs ratio.
+/* warmread - the warm-read loop of make bench (SPEC 11 rows 1 and 7a), in C so that no
+ * interpreter overhead sits on either side of a ratio.
  *
  *   warmread N PATH EXPECTED
+ *   warmread -i ROUNDS N EXPECTED PATH...
  *
- * Reads EXPECTED (a regular file holding the bytes PATH must have), then times N x
- * (open PATH, read it whole, close) on CLOCK_MONOTONIC and prints the elapsed
- * nanoseconds. Every read is compared with EXPECTED. Exit 0; 1 on a failed call or
- * other bytes; 2 on bad usage.
+ * Reads EXPECTED (a regular file holding the bytes every PATH must have). The first form
+ * times N x (open PATH, read it whole, close) on CLOCK_MONOTONIC and prints the elapsed
+ * nanoseconds. The second form runs ROUNDS rounds; a round times N such reads of each
+ * PATH in turn (first PATH first) and prints one line: the nanoseconds of each PATH,
+ * separated by spaces. Interleaving inside one process keeps bursts of other load on the
+ * machine from landing on one side only. Every read is compared with EXPECTED. Exit 0;
+ * 1 on a failed call or other bytes; 2 on bad usage.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,31 +44,65 @@ static ssize_t slurp(const char *path, unsigned char *buf)
     return n < 0 ? -1 : len + (n > 0 ? n : 0);
 }
 
-int main(int argc, char **argv)
+/* Time n reads of path whole, each compared with want; 0 and *ns, or -1 (reported). */
+static int timed_reads(long n, const char *path, const unsigned char *want, ssize_t want_len,
+                       unsigned char *got, long long *ns)
 {
-    if (argc != 4 || atol(argv[1]) <= 0) {
-        fprintf(stderr, "usage: warmread N PATH EXPECTED\n");
-        return 2;
-    }
-    long n = atol(argv[1]);
-    static unsigned char want[BUF_MAX], got[BUF_MAX];
-    ssize_t want_len = slurp(argv[3], want);
-    if (want_len < 0) {
-        fprintf(stderr, "warmread: %s: %s\n", argv[3], strerror(errno));
-        return 1;
-    }
     long long t0 = now_ns();
     for (long i = 0; i < n; i++) {
-        ssize_t len = slurp(argv[2], got);
+        ssize_t len = slurp(path, got);
         if (len < 0) {
-            fprintf(stderr, "warmread: %s: %s\n", argv[2], strerror(errno));
-            return 1;
+            fprintf(stderr, "warmread: %s: %s\n", path, strerror(errno));
+            return -1;
         }
         if (len != want_len || memcmp(got, want, (size_t)len) != 0) {
-            fprintf(stderr, "warmread: %s: read %ld returned other bytes\n", argv[2], i);
-            return 1;
+            fprintf(stderr, "warmread: %s: read %ld returned other bytes\n", path, i);
+            return -1;
         }
     }
-    printf("%lld\n", now_ns() - t0);
+    *ns = now_ns() - t0;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static unsigned char want[BUF_MAX], got[BUF_MAX];
+    int interleave = argc >= 6 && strcmp(argv[1], "-i") == 0;
+    long rounds = 1, n = 0;
+    const char *expected = NULL;
+    if (interleave) {
+        rounds = atol(argv[2]);
+        n = atol(argv[3]);
+        expected = argv[4];
+    } else if (argc == 4) {
+        n = atol(argv[1]);
+        expected = argv[3];
+    }
+    if (n <= 0 || rounds <= 0) {
+        fprintf(stderr, "usage: warmread N PATH EXPECTED\n"
+                        "       warmread -i ROUNDS N EXPECTED PATH...\n");
+        return 2;
+    }
+    ssize_t want_len = slurp(expected, want);
+    if (want_len < 0) {
+        fprintf(stderr, "warmread: %s: %s\n", expected, strerror(errno));
+        return 1;
+    }
+    if (!interleave) {
+        long long ns;
+        if (timed_reads(n, argv[2], want, want_len, got, &ns) < 0)
+            return 1;
+        printf("%lld\n", ns);
+        return 0;
+    }
+    for (long r = 0; r < rounds; r++) {
+        for (int k = 5; k < argc; k++) {
+            long long ns;
+            if (timed_reads(n, argv[k], want, want_len, got, &ns) < 0)
+                return 1;
+            printf("%s%lld", k == 5 ? "" : " ", ns);
+        }
+        printf("\n");
+    }
     return 0;
 }
