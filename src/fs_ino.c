@@ -17,9 +17,10 @@
  * Storage: a hash of chains by number, grown 4x when it holds more than 2 inodes per
  * bucket (a failed growth keeps the longer chains: lookups stay correct).
  *
- * Memory (SPEC 7): image and snapshot inodes and the names they remember are charged to
- * the cache's byte bound (cache_charge) while they live, so the number of names the
- * kernel holds is bounded by max_bytes like everything else.
+ * Memory (SPEC 7): image inodes and the names they remember are charged to the cache's
+ * byte bound (cache_charge) while they live, so the number of names the kernel holds is
+ * bounded by max_bytes like everything else. /.insightfs snapshots are not: charging
+ * them would change the very counters they show, and they are few and small.
  *
  * Locking: lock guards the buckets, the counts, next_ino, and every inode's nlookup, next
  * and names. It is held only for table work, never across a call into another module.
@@ -104,7 +105,7 @@ static void inode_free(struct fs_ino *t, struct fs_inode *n)
 {
     if (!n)
         return;
-    size_t cost = n->kind == FK_IMAGE ? INODE_COST : n->kind == FK_META_FILE ? INODE_COST + n->len : 0;
+    size_t cost = n->kind == FK_IMAGE ? INODE_COST : 0;
     for (size_t i = 0; i < FS_NAMES_MAX; i++) {
         if (n->names[i].name)
             cost += NAME_COST(n->names[i].name);
@@ -254,7 +255,6 @@ struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
     n->ino = t->next_ino++;
     insert_locked(t, n);
     pthread_mutex_unlock(&t->lock);
-    cache_charge(t->cache, INODE_COST + len);
     return n;
 }
 

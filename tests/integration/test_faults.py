@@ -185,6 +185,11 @@ def test_fault_errno(api, config, mount, fid, kind, params, want, retried):
     extra = ("  timeout_ms = %d;\n  connect_timeout_ms = %d;\n  retries = %d;\n"
              "  max_image_bytes = 65536;\n" % (timeout_ms, timeout_ms // 2, retries))
     tries = retries + 1 if retried else 1
+    # A stall or drip try lasts timeout_ms: at the third failed try, with no answer for
+    # timeout_ms, the circuit breaker opens (SPEC 6) and fails the second image's retry at
+    # once. Breaker failures are not remembered, so image 1 may get one probe later.
+    breaker = kind in ("stall", "drip")
+    tries_b = 1 if breaker else tries
     d = timeout_ms / 1000.0 * (retries + 1)
     m = mount(config(*cfg_text(extra)))
     api.fault(kind, count=-1, **params)
@@ -197,17 +202,19 @@ def test_fault_errno(api, config, mount, fid, kind, params, want, retried):
     assert read_errno(img(m, 1)) == want
     assert time.monotonic() - t0 <= (d + 1) * TIME_FACTOR
     assert count(api, target(0)) == tries
-    assert count(api, target(1)) == tries
-    assert len(api.requests()) == 2 * tries
+    assert count(api, target(1)) == tries_b
+    assert len(api.requests()) == tries + tries_b
     # Remembered: more calls make no request; nothing was cached.
     assert stat_errno(img(m, 0)) == want
     assert read_errno(img(m, 1)) == want
-    assert len(api.requests()) == 2 * tries
+    n = len(api.requests())
+    assert n == tries + tries_b or (breaker and n == tries + tries_b + 1)
     s = stats(m)
     assert s["cache"]["entries"] == 0
-    assert s["upstream"]["requests"] == 2 * tries
-    assert s["upstream"]["failures"] == 2 * tries
-    assert s["upstream"]["retries"] == 2 * (tries - 1)
+    assert s["upstream"]["requests"] == n
+    assert s["upstream"]["failures"] == n
+    assert s["upstream"]["retries"] == (tries - 1) + (tries_b - 1)
+    assert s["upstream"]["down_total"] == (1 if breaker else 0)
     # One warn line per failed logical fetch, naming the errno (SPEC 8); a rejected 200
     # body is quoted, escaped.
     err = m.stderr()

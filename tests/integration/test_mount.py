@@ -358,7 +358,9 @@ def test_windows_against_a_known_clock_utc(api, config, mount, oracle):
 
 def test_windows_in_asia_seoul(api, config, mount, oracle):
     offset, env = fixed_clock(api)
-    m = mount(config(body=body(tm='align_s = 3600; timezone = "Asia/Seoul";')), env=env)
+    # Readahead off: this test reads days/ in listing order and counts every request.
+    m = mount(config(body=body(tm='align_s = 3600; timezone = "Asia/Seoul";',
+                               cache="readahead = false;")), env=env)
     w = m.path("web", "cpu")
     # 10:30 UTC is 19:30 on 2024-12-02 in Seoul.
     assert os.listdir(os.path.join(w, "days")) == ["2024-12-02.png", "2024-12-01.png",
@@ -672,19 +674,39 @@ def test_xattrs(api, config, mount):
 
 # ---- stats and statfs ----------------------------------------------------------------
 
+# What one key (its records, inode and remembered name) may count in cache.bytes besides
+# image bytes (SPEC 7: everything kept per name counts, at its real size).
+PER_KEY = 1024
+
+
+def bytes_ok(s, images):
+    """cache.bytes is the image bytes plus a bounded record cost per key."""
+    b, keys = s["cache"]["bytes"], s["cache"]["keys"]
+    return images < b <= images + keys * PER_KEY if keys else b == images
+
+
+def upstream_of(s):
+    """The upstream counters of the first stats format (requests .. bytes)."""
+    return {k: s["upstream"][k] for k in ("requests", "failures", "retries", "in_flight",
+                                          "bytes")}
+
+
 def test_stats_counters(api, config, mount):
     m = mount(config(body=body(cache="max_bytes = 8388608;")))
     s = stats(m)
     assert list(s) == ["cache", "upstream", "uptime_s"]
     assert list(s["cache"]) == ["entries", "bytes", "pinned_bytes", "max_bytes", "hits",
-                                "misses", "evictions"]
-    assert list(s["upstream"]) == ["requests", "failures", "retries", "in_flight", "bytes"]
+                                "misses", "evictions", "keys", "inodes", "readahead"]
+    assert list(s["upstream"]) == ["requests", "failures", "retries", "in_flight", "bytes",
+                                   "queued", "waiting", "shed", "down", "down_total"]
     assert all(type(v) is int for g in ("cache", "upstream") for v in s[g].values())
     assert type(s["uptime_s"]) is int and 0 <= s["uptime_s"] <= 10 * TIME_FACTOR
     assert s["cache"] == {"entries": 0, "bytes": 0, "pinned_bytes": 0, "max_bytes": 8388608,
-                          "hits": 0, "misses": 0, "evictions": 0}
+                          "hits": 0, "misses": 0, "evictions": 0, "keys": 0, "inodes": 0,
+                          "readahead": 0}
     assert s["upstream"] == {"requests": 0, "failures": 0, "retries": 0, "in_flight": 0,
-                             "bytes": 0}
+                             "bytes": 0, "queued": 0, "waiting": 0, "shed": 0, "down": 0,
+                             "down_total": 0}
 
     a = m.path("web", "cpu", FIN + ".png")
     # stat: a daemon LOOKUP of an uncached name (a miss) whose GETATTR fetches.
@@ -693,7 +715,8 @@ def test_stats_counters(api, config, mount):
     log = api.requests()
     assert len(log) == 1 and log[0]["bytes"] == size
     assert s["cache"]["misses"] == 1 and s["cache"]["hits"] == 0
-    assert s["cache"]["entries"] == 1 and s["cache"]["bytes"] == size
+    assert s["cache"]["entries"] == 1 and bytes_ok(s, size)
+    assert s["cache"]["keys"] == 1 and s["cache"]["inodes"] == 1
     assert s["upstream"]["requests"] == 1 and s["upstream"]["bytes"] == size
     # The entry of the pending version stays valid (only its attributes were not), and
     # the GETATTR's attributes last a day: from then on the kernel answers alone.
@@ -710,7 +733,7 @@ def test_stats_counters(api, config, mount):
     size_b = len(read(b))
     s = stats(m)
     assert (s["cache"]["hits"], s["cache"]["misses"]) == (0, 2)
-    assert s["cache"]["entries"] == 2 and s["cache"]["bytes"] == size + size_b
+    assert s["cache"]["entries"] == 2 and bytes_ok(s, size + size_b)
 
     # A failed fetch: a request, a failure, its body bytes; remembered (256 bytes).
     c = m.path("db", "qps", FIN + ".png")
@@ -722,11 +745,11 @@ def test_stats_counters(api, config, mount):
     s = stats(m)
     log = api.requests()
     assert [e["status"] for e in log] == [200, 200, 404]
-    assert s["upstream"] == {"requests": 3, "failures": 1, "retries": 0, "in_flight": 0,
-                             "bytes": sum(e["bytes"] for e in log)}
+    assert upstream_of(s) == {"requests": 3, "failures": 1, "retries": 0, "in_flight": 0,
+                              "bytes": sum(e["bytes"] for e in log)}
     assert s["cache"]["misses"] == 3 and s["cache"]["hits"] == 0
-    assert s["cache"]["entries"] == 2
-    assert s["cache"]["bytes"] == size + size_b + 256
+    assert s["cache"]["entries"] == 2 and s["cache"]["keys"] == 3
+    assert bytes_ok(s, size + size_b)
     assert s["cache"]["evictions"] == 0 and s["cache"]["pinned_bytes"] == 0
 
     # A 503, then a 200 held for 1 s by the API (in flight meanwhile): one retry, two
@@ -745,10 +768,10 @@ def test_stats_counters(api, config, mount):
     s = stats(m)
     log = api.requests()
     assert [e["status"] for e in log] == [200, 200, 404, 503, 200]
-    assert s["upstream"] == {"requests": 5, "failures": 2, "retries": 1, "in_flight": 0,
-                             "bytes": sum(e["bytes"] for e in log)}
+    assert upstream_of(s) == {"requests": 5, "failures": 2, "retries": 1, "in_flight": 0,
+                              "bytes": sum(e["bytes"] for e in log)}
     assert s["cache"]["entries"] == 3 and s["cache"]["misses"] == 4
-    assert s["cache"]["bytes"] == size + size_b + 256 + len(got[0])
+    assert s["cache"]["keys"] == 4 and bytes_ok(s, size + size_b + len(got[0]))
 
 
 def test_statfs(api, config, mount):
@@ -762,10 +785,11 @@ def test_statfs(api, config, mount):
     assert sv.f_flag & os.ST_RDONLY and sv.f_flag & os.ST_NOSUID and sv.f_flag & os.ST_NODEV
     size = len(read(m.path("web", "cpu", FIN + ".png")))
     sv = os.statvfs(m.path("web"))
-    assert sv.f_bfree == sv.f_bavail == (8388608 - size) // 4096
+    s = stats(m)
+    assert bytes_ok(s, size)
+    assert sv.f_bfree == sv.f_bavail == (8388608 - s["cache"]["bytes"]) // 4096
     assert sv.f_bfree < 8388608 // 4096
     assert sv.f_files == 1
-    assert stats(m)["cache"]["bytes"] == size
     # df shows it.
     out = subprocess.run(["df", "-P", m.mnt], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[1].split()[1] == str(8388608 // 1024)
@@ -775,11 +799,16 @@ METRICS = [  # (name, type) in SPEC 5's order: the gauges, then the counters
     ("insightfs_cache_entries", "gauge"), ("insightfs_cache_bytes", "gauge"),
     ("insightfs_cache_pinned_bytes", "gauge"), ("insightfs_cache_max_bytes", "gauge"),
     ("insightfs_upstream_in_flight", "gauge"), ("insightfs_uptime_seconds", "gauge"),
+    ("insightfs_cache_keys", "gauge"), ("insightfs_cache_inodes", "gauge"),
+    ("insightfs_upstream_queued", "gauge"), ("insightfs_upstream_waiting", "gauge"),
+    ("insightfs_upstream_down", "gauge"),
     ("insightfs_cache_hits_total", "counter"), ("insightfs_cache_misses_total", "counter"),
     ("insightfs_cache_evictions_total", "counter"),
     ("insightfs_upstream_requests_total", "counter"),
     ("insightfs_upstream_failures_total", "counter"),
-    ("insightfs_upstream_retries_total", "counter"), ("insightfs_upstream_bytes_total", "counter")]
+    ("insightfs_upstream_retries_total", "counter"), ("insightfs_upstream_bytes_total", "counter"),
+    ("insightfs_cache_readahead_total", "counter"), ("insightfs_upstream_shed_total", "counter"),
+    ("insightfs_upstream_down_total", "counter")]
 
 
 def parse_metrics(text):
