@@ -99,14 +99,15 @@ struct acct {
     atomic_int down; /* 1 while the breaker is open */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;        /* CLOCK_MONOTONIC; broadcast when the breaker opens */
-    struct api_budget budget; /* protected by mu */
-    struct api_breaker br;    /* protected by mu */
-    uint64_t opened;          /* protected by mu: times opened (wakes backoff sleeps) */
-    bool skew_known;          /* protected by mu */
-    int64_t skew_ms;          /* protected by mu: gateway - local at the last Date */
-    bool skew_logged;         /* protected by mu */
-    int64_t skew_logged_ms;   /* protected by mu: the offset last logged */
+    pthread_cond_t cv;             /* CLOCK_MONOTONIC; broadcast when the breaker opens */
+    struct api_budget budget;      /* protected by mu */
+    struct api_breaker br;         /* protected by mu */
+    uint64_t opened;               /* protected by mu: times opened (wakes backoff sleeps) */
+    enum api_outcome down_outcome; /* protected by mu: the outcome of the try that opened it */
+    bool skew_known;               /* protected by mu */
+    int64_t skew_ms;               /* protected by mu: gateway - local at the last Date */
+    bool skew_logged;              /* protected by mu */
+    int64_t skew_logged_ms;        /* protected by mu: the offset last logged */
 };
 
 struct api {
@@ -710,6 +711,7 @@ static void breaker_note(struct api *api, const struct call *c, struct http_verd
     int64_t down_ms = now - a->br.opened_at;
     if (t == API_BREAKER_OPENED) {
         a->opened++;
+        a->down_outcome = c->res.outcome;
         atomic_store(&a->down, 1);
         atomic_fetch_add(&a->down_total, 1);
         pthread_cond_broadcast(&a->cv); /* cancel every retry sleeping in its backoff */
@@ -735,15 +737,15 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
 
     pthread_mutex_lock(&a->mu);
     enum api_admit admit = api_breaker_admit(&a->br, start);
-    if (admit == API_ADMIT_REFUSE)
+    if (admit == API_ADMIT_REFUSE) {
         down_err = a->br.err;
-    else
+        c->res.outcome = a->down_outcome;
+    } else {
         api_budget_first_try(&a->budget);
-    pthread_mutex_unlock(&a->mu);
-    if (down_err) {
-        c->res.outcome = down_err == -ETIMEDOUT ? API_TIMEOUT : API_UNREACHABLE;
-        snprintf(c->res.message, sizeof(c->res.message), "upstream down (circuit breaker open)");
     }
+    pthread_mutex_unlock(&a->mu);
+    if (down_err)
+        snprintf(c->res.message, sizeof(c->res.message), "upstream down (circuit breaker open)");
 
     while (!down_err) {
         int64_t ts, try_start = http_mono_ms();

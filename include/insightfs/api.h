@@ -44,9 +44,10 @@ struct api_result {
     int fast_fail;       /* 1: the open circuit breaker ended the call - it was refused
                             without a request, or a retry it was about to make or was
                             waiting for was cancelled - and the call returns the errno
-                            that opened the breaker. Not a failure of the name: the
-                            caller must not remember it (SPEC 6), and no warn line was
-                            logged for it. 0 otherwise. */
+                            that opened the breaker (refused: tries 0, status 0, outcome
+                            that of the try that opened it). Not a failure of the name:
+                            the caller must not remember it (SPEC 6), and no warn line
+                            was logged for it. 0 otherwise. */
 };
 
 struct api_image {
