@@ -265,7 +265,9 @@ def warn_lines(m):
 
 # ---- T21: many calls against a hung API (P1, SPEC 6 and 12.4) ----------------------------
 
-T21_API = api_settings(timeout_ms=1000, connect_timeout_ms=500, retries=1, max_connections=2)
+T21_CONN = 2  # max_connections
+T21_API = api_settings(timeout_ms=1000, connect_timeout_ms=500, retries=1,
+                       max_connections=T21_CONN)
 T21_D = 1.0 * (1 + 1)  # timeout_ms x (retries + 1), seconds
 T21_N = 400
 
@@ -315,7 +317,7 @@ def test_t21_hung_api_many_stats(api, config, mount):
         per[e["target"]] = per.get(e["target"], 0) + 1
     # The daemon's threads: main, libfuse's workers, max_connections fetch threads and a
     # fixed few; sanitizers and valgrind add their own.
-    limit = 2 + SPARE_THREADS + (2 if (SANITIZE or VALGRIND) else 0)
+    limit = T21_CONN + SPARE_THREADS + (2 if (SANITIZE or VALGRIND) else 0)
     summary = {"errnos": errnos, "still blocked": stuck, "slowest stat": round(slowest, 3),
                "cached reads": reads, "threads before/max/limit": (base_threads,
                                                                     max(samples), limit),
@@ -548,7 +550,7 @@ def ls_l(path):
                            stderr=subprocess.PIPE, env=dict(os.environ, LC_ALL="C"),
                            timeout=limit)
     except subprocess.TimeoutExpired:
-        raise AssertionError("ls -l still running after %.0f s" % limit)
+        raise AssertionError("ls -l still running after %.0f s" % limit) from None
     return p.returncode, time.monotonic() - t, p.stderr.decode(errors="replace")
 
 
