@@ -32,6 +32,9 @@ from client import LocalAPI  # noqa: E402
 
 BIN = os.environ.get("INSIGHTFS_BIN", os.path.join(ROOT, "build", "insightfs"))
 VALGRIND = os.environ.get("INSIGHTFS_VALGRIND", "") not in ("", "0")
+# The sanitizers of the build under test (`make check SANITIZE=...`): "" for the plain
+# build, else e.g. "address,undefined" or "thread".
+SANITIZE = os.environ.get("INSIGHTFS_SANITIZE", "")
 TIME_FACTOR = float(os.environ.get("INSIGHTFS_TEST_TIME_FACTOR",
                                    "20" if VALGRIND else
                                    "3" if os.environ.get("INSIGHTFS_SANITIZE") else "1"))
