@@ -1,9 +1,21 @@
 /* fs - the mounted filesystem: a thin libfuse low-level adapter over ns, cache and api.
  * This file answers the FUSE requests (LOOKUP, FORGET, GETATTR, READ, OPEN, FLUSH,
- * STATFS, xattrs, EROFS for every mutation) and holds the ops table. Around it:
- * fs_dir.c lists directories, fs_ino.c keeps the inode table, fs_mount.c the root
- * context's life (mount, configuration generations, SIGHUP reload, invalidation of
- * evicted entries); the disc module keeps the discovered lists. src/fs_int.h joins them.
+ * STATFS, xattrs, EROFS for every mutation) and holds the ops table. Around it (joined by
+ * src/fs_int.h):
+ *   fs_wait.c   kept requests and the fetch jobs that answer them (the request engine)
+ *   fs_ra.c     readahead of listings
+ *   fs_dir.c    directory listings
+ *   fs_ino.c    the inode table
+ *   fs_meta.c   the files of /.insightfs
+ *   fs_gen.c    configuration generations, the tree, SIGHUP reload
+ *   fs_inval.c  the invalidation thread (the only caller of notify_inval_entry)
+ *   fs_mount.c  the mount: build, serve, tear down
+ * Below it: cache (versions, tickets, the byte bound), flight (single flight and failure
+ * memory, for images and discovery alike), disc (discovered lists), engine (fetch
+ * threads and the timer), api (signed calls, retries, circuit breaker), ns (the tree
+ * and the one pure name resolver, also used by --fetch). Data flows down: lower modules
+ * get `now` (both clocks) and a byte budget handed in and return what the caller must act
+ * on (a ticket, the waiters of a completed fetch, versions to invalidate); none calls up.
  *
  * Why the low-level API (SPEC 12). libfuse 3.14's high-level API has one inode per
  * path, so a refreshed live image would reuse an inode whose size and pages the kernel
@@ -17,28 +29,32 @@
  * image attributes are valid for a day (they can never change). The kernel then serves
  * cached pages without asking the daemon at all.
  *
- * LOOKUP never waits for the network (libfuse 3.14 never negotiates PARALLEL_DIROPS,
- * so the kernel serializes LOOKUPs per directory). It answers from the name alone: the
- * cached version when it is fresh, else the key's pending version with attribute
- * timeout 0 (lookup_image says why its entry timeout is not 0). GETATTR (or the first
- * READ) of a pending version fetches it in single flight (cache_resolve). Those calls
- * block a worker thread, so the session runs with more threads than max_connections
- * (fs_mount.c; SPEC 12.4). The exceptions are discovery refreshes (SPEC 4): an unknown
- * name in / or in a dashboard directory, and OPENDIR of those, wait for disc_refresh.
+ * No request waits in a worker (SPEC 12.4). LOOKUP answers from the name alone: the
+ * cached version when it is fresh, else the key's pending version with attribute timeout
+ * 0 (libfuse 3.14 never negotiates PARALLEL_DIROPS, so the kernel serializes LOOKUPs per
+ * directory). GETATTR or READ of a pending version, and LOOKUP or OPENDIR of / or a
+ * dashboard while its discovered list is refreshed (SPEC 4), are kept (fs_wait.c):
+ * answered by the fetch thread that completes the fetch, by their deadline, or EINTR.
+ * So libfuse's default workers (at most 10) always read the next request at once, and a
+ * cached file reads at once while any number of fetches hang.
+ *
+ * Memory (SPEC 7): every key, pending version, remembered failure, inode, remembered
+ * name, listing snapshot and kept request counts in cache.max_bytes; the least recently
+ * used keys go first, and the kernel is told to forget their entries.
  *
  * Inodes (fs_ino.c): the root and /.insightfs are fixed; directories get a stable number
  * per (kind, dashboard id, widget id); /.insightfs files are snapshots taken at lookup.
  * Every entry replied counts one lookup, undone when the reply fails; FORGET frees image
  * and snapshot inodes at 0, and each image inode holds one reference to its version, so
  * eviction never frees bytes the kernel can still reach. Image entries remember their
- * names so an eviction can invalidate them.
+ * names so an eviction can invalidate them. Stored ids are resolved by id only.
  *
  * Every request holds a reference to the configuration generation (and tree) it started
  * with. Errors: helpers return 0 or a negative errno, replied as fuse_reply_err(-rc).
  *
  * Locking: this file takes no lock of its own; the inode table, the generation pointer,
  * the discovered lists and the cache each lock inside their calls, and none is held
- * across network I/O.
+ * across network I/O or a reply.
  */
 #define FUSE_USE_VERSION 312
 

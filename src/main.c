@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -704,6 +705,11 @@ static int run_mount(struct opts *o, struct cfg_env *env)
     o->fs.mountpoint = mount_abs;
     o->fs.fsname = positional_config ? positional_config : path;
     o->fs.test_offset_ms = test_clock_offset();
+    /* A daemon that runs for months (SPEC 7): a fixed mmap threshold, so glibc does not
+     * raise it after freeing a large body and then keep later bodies in the arenas; few
+     * arenas, so freed heap is not spread over one per thread (fs_wait.c trims it). */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_ARENA_MAX, 2);
     status = fs_run(cfg, env, &o->fs);
     cfg = NULL; /* fs_run took it */
 out:

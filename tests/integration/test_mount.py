@@ -845,15 +845,21 @@ def test_meta_files(api, config, mount):
     s = stats(m)
     text = read(os.path.join(meta, "metrics")).decode()
     v = parse_metrics(text)
+    assert bytes_ok(s, size)
     assert v == {
-        "insightfs_cache_entries": 1, "insightfs_cache_bytes": size,
+        "insightfs_cache_entries": 1, "insightfs_cache_bytes": s["cache"]["bytes"],
         "insightfs_cache_pinned_bytes": 0, "insightfs_cache_max_bytes": 8388608,
         "insightfs_upstream_in_flight": 0,
         "insightfs_uptime_seconds": v["insightfs_uptime_seconds"],
+        "insightfs_cache_keys": 1, "insightfs_cache_inodes": 1,
+        "insightfs_upstream_queued": 0, "insightfs_upstream_waiting": 0,
+        "insightfs_upstream_down": 0,
         "insightfs_cache_hits_total": s["cache"]["hits"],
         "insightfs_cache_misses_total": 1, "insightfs_cache_evictions_total": 0,
         "insightfs_upstream_requests_total": 1, "insightfs_upstream_failures_total": 0,
-        "insightfs_upstream_retries_total": 0, "insightfs_upstream_bytes_total": size}
+        "insightfs_upstream_retries_total": 0, "insightfs_upstream_bytes_total": size,
+        "insightfs_cache_readahead_total": 0, "insightfs_upstream_shed_total": 0,
+        "insightfs_upstream_down_total": 0}
     assert s["uptime_s"] <= v["insightfs_uptime_seconds"] <= s["uptime_s"] + 1
     # metrics.prom: the same bytes (for node_exporter's textfile collector), unless the
     # uptime ticked between the two snapshots.
