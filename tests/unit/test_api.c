@@ -887,7 +887,7 @@ static void test_png_cut_retried(void **state)
     srv_push(f->s, cut);
     srv_push(f->s, full);
     struct acct a = {0};
-    struct api_mem mem = {acct_reserve, acct_release, &a};
+    struct http_mem mem = {acct_reserve, acct_release, &a};
     struct api_image img;
     struct api_result r;
     assert_int_equal(fetch(f, &img, &r, &mem), 0);
