@@ -43,7 +43,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno http_tls api api_body flight cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker flight cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
@@ -52,13 +52,13 @@ UNIT_DEPS_vpath := vpath
 UNIT_DEPS_cfg := cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_sign := sign
 UNIT_DEPS_http := http http_errno http_tls log
-UNIT_DEPS_api := api api_body http http_errno http_tls sign log
+UNIT_DEPS_api := api api_body api_breaker http http_errno http_tls sign log
 UNIT_DEPS_flight := flight
 UNIT_DEPS_cache := cache cache_index flight vpath log
 UNIT_DEPS_engine := engine
 UNIT_DEPS_log := log
 UNIT_DEPS_ns := ns cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
-UNIT_DEPS_disc := disc flight api api_body http http_errno http_tls sign $(UNIT_DEPS_ns)
+UNIT_DEPS_disc := disc flight api api_body api_breaker http http_errno http_tls sign $(UNIT_DEPS_ns)
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/test_%)
 
 # Debian packages of SPEC section 10: build, then tests.
@@ -94,7 +94,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := vpath cfg api_json retry_after
 FUZZ_DEPS_vpath := vpath
 FUZZ_DEPS_cfg := $(UNIT_DEPS_cfg)
-FUZZ_DEPS_api_json := api api_body http http_errno http_tls sign log
+FUZZ_DEPS_api_json := api api_body api_breaker http http_errno http_tls sign log
 FUZZ_DEPS_retry_after := http http_errno http_tls log
 FUZZ_BINS := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

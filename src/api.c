@@ -11,9 +11,12 @@
  *   - After try n fails retryably (http's verdict; 429 with gateway errorCode 400, quota
  *     exceeded, is final), try n+1 waits max(Retry-After, uniform(0, min(5 s,
  *     250 ms * 2^(n-1)))) and needs a token of the retry budget (at most 10 tokens,
- *     starting full, +0.1 per first try, -1 per retry).
- *   - A 200 must also pass its body check (a valid PNG, or a well-formed JSON list;
- *     api_body.c): if not, EIO, final, logged with the first 64 bytes.
+ *     starting full, +0.1 per first try, -1 per retry; the draw and the budget are in
+ *     api_breaker.c).
+ *   - A 200 must also pass its body check (api_body.c). A PNG whose last chunk runs
+ *     past the body's end is a truncated transfer: EIO, retried, as http's cut 200.
+ *     Any other invalid PNG, or a malformed JSON list: EIO, final, logged with the
+ *     first 64 bytes.
  *   - Clock skew: every answer's Date header measures gateway - local. An offset over
  *     60 s (and at most 24 h) is applied to api_now_ms; within 60 s the local clock is
  *     used; over 24 h it is logged and ignored. A 401 whose Date is more than 5 minutes
@@ -35,23 +38,13 @@
  * SIGHUP that changes timeout_ms or max_connections keeps them; a client's http client
  * and settings are its own.
  *
- * Circuit breaker (SPEC 6; the rules are api_breaker_* below, pure, on monotonic ms):
- *   - Every sent try is classed (api_try_class): a timeout or stall, refused or reset,
- *     DNS, TLS, a cut-off or truncated body, 5xx and 429 are failures; any other HTTP
- *     answer, a 200 that is not a PNG included, is an answer and resets the count.
- *   - It opens when the last 3 tries failed and no answer came for timeout_ms. The quiet
- *     time is counted from the later of the last answer and the start of the first
- *     failed try since it: a hung or refusing API opens it after about one timeout_ms,
- *     while failures amid answers - and three unlucky tries after an idle hour - do not.
- *   - Opening logs "upstream down: <ERRNO>" once, bumps down_total, sets the atomic
- *     `down` (api_is_down) and broadcasts acct.cv: every retry sleeping in its backoff
- *     (a pthread_cond_timedwait on it) wakes and fails at once with that errno, as does
- *     a call about to retry. Those calls and the calls refused while open end with
- *     result.fast_fail = 1 and no warn line of their own.
- *   - While open, the first call after the probe interval (1 s, doubling to 30 s while
- *     probes fail, counted from the last failed try) is the probe: one try, no retry.
- *     Any answer, from the probe or a try still out, closes it ("upstream up after N s").
- *   Tries already sent when it opens run to their end; only unsent ones are cut.
+ * Circuit breaker (SPEC 6): its rules - what counts as a failed try, when it opens,
+ * the probe, closing - are api_breaker.c's. Here: every try is noted (breaker_note) and
+ * a transition logged once. Opening bumps down_total, sets the atomic `down`
+ * (api_is_down) and broadcasts acct.cv, so every retry sleeping in its backoff wakes and
+ * fails at once with the errno that opened it, as does a call about to retry; tries
+ * already sent run to their end. Those calls, and the calls refused while open, end
+ * with result.fast_fail = 1, the outcome of the opening try, and no warn line.
  *
  * Locking: acct.mu protects the retry budget, the skew bookkeeping and the breaker; it
  * is held only for arithmetic and for the backoff wait on acct.cv (no I/O, no logging,
@@ -118,106 +111,6 @@ struct api {
     size_t max_image_bytes;
     int64_t test_offset_ms;
 };
-
-/* ---- backoff and retry budget (api_int.h) ---- */
-
-int64_t api_backoff_ms(int retry, uint64_t rnd)
-{
-    int64_t cap = 5000;
-    if (retry < 1)
-        retry = 1;
-    if (retry <= 5) /* 250 * 2^5 = 8000 is already over the cap */
-        cap = 250LL << (retry - 1) < 5000 ? 250LL << (retry - 1) : 5000;
-    return (int64_t)(rnd % (uint64_t)(cap + 1));
-}
-
-void api_budget_init(struct api_budget *b)
-{
-    b->milli = API_BUDGET_MAX;
-}
-
-void api_budget_first_try(struct api_budget *b)
-{
-    b->milli += API_BUDGET_FIRST_TRY;
-    if (b->milli > API_BUDGET_MAX)
-        b->milli = API_BUDGET_MAX;
-}
-
-bool api_budget_take_retry(struct api_budget *b)
-{
-    if (b->milli < API_BUDGET_RETRY)
-        return false;
-    b->milli -= API_BUDGET_RETRY;
-    return true;
-}
-
-/* ---- the circuit breaker's rules (api_int.h) ---- */
-
-enum api_try_class api_try_class(bool sent, long status, enum http_kind kind, bool retryable)
-{
-    if (!sent || kind == HTTP_KIND_LOCAL)
-        return API_TRY_NONE;
-    if (status == 0) /* timeout, unreachable, TLS: no answer at all */
-        return API_TRY_FAILED;
-    if (status == 429 || status >= 500)
-        return API_TRY_FAILED;
-    /* A 200 whose body was cut off, stalled or is a truncated PNG is retryable: the
-     * server did not finish answering. Not a PNG, too large: an answer. */
-    if (kind == HTTP_KIND_BAD_BODY && retryable)
-        return API_TRY_FAILED;
-    return API_TRY_ANSWER;
-}
-
-void api_breaker_init(struct api_breaker *b)
-{
-    memset(b, 0, sizeof(*b));
-    b->probe_ms = API_PROBE_FIRST_MS;
-}
-
-enum api_admit api_breaker_admit(struct api_breaker *b, int64_t now)
-{
-    if (!b->open)
-        return API_ADMIT_GO;
-    if (b->probing || now - b->last_fail < b->probe_ms)
-        return API_ADMIT_REFUSE;
-    b->probing = true;
-    return API_ADMIT_PROBE;
-}
-
-enum api_transition api_breaker_note(struct api_breaker *b, enum api_try_class cls, bool probe,
-                                     int err, int64_t try_start, int64_t now, int timeout_ms)
-{
-    if (probe)
-        b->probing = false;
-    if (cls == API_TRY_ANSWER) {
-        b->fails = 0;
-        b->last_answer = now;
-        if (!b->open)
-            return API_BREAKER_SAME;
-        b->open = false;
-        return API_BREAKER_CLOSED;
-    }
-    if (cls != API_TRY_FAILED)
-        return API_BREAKER_SAME;
-    if (b->fails == 0)
-        b->quiet_since = try_start > b->last_answer ? try_start : b->last_answer;
-    if (b->fails < API_BREAKER_FAILS)
-        b->fails++;
-    b->last_fail = now;
-    if (b->open) {
-        if (probe)
-            b->probe_ms = b->probe_ms * 2 < API_PROBE_MAX_MS ? b->probe_ms * 2 : API_PROBE_MAX_MS;
-        return API_BREAKER_SAME;
-    }
-    if (b->fails < API_BREAKER_FAILS || now - b->quiet_since < timeout_ms)
-        return API_BREAKER_SAME;
-    b->open = true;
-    b->probing = false;
-    b->err = err < 0 ? err : -EIO;
-    b->opened_at = now;
-    b->probe_ms = API_PROBE_FIRST_MS;
-    return API_BREAKER_OPENED;
-}
 
 /* ---- clocks, randomness ---- */
 

@@ -1,6 +1,6 @@
-/* api internals shared by api.c, api_body.c and tests/unit/test_api.c: the pure pieces
- * (body checks, JSON parsing, backoff, retry budget, the circuit breaker's rules). Not
- * part of any contract.
+/* api internals shared by api.c, api_body.c (body checks, JSON parsing), api_breaker.c
+ * (backoff, retry budget, the circuit breaker's rules) and tests/unit/test_api.c: the
+ * pure pieces. Not part of any contract.
  */
 #ifndef INSIGHTFS_API_INT_H
 #define INSIGHTFS_API_INT_H
