@@ -762,9 +762,11 @@ static void test_bound_exceeded_evicts_all_idle(void **state)
     assert_int_equal(fetch_key(w, "B", T0, 0, 100, 'B'), 0);
     cache_charge(w->c, (size_t)max + 1);
     struct cache_stats s = stats(w);
-    if (s.keys != 0)
+    if (s.keys != 0) {
+        world_free(w); /* the failure below leaks nothing */
         fail_msg("charge beyond max_bytes: %llu idle keys kept, %llu bytes > %lld",
                  (unsigned long long)s.keys, (unsigned long long)s.bytes, (long long)max);
+    }
     assert_int_equal(s.entries, 0);
     /* New keys: each evicts the one before. */
     for (int i = 0; i < NEW_KEYS; i++) {
@@ -774,8 +776,10 @@ static void test_bound_exceeded_evicts_all_idle(void **state)
         assert_non_null(v);
         cache_version_unref(v);
         s = stats(w);
-        if (s.keys > 1)
+        if (s.keys > 1) {
+            world_free(w);
             fail_msg("over the bound, %llu idle keys piled up", (unsigned long long)s.keys);
+        }
     }
     cache_uncharge(w->c, (size_t)max + 1);
     assert_int_equal(stats(w).bytes, k);
@@ -789,9 +793,11 @@ static void test_bound_exceeded_evicts_all_idle(void **state)
     struct cache_params p = params(150);
     cache_set_params(w->c, &p);
     s = stats(w);
-    if (s.keys != 0)
+    if (s.keys != 0) {
+        world_free(w);
         fail_msg("max_bytes 150 under a reservation of 200: %llu idle keys kept",
                  (unsigned long long)s.keys);
+    }
     assert_int_equal(s.bytes, 200);
     assert_int_equal(s.evictions, 2);
     cache_release(w->c, 200);

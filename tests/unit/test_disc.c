@@ -366,11 +366,11 @@ static void test_forget_with_refresh_in_flight(void **state)
 
         /* Nothing of the old account is remembered: the next caller fetches. */
         enum disc_need r = need(f, NULL, t1, &err);
+        fx_free(f); /* before a failure: it leaks nothing */
         if (r != DISC_FETCH)
             fail_msg("rc %d: after the overtaken refresh disc_need gave %d (err %d), not "
                      "DISC_FETCH",
                      rcs[i], (int)r, err);
-        fx_free(f);
     }
 }
 

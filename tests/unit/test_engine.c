@@ -600,13 +600,13 @@ static void test_stop_cancels_queued(void **state)
     release(&lab, &hold.released);
     WAIT_FOR(&lab, s.returned == 1);
     assert_int_equal(pthread_join(s.th, NULL), 0);
+    engine_free(e);
     assert_int_equal(jobs[0].cancelled, 0);
     for (int i = 1; i < 3; i++) {
         assert_int_equal(jobs[i].runs, 1);
         if (jobs[i].cancelled != 1)
             fail_msg("job %d, queued before engine_stop, ran uncancelled", i);
     }
-    engine_free(e);
     lab_cleanup(&lab);
 }
 
