@@ -177,6 +177,11 @@ int cache_version_final(const struct cache_version *v)
     return state_load(v) == CACHE_READY ? v->final : 0;
 }
 
+size_t cache_version_bytes(const struct cache_version *v)
+{
+    return sizeof(*v) + cache_key_names_len(&v->key) + CACHE_MALLOC_OVERHEAD;
+}
+
 struct cache_version *cache_dropped_next(const struct cache_version *v)
 {
     return v->drop_next;
@@ -246,15 +251,16 @@ static void entry_drop(struct cache *c, struct cache_entry *e, struct cache_vers
 }
 
 /* Make room for extra more bytes, least recently used entries first, skipping those being
- * fetched. Returns 0, or -ENOMEM (evicting nothing) when even that could not. */
-static int make_room(struct cache *c, uint64_t extra, struct cache_version **free_list)
+ * fetched. all_or_nothing (a reservation): when even dropping every idle entry would not
+ * be enough, drop nothing. Returns 0, or -ENOMEM when the bound is not met. */
+static int make_room(struct cache *c, uint64_t extra, int all_or_nothing,
+                     struct cache_version **free_list)
 {
     uint64_t max = max_bytes(c);
     if (bytes_used(c) + extra <= max)
         return 0;
-    /* Would dropping every idle entry be enough? If not, drop nothing. */
     uint64_t freeable = 0;
-    for (struct cache_entry *e = c->lru_head; e; e = e->lru_next) {
+    for (struct cache_entry *e = c->lru_head; all_or_nothing && e; e = e->lru_next) {
         if (entry_busy(e))
             continue;
         freeable += e->cost;
@@ -265,7 +271,7 @@ static int make_room(struct cache *c, uint64_t extra, struct cache_version **fre
         if (bytes_used(c) + extra <= max + freeable)
             break;
     }
-    if (bytes_used(c) + extra > max + freeable)
+    if (all_or_nothing && bytes_used(c) + extra > max + freeable)
         return -ENOMEM;
     struct cache_entry *e = c->lru_head;
     while (e && bytes_used(c) + extra > max) {
@@ -277,7 +283,7 @@ static int make_room(struct cache *c, uint64_t extra, struct cache_version **fre
         }
         e = next;
     }
-    return 0;
+    return bytes_used(c) + extra <= max ? 0 : -ENOMEM;
 }
 
 /* Lock held. The new entry for key with a pending version, or NULL (ENOMEM). */
@@ -285,7 +291,7 @@ static struct cache_entry *entry_new(struct cache *c, const struct cache_key *ke
                                      int64_t now, struct cache_version **free_list)
 {
     size_t cost = entry_cost(key);
-    (void)make_room(c, cost, free_list); /* a key is always taken: lookups cannot fail */
+    (void)make_room(c, cost, 0, free_list); /* a key is always taken: lookups cannot fail */
     struct cache_entry *e = calloc(1, sizeof *e + cache_key_names_len(key));
     if (!e)
         return NULL;
@@ -364,7 +370,7 @@ void cache_set_params(struct cache *c, const struct cache_params *p)
     pthread_mutex_lock(&c->lock);
     c->params = *p;
     /* -ENOMEM only while in-flight reservations exceed the new bound. */
-    (void)make_room(c, 0, &free_list);
+    (void)make_room(c, 0, 0, &free_list);
     pthread_mutex_unlock(&c->lock);
     free_list_release(free_list);
 }
@@ -637,7 +643,7 @@ struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, i
     struct flight_waiter *w = flight_end(&v->flight, rc, now->mono, remember_ms);
     *result = stale_err ? 0 : rc;
     /* Room for a max_bytes that shrank during the fetch. */
-    (void)make_room(c, 0, &free_list);
+    (void)make_room(c, 0, 0, &free_list);
     pthread_mutex_unlock(&c->lock);
     free_list_release(free_list);
     if (stale_err)
@@ -651,7 +657,7 @@ int cache_reserve(struct cache *c, size_t bytes)
 {
     struct cache_version *free_list = NULL;
     pthread_mutex_lock(&c->lock);
-    int rc = make_room(c, bytes, &free_list);
+    int rc = make_room(c, bytes, 1, &free_list);
     if (rc == 0)
         c->reserved += bytes;
     pthread_mutex_unlock(&c->lock);
@@ -670,7 +676,7 @@ void cache_charge(struct cache *c, size_t bytes)
 {
     struct cache_version *free_list = NULL;
     pthread_mutex_lock(&c->lock);
-    (void)make_room(c, bytes, &free_list);
+    (void)make_room(c, bytes, 0, &free_list);
     c->charged += bytes;
     pthread_mutex_unlock(&c->lock);
     free_list_release(free_list);

@@ -148,6 +148,7 @@ struct flight_waiter *disc_complete(struct disc *d, const char *dash_id, uint64_
         old = items, old_n = n;
         if (rc == 0)
             rc = -EAGAIN;
+        remember_ms = 0; /* nor its failure: disc_forget dropped the memory */
     } else if (rc == 0) {
         d->generation++;
         old = l->items, old_n = l->n;

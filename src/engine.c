@@ -109,11 +109,10 @@ static void *fetch_main(void *arg)
     struct engine *e = arg;
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        if (e->running > e->want && !e->stopping)
+        /* Stopping: what is still queued is engine_stop's, to run cancelled. */
+        if (e->stopping || e->running > e->want)
             break;
         if (!e->head) {
-            if (e->stopping)
-                break;
             pthread_cond_wait(&e->work, &e->mu);
             continue;
         }

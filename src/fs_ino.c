@@ -39,6 +39,7 @@ struct fs_ino {
     size_t n_inodes;           /* protected by lock */
     uint64_t next_ino;         /* protected by lock */
     size_t n_images;           /* protected by lock: image inodes */
+    uint64_t pinned;           /* protected by lock: bytes of pinned inodes' records */
 };
 
 /* What an inode and a remembered name count in the cache's bound (SPEC 7). */
@@ -100,19 +101,33 @@ static void remove_locked(struct fs_ino *t, struct fs_inode *n)
     }
 }
 
+/* What image inode n's records count (the inode and its remembered names). */
+static size_t records_cost(const struct fs_inode *n)
+{
+    if (n->kind != FK_IMAGE)
+        return 0;
+    size_t cost = INODE_COST;
+    for (size_t i = 0; i < FS_NAMES_MAX; i++)
+        if (n->names[i].name)
+            cost += NAME_COST(n->names[i].name);
+    return cost;
+}
+
 /* Free n, taking back what it was charged (t may be NULL: nothing was). */
 static void inode_free(struct fs_ino *t, struct fs_inode *n)
 {
     if (!n)
         return;
-    size_t cost = n->kind == FK_IMAGE ? INODE_COST : 0;
-    for (size_t i = 0; i < FS_NAMES_MAX; i++) {
-        if (n->names[i].name)
-            cost += NAME_COST(n->names[i].name);
+    size_t cost = records_cost(n);
+    for (size_t i = 0; i < FS_NAMES_MAX; i++)
         free(n->names[i].name);
-    }
-    if (t && cost)
+    if (t && n->pinned) {
+        pthread_mutex_lock(&t->lock);
+        t->pinned -= n->pinned_cost;
+        pthread_mutex_unlock(&t->lock);
+    } else if (t && cost) {
         cache_uncharge(t->cache, cost);
+    }
     cache_version_unref(n->v);
     free(n->dash_id);
     free(n->widget_id);
@@ -294,12 +309,43 @@ void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent,
     n->names[0].parent = parent;
     n->names[0].name = copy;
     charge = NAME_COST(copy);
+    if (n->pinned) {
+        /* Out of the bound already: the record counts as pinned. */
+        t->pinned += charge - uncharge;
+        n->pinned_cost += charge - uncharge;
+        uncharge = charge = 0;
+    }
 out:
     pthread_mutex_unlock(&t->lock);
     if (uncharge)
         cache_uncharge(t->cache, uncharge);
     if (charge)
         cache_charge(t->cache, charge);
+}
+
+void fs_ino_unbind(struct fs_ino *t, uint64_t ino)
+{
+    size_t cost = 0;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *n = find_locked(t, ino);
+    if (n && n->kind == FK_IMAGE && !n->pinned) {
+        n->pinned = 1;
+        cost = records_cost(n);
+        /* The version record too: the cache no longer counts it. */
+        n->pinned_cost = cost + cache_version_bytes(n->v);
+        t->pinned += n->pinned_cost;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (cost)
+        cache_uncharge(t->cache, cost);
+}
+
+uint64_t fs_ino_pinned_bytes(struct fs_ino *t)
+{
+    pthread_mutex_lock(&t->lock);
+    uint64_t b = t->pinned;
+    pthread_mutex_unlock(&t->lock);
+    return b;
 }
 
 size_t fs_ino_images(struct fs_ino *t)

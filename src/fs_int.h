@@ -56,6 +56,9 @@ struct fs_inode {
     size_t len;
 
     uint64_t nlookup;      /* protected by the table's lock; kept for images, snapshots */
+    int pinned;            /* protected by the table's lock: its version left the cache, so
+                              its records count in pinned bytes, not in max_bytes */
+    size_t pinned_cost;    /* protected by the table's lock: what it adds to pinned bytes */
     struct fs_inode *next; /* hash chain, protected by the table's lock */
     /* FK_IMAGE: the last names the kernel got this inode under, newest first, so an
      * eviction can invalidate them (protected by the table's lock). */
@@ -114,8 +117,16 @@ void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent,
  * malloc'd, the caller frees it). An unknown ino gives none. */
 void fs_ino_names(struct fs_ino *t, uint64_t ino, struct fs_name out[FS_NAMES_MAX]);
 
-/* The inode table charges its records to cache (fs_ino_new(cache)); image inodes now. */
+/* Image inodes the kernel holds now. */
 size_t fs_ino_images(struct fs_ino *t);
+
+/* The version of image inode ino left the cache (fs_drain_dropped): from now on its
+ * records count as pinned, outside max_bytes, until FORGET frees them (SPEC 7). An
+ * unknown ino is ignored. */
+void fs_ino_unbind(struct fs_ino *t, uint64_t ino);
+
+/* Bytes of the records of image inodes whose version left the cache. */
+uint64_t fs_ino_pinned_bytes(struct fs_ino *t);
 
 /* ---- fs_inval.c: the invalidation thread ---------------------------------------- */
 
@@ -273,6 +284,7 @@ struct fs {
     atomic_int_fast64_t shed_logged_mono;
     atomic_int stopping;
     struct engine_timer housekeeping;
+    uint64_t trim_mark; /* the housekeeping timer's: bytes held at its last tick */
 
     /* Open directory handles (fs_dir.c), so that fs_free frees those whose RELEASEDIR
      * never came: the kernel sends RELEASEDIR in the background and drops what is still

@@ -42,6 +42,7 @@ static void counters(struct fs *fs, struct meta_counters *c)
     api_get_stats(g->api, &c->api);
     fs_gen_unref(g);
     c->inodes = fs_ino_images(fs->ino);
+    c->cache.pinned_bytes += fs_ino_pinned_bytes(fs->ino);
     c->readahead = atomic_load(&fs->readahead);
     c->queued = engine_queued(fs->engine);
     c->waiting = atomic_load(&fs->waiting);

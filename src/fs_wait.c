@@ -458,7 +458,9 @@ void fs_drain_dropped(struct fs *fs)
     struct cache_version *v = cache_take_dropped(fs->cache);
     while (v) {
         struct cache_version *next = cache_dropped_next(v);
-        fs_inval_image(fs->inval, FS_IMAGE_BASE + cache_version_id(v));
+        uint64_t ino = FS_IMAGE_BASE + cache_version_id(v);
+        fs_ino_unbind(fs->ino, ino);
+        fs_inval_image(fs->inval, ino);
         cache_version_unref(v);
         v = next;
     }
@@ -471,15 +473,17 @@ static void housekeeping(struct engine_timer *t)
     struct fs *fs = (struct fs *)((char *)t - offsetof(struct fs, housekeeping));
     if (atomic_load(&fs->stopping))
         return;
-    struct cache_stats before, after;
-    cache_get_stats(fs->cache, &before);
     cache_sweep(fs->cache, mono_ms());
     fs_ra_sweep(fs, mono_ms());
     fs_drain_dropped(fs);
-    cache_get_stats(fs->cache, &after);
-    /* Keys went away: give their heap back (SPEC 7). */
-    if (after.keys < before.keys || after.bytes + (1u << 20) < before.bytes)
+    /* Records went away since the last tick (keys swept or evicted, inodes forgotten by
+     * the kernel): give their heap back to the system (SPEC 7). */
+    struct cache_stats cs;
+    cache_get_stats(fs->cache, &cs);
+    uint64_t held = cs.bytes + cs.pinned_bytes + fs_ino_pinned_bytes(fs->ino);
+    if (held < fs->trim_mark)
         malloc_trim(0);
+    fs->trim_mark = held;
     t->when = mono_ms() + HOUSEKEEPING_MS;
     engine_timer_set(fs->engine, t);
 }

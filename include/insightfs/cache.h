@@ -163,5 +163,8 @@ const struct cache_key *cache_version_key(const struct cache_version *v);
 const unsigned char *cache_version_data(const struct cache_version *v, size_t *len);
 int64_t cache_version_fetched_at(const struct cache_version *v); /* signing time, Unix ms */
 int cache_version_final(const struct cache_version *v);          /* 1 final, 0 live */
+/* The version record's own heap size (not its image bytes), for the caller's accounting
+ * of versions it keeps after they left the cache. */
+size_t cache_version_bytes(const struct cache_version *v);
 
 #endif

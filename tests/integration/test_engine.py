@@ -364,7 +364,7 @@ def test_max_pending_sheds_with_eagain(api, config, mount):
 SLOW_BUILD = VALGRIND or "thread" in SANITIZE
 T22_LOOKUPS = 30000 if SLOW_BUILD else 300000
 T22_FAILED = 2000 if SLOW_BUILD else 20000
-T22_RSS_KIB = (MIB + 32 * MIB) // 1024  # max_bytes + 32 MiB (nothing is pinned here)
+T22_RSS_KIB = (MIB + 32 * MIB) // 1024  # max_bytes + 32 MiB: once nothing is pinned
 T22_SMALL = 1000  # keys / inodes once the names have stopped and their TTLs passed
 
 
@@ -387,7 +387,9 @@ def test_t22_memory_bound_many_names(api, config, mount):
                         s["cache"]["inodes"], s["cache"]["pinned_bytes"]))
         assert s["cache"]["bytes"] <= MIB, samples[-1]
         if check_rss:
-            assert rss <= T22_RSS_KIB, samples[-1]
+            # P4: max_bytes + pinned_bytes + 32 MiB. Pinned: the records of inodes the
+            # kernel still held after their invalidation was queued (SPEC 7).
+            assert rss <= T22_RSS_KIB + s["cache"]["pinned_bytes"] // 1024, samples[-1]
 
     sample("start")
     want_attrs = ["user.insightfs.start_ms", "user.insightfs.end_ms",
@@ -449,6 +451,10 @@ def test_t22_memory_bound_many_names(api, config, mount):
         return samples[-1][3] <= T22_SMALL and samples[-1][4] <= T22_SMALL
     try:
         wait_for(fell_back, 30, "keys and inodes to fall back")
+        if check_rss:
+            # Nothing pinned any more: the heap went back to the system (SPEC 7).
+            wait_for(lambda: vm_rss_kib(pid) <= T22_RSS_KIB, 10 * TIME_FACTOR,
+                     "RSS back under max_bytes + 32 MiB")
     finally:
         peak = max(samples, key=lambda s: s[1])
         print("T22 samples (where, rss KiB, bytes, keys, inodes, pinned): first %s, "
@@ -586,8 +592,12 @@ def test_t24_breaker(api, config, mount, tmp_path, fault):
         assert took < (T24_D + 3) * TIME_FACTOR, took
         assert requests <= 10, requests
     elif fault == "refused":
+        # Refused tries fail at once, so until the breaker's quiet time (timeout_ms
+        # without an answer since the failures began) has passed, the retries and the
+        # readahead window of the first stats go out: a fast storm, bounded as the 503
+        # storm is (RELIABILITY T24).
         assert took < T24_D * TIME_FACTOR, took
-        assert requests <= 10, requests
+        assert requests <= 30, requests
     else:
         assert took < (T24_D + 3) * TIME_FACTOR, took
         assert requests <= 30, requests
