@@ -491,8 +491,7 @@ static struct cache_version *get(struct cache *c, const struct cache_key *key,
         }
     }
     if (!is_hit)
-        valid = vpath_is_final(key->end_ms, now->wall, c->params.settle_s) ? INT64_MAX
-                                                                             : live_ms(c);
+        valid = vpath_is_final(key->end_ms, now->wall, c->params.settle_s) ? INT64_MAX : live_ms(c);
     if (ahead && is_hit) {
         v = NULL;
         goto out;

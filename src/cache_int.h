@@ -43,7 +43,7 @@ struct cache_version {
     int final;
     /* protected by cache->lock */
     struct flight flight;
-    struct cache_entry *entry;      /* NULL once out of the cache */
+    struct cache_entry *entry;       /* NULL once out of the cache */
     struct cache_version *drop_next; /* on the dropped list */
     char names[];
 };

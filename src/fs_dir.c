@@ -203,7 +203,8 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
 }
 
 /* List directory n now and answer the OPENDIR. */
-static void dir_open_now(struct fs *fs, fuse_req_t req, struct fs_inode *n, struct fuse_file_info *fi)
+static void dir_open_now(struct fs *fs, fuse_req_t req, struct fs_inode *n,
+                         struct fuse_file_info *fi)
 {
     struct dirbuf *b = calloc(1, sizeof(*b));
     if (!b) {

@@ -113,9 +113,8 @@ static int same_client(const struct cfg *a, const struct cfg *b)
 {
     return same_str(a->endpoint, b->endpoint) && same_str(a->access_key, b->access_key) &&
            same_str(a->secret_key, b->secret_key) && same_str(a->ca_file, b->ca_file) &&
-           a->timeout_ms == b->timeout_ms &&
-           a->connect_timeout_ms == b->connect_timeout_ms && a->retries == b->retries &&
-           a->max_connections == b->max_connections &&
+           a->timeout_ms == b->timeout_ms && a->connect_timeout_ms == b->connect_timeout_ms &&
+           a->retries == b->retries && a->max_connections == b->max_connections &&
            a->max_requests_per_second == b->max_requests_per_second &&
            a->max_image_bytes == b->max_image_bytes;
 }
@@ -125,8 +124,7 @@ struct cache_clock fs_clock(struct fs *fs)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     struct fs_gen *g = fs_gen_get(fs);
-    struct cache_clock now = {(int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-                              api_now_ms(g->api)};
+    struct cache_clock now = {(int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, api_now_ms(g->api)};
     fs_gen_unref(g);
     return now;
 }

@@ -68,9 +68,9 @@ static char *stats_json(const struct meta_counters *c)
                  ",\"down\":%" PRIu64 ",\"down_total\":%" PRIu64 "},\"uptime_s\":%lld}\n",
                  c->cache.entries, c->cache.bytes, c->cache.pinned_bytes, c->cache.max_bytes,
                  c->cache.hits, c->cache.misses, c->cache.evictions, c->cache.keys, c->inodes,
-                 c->readahead, c->api.requests, c->api.failures, c->api.retries,
-                 c->api.in_flight, c->api.bytes, c->queued, c->waiting, c->shed, c->api.down,
-                 c->api.down_total, c->uptime_s) < 0)
+                 c->readahead, c->api.requests, c->api.failures, c->api.retries, c->api.in_flight,
+                 c->api.bytes, c->queued, c->waiting, c->shed, c->api.down, c->api.down_total,
+                 c->uptime_s) < 0)
         return NULL;
     return s;
 }
@@ -94,7 +94,8 @@ static char *metrics_text(const struct meta_counters *c)
         {"insightfs_upstream_in_flight", "gauge", "HTTP requests in flight now.", c->api.in_flight},
         {"insightfs_uptime_seconds", "gauge", "Seconds since the mount was ready.",
          (uint64_t)c->uptime_s},
-        {"insightfs_cache_keys", "gauge", "Keys of every kind in the cache's index.", c->cache.keys},
+        {"insightfs_cache_keys", "gauge", "Keys of every kind in the cache's index.",
+         c->cache.keys},
         {"insightfs_cache_inodes", "gauge", "Image inodes the kernel holds.", c->inodes},
         {"insightfs_upstream_queued", "gauge", "Logical fetches waiting for a connection slot.",
          c->queued},

@@ -42,13 +42,13 @@ struct ra_listing {
     char **names;
     size_t n;
     size_t charge;
-    int opens;          /* open handles; at 0 the listing expires at expires */
-    int64_t expires;    /* CLOCK_MONOTONIC ms */
-    size_t last;        /* position of the last stat, SIZE_MAX: none */
-    int streak;         /* stats in a row in listing order */
-    size_t ahead_end;   /* entries before this were fetched ahead (or stat'ed) */
-    size_t window;      /* size of the current window, 0: none */
-    size_t mark;        /* when the stats reach this position, the next window starts */
+    int opens;        /* open handles; at 0 the listing expires at expires */
+    int64_t expires;  /* CLOCK_MONOTONIC ms */
+    size_t last;      /* position of the last stat, SIZE_MAX: none */
+    int streak;       /* stats in a row in listing order */
+    size_t ahead_end; /* entries before this were fetched ahead (or stat'ed) */
+    size_t window;    /* size of the current window, 0: none */
+    size_t mark;      /* when the stats reach this position, the next window starts */
 };
 
 struct fs_ra {
@@ -114,8 +114,7 @@ void fs_ra_listing(struct fs *fs, const struct fs_inode *dir, char **names, size
     size_t charge = sizeof(*l) + n * sizeof(char *);
     for (size_t i = 0; i < n; i++)
         charge += strlen(names[i]) + 1 + 16;
-    if (!l || !(l->dash_id = strdup(dir->dash_id)) ||
-        !(l->widget_id = strdup(dir->widget_id))) {
+    if (!l || !(l->dash_id = strdup(dir->dash_id)) || !(l->widget_id = strdup(dir->widget_id))) {
         if (l) {
             l->names = names;
             l->n = n;
@@ -197,7 +196,8 @@ static void advance(struct ra_listing *l, size_t p, size_t max_window, size_t *f
     *from = *to = 0;
     if (p == l->last)
         return; /* LOOKUP then GETATTR of one entry */
-    size_t reach = l->last == SIZE_MAX ? 0 : (l->ahead_end > l->last + 1 ? l->ahead_end : l->last + 1);
+    size_t reach =
+        l->last == SIZE_MAX ? 0 : (l->ahead_end > l->last + 1 ? l->ahead_end : l->last + 1);
     int in_order = l->last != SIZE_MAX && p > l->last && p <= reach;
     l->last = p;
     if (!in_order) {

@@ -67,7 +67,7 @@ struct fs_wait {
     struct fs_inode *n; /* FW_GETATTR, FW_READ: valid while unanswered (the kernel holds it) */
     size_t size;        /* FW_READ */
     off_t off;
-    uint64_t parent;       /* FW_LOOKUP: the directory; FW_OPENDIR: the directory opened */
+    uint64_t parent;          /* FW_LOOKUP: the directory; FW_OPENDIR: the directory opened */
     struct fuse_file_info fi; /* FW_OPENDIR */
     size_t charge;
     atomic_int answered;
@@ -78,7 +78,7 @@ struct fs_wait {
 struct fetch_job {
     struct engine_job job;
     struct fs *fs;
-    int64_t deadline; /* D, CLOCK_MONOTONIC ms */
+    int64_t deadline;        /* D, CLOCK_MONOTONIC ms */
     struct cache_version *v; /* an image fetch: one reference */
     int disc;                /* a discovery refresh of dash_id's list */
     uint64_t epoch;
@@ -179,8 +179,7 @@ static void answer_all(struct fs *fs, struct flight_waiter *list, int rc)
 /* A new kept request for req, registered for interrupts, with its deadline timer set;
  * NULL when it was shed (EAGAIN), interrupted already (EINTR) or out of memory (ENOMEM):
  * req is then answered. */
-static struct fs_wait *wait_new(struct fs *fs, fuse_req_t req, enum fs_wait_op op,
-                                const char *name)
+static struct fs_wait *wait_new(struct fs *fs, fuse_req_t req, enum fs_wait_op op, const char *name)
 {
     struct fs_gen *g = fs_gen_get(fs);
     uint64_t max_pending = (uint64_t)g->cfg->max_pending;
@@ -422,7 +421,8 @@ void fs_wait_disc(struct fs *fs, fuse_req_t req, enum fs_wait_op op, uint64_t pa
     int err = 0;
     uint64_t epoch = 0;
     atomic_fetch_add(&w->refs, 1);
-    enum disc_need need = disc_need(fs->st.disc, g->cfg, dash_id, mono_ms(), &w->link, &epoch, &err);
+    enum disc_need need =
+        disc_need(fs->st.disc, g->cfg, dash_id, mono_ms(), &w->link, &epoch, &err);
     fs_gen_unref(g);
     switch (need) {
     case DISC_OK:

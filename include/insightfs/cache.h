@@ -105,9 +105,9 @@ struct cache_version *cache_get_ahead(struct cache *c, const struct cache_key *k
                                       const struct cache_clock *now);
 
 enum cache_need {
-    CACHE_HAVE,   /* ready: its bytes may be read now */
-    CACHE_FETCH,  /* the caller holds the ticket: fetch, then cache_complete */
-    CACHE_WAIT,   /* being fetched: w (if any) joined, and is returned by cache_complete */
+    CACHE_HAVE,       /* ready: its bytes may be read now */
+    CACHE_FETCH,      /* the caller holds the ticket: fetch, then cache_complete */
+    CACHE_WAIT,       /* being fetched: w (if any) joined, and is returned by cache_complete */
     CACHE_REMEMBERED, /* a failure is remembered: *err (positive errno) */
 };
 

@@ -25,8 +25,8 @@ struct engine_job {
 
 struct engine_timer {
     void (*fire)(struct engine_timer *t);
-    int64_t when;  /* CLOCK_MONOTONIC ms */
-    size_t slot;   /* the engine's: index in its heap + 1, 0 when not set */
+    int64_t when; /* CLOCK_MONOTONIC ms */
+    size_t slot;  /* the engine's: index in its heap + 1, 0 when not set */
 };
 
 /* A new engine of threads fetch threads (>= 1), not started. Returns it, or NULL. */
