@@ -104,6 +104,17 @@ static void heap_remove(struct engine *e, struct engine_timer *t)
 
 /* ---- threads ---- */
 
+/* mu held, the queue not empty: take its first job. */
+static struct engine_job *pop_job(struct engine *e)
+{
+    struct engine_job *j = e->head;
+    e->head = j->next;
+    if (!e->head)
+        e->tail = NULL;
+    e->queued--;
+    return j;
+}
+
 static void *fetch_main(void *arg)
 {
     struct engine *e = arg;
@@ -116,11 +127,7 @@ static void *fetch_main(void *arg)
             pthread_cond_wait(&e->work, &e->mu);
             continue;
         }
-        struct engine_job *j = e->head;
-        e->head = j->next;
-        if (!e->head)
-            e->tail = NULL;
-        e->queued--;
+        struct engine_job *j = pop_job(e);
         pthread_mutex_unlock(&e->mu);
         j->run(j, 0);
         pthread_mutex_lock(&e->mu);
@@ -315,11 +322,7 @@ void engine_stop(struct engine *e)
         pthread_mutex_lock(&e->mu);
     }
     while (e->head) {
-        struct engine_job *j = e->head;
-        e->head = j->next;
-        if (!e->head)
-            e->tail = NULL;
-        e->queued--;
+        struct engine_job *j = pop_job(e);
         pthread_mutex_unlock(&e->mu);
         j->run(j, 1);
         pthread_mutex_lock(&e->mu);
