@@ -8,11 +8,17 @@
 #   make bench        SPEC 11 benchmark (not a test): insightfs vs tmpfs, curl, httpdirfs, rclone
 #   make soak         1-hour soak under faults (RELIABILITY T20); SOAK_SECONDS=120 in CI
 #   make fuzz         libFuzzer targets (RELIABILITY P7), FUZZ_SECONDS=60 each, as in CI
-#   make install      $(DESTDIR)$(PREFIX)/bin/insightfs
+#   make install      the binary, insightfs(1), the example configuration and the
+#                     systemd template insightfs@.service under $(DESTDIR)$(PREFIX)
+#   make uninstall    removes exactly what `make install` put there (same DESTDIR, PREFIX)
 
 VERSION := 0.1.0
 
 PREFIX ?= /usr/local
+BINDIR := $(PREFIX)/bin
+MANDIR := $(PREFIX)/share/man/man1
+DOCDIR := $(PREFIX)/share/doc/insightfs
+UNITDIR := $(PREFIX)/lib/systemd/system
 CFLAGS ?= -O2 -g
 SANITIZE ?=
 VALGRIND ?=
@@ -69,7 +75,7 @@ BENCH_DEBS := httpdirfs rclone
 
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all deps check unit integration demo install clean bench-deps bench fuzz soak
+.PHONY: all deps check unit integration demo install uninstall clean bench-deps bench fuzz soak
 all: $(B)/insightfs
 
 $(B)/insightfs: $(OBJS)
@@ -194,9 +200,24 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	/usr/bin/python3 tests/demo.py --bin $(CURDIR)/$(B)/insightfs $(DEMO_ARGS)
 
+# SPEC 2 and 10. The unit's ExecStart and the man page's version are filled in here, so
+# the installed unit runs the installed binary whatever PREFIX is (DESTDIR is only where
+# the files are staged, never part of a path they name).
 install: $(B)/insightfs
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(B)/insightfs $(DESTDIR)$(PREFIX)/bin/insightfs
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(B)/insightfs $(DESTDIR)$(BINDIR)/insightfs
+	sed 's|@VERSION@|$(VERSION)|g' conf/insightfs.1 >$(DESTDIR)$(MANDIR)/insightfs.1
+	chmod 0644 $(DESTDIR)$(MANDIR)/insightfs.1
+	install -m 0644 conf/insightfs.conf.example $(DESTDIR)$(DOCDIR)/insightfs.conf.example
+	sed 's|@BINDIR@|$(BINDIR)|g' conf/insightfs@.service >$(DESTDIR)$(UNITDIR)/insightfs@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/insightfs@.service
+
+# Only the four files and the doc directory when nothing else is in it: bin/, man1/ and
+# systemd/system/ are shared with other packages.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/insightfs $(DESTDIR)$(MANDIR)/insightfs.1 \
+		$(DESTDIR)$(DOCDIR)/insightfs.conf.example $(DESTDIR)$(UNITDIR)/insightfs@.service
+	if [ -d $(DESTDIR)$(DOCDIR) ]; then rmdir --ignore-fail-on-non-empty $(DESTDIR)$(DOCDIR); fi
 
 clean:
 	rm -rf build
