@@ -271,7 +271,7 @@ static struct acct *acct_new(const struct cfg *cfg)
     if (!cv)
         goto fail;
     api_budget_init(&a->budget);
-    api_breaker_init(&a->br);
+    api_breaker_init(&a->br, http_mono_ms());
     return a;
 
 fail:

@@ -12,10 +12,13 @@
  *     answer - 200 (even a body that is not a PNG or too large), 1xx, 3xx, other 4xx -
  *     is an answer. Our own failures (nothing sent, out of memory) do not count.
  *   - Opening: when the last API_BREAKER_FAILS (3) tries failed and no answer came for
- *     at least timeout_ms. The quiet time runs from the later of the last answer and the
- *     start of the first failed try since it, so a hung or refusing API opens it after
- *     about one timeout_ms, while failures amid answers - or three unlucky tries after
- *     an idle hour - do not. The errno of the try that opened it is kept (b->err).
+ *     at least timeout_ms, counted from the last answer (or the client's start), exactly
+ *     as SPEC 6 says. So a hung API opens it at its third failed try (each lasts
+ *     timeout_ms), a refusing one at its third try once timeout_ms has passed since the
+ *     last answer - not after a storm of instant failures - while failures amid answers
+ *     never do. After a long idle time three failed tries in a row open it; the probe
+ *     one second later closes it again if the API answers. The errno of the try that
+ *     opened it is kept (b->err).
  *   - Fast-fail: while open, api_breaker_admit refuses every call (API_ADMIT_REFUSE:
  *     fail at once with b->err, no request), except the probe.
  *   - Probe: the first call after the probe interval, counted from the last failed try,
@@ -86,9 +89,10 @@ enum api_try_class api_try_class(bool sent, long status, enum http_kind kind, bo
     return API_TRY_ANSWER;
 }
 
-void api_breaker_init(struct api_breaker *b)
+void api_breaker_init(struct api_breaker *b, int64_t now)
 {
     memset(b, 0, sizeof(*b));
+    b->last_answer = now; /* "no answer has come" counts from the client's start */
     b->probe_ms = API_PROBE_FIRST_MS;
 }
 
@@ -117,8 +121,7 @@ enum api_transition api_breaker_note(struct api_breaker *b, enum api_try_class c
     }
     if (cls != API_TRY_FAILED)
         return API_BREAKER_SAME;
-    if (b->fails == 0)
-        b->quiet_since = try_start > b->last_answer ? try_start : b->last_answer;
+    (void)try_start;
     if (b->fails < API_BREAKER_FAILS)
         b->fails++;
     b->last_fail = now;
@@ -127,7 +130,7 @@ enum api_transition api_breaker_note(struct api_breaker *b, enum api_try_class c
             b->probe_ms = b->probe_ms * 2 < API_PROBE_MAX_MS ? b->probe_ms * 2 : API_PROBE_MAX_MS;
         return API_BREAKER_SAME;
     }
-    if (b->fails < API_BREAKER_FAILS || now - b->quiet_since < timeout_ms)
+    if (b->fails < API_BREAKER_FAILS || now - b->last_answer < timeout_ms)
         return API_BREAKER_SAME;
     b->open = true;
     b->probing = false;

@@ -91,9 +91,7 @@ struct api_breaker {
     bool probing;        /* open, and the probe's try is out */
     int fails;           /* failed tries since the last answer */
     int err;             /* the negative errno that opened it (valid while open) */
-    int64_t quiet_since; /* with fails > 0: no answer came since (the later of the last
-                            answer and the start of the first failed try since then) */
-    int64_t last_answer; /* when the last answer came, 0: never */
+    int64_t last_answer; /* when the last answer came (at first: the client's start) */
     int64_t last_fail;   /* when the last failed try ended */
     int64_t opened_at;
     int64_t probe_ms; /* the probe interval, counted from last_fail */
@@ -107,7 +105,7 @@ enum api_admit {
 
 enum api_transition { API_BREAKER_SAME, API_BREAKER_OPENED, API_BREAKER_CLOSED };
 
-void api_breaker_init(struct api_breaker *b);
+void api_breaker_init(struct api_breaker *b, int64_t now);
 /* A new logical call at now: may it send? Marks the probe as out when it is one. */
 enum api_admit api_breaker_admit(struct api_breaker *b, int64_t now);
 /* A try of class cls, started at try_start, ended at now with errno err (negative),

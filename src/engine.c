@@ -32,6 +32,7 @@ struct engine {
     struct engine_timer **heap;     /* protected by mu */
     size_t n_heap, cap_heap;        /* protected by mu */
     int want, running;              /* protected by mu: fetch threads wanted, alive */
+    int64_t sleep_until;            /* protected by mu: the timer thread's wake-up time */
     int stopping;                   /* protected by mu */
     int started;                    /* protected by mu */
     pthread_t timer;
@@ -144,12 +145,14 @@ static void *timer_main(void *arg)
     pthread_mutex_lock(&e->mu);
     while (!e->stopping) {
         if (e->n_heap == 0) {
+            e->sleep_until = INT64_MAX;
             pthread_cond_wait(&e->tick, &e->mu);
             continue;
         }
         struct engine_timer *t = e->heap[0];
         if (t->when > mono_ms()) {
             struct timespec ts = ts_of(t->when);
+            e->sleep_until = t->when;
             pthread_cond_timedwait(&e->tick, &e->mu, &ts);
             continue;
         }
@@ -206,6 +209,7 @@ struct engine *engine_new(int threads)
     pthread_cond_init(&e->gone, &ca);
     pthread_condattr_destroy(&ca);
     e->want = threads > 0 ? threads : 1;
+    e->sleep_until = INT64_MAX;
     return e;
 }
 
@@ -271,7 +275,10 @@ void engine_timer_set(struct engine *e, struct engine_timer *t)
     }
     heap_place(e, e->n_heap++, t);
     heap_up(e, t->slot - 1);
-    if (t->slot == 1)
+    /* Wake the timer thread only if it would sleep past this timer (a cancelled earlier
+     * timer leaves it to wake, find nothing due and sleep again: cheaper than a wake-up
+     * per kept request). */
+    if (t->slot == 1 && t->when < e->sleep_until)
         pthread_cond_signal(&e->tick);
     pthread_mutex_unlock(&e->mu);
 }

@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -54,6 +55,7 @@ struct ra_listing {
 struct fs_ra {
     pthread_mutex_t lock;
     struct ra_listing *head; /* protected by lock */
+    atomic_size_t n;         /* listings held (read without the lock as a hint) */
 };
 
 static int64_t mono_ms(void)
@@ -138,6 +140,8 @@ void fs_ra_listing(struct fs *fs, const struct fs_inode *dir, char **names, size
     l->opens = 1 + (old ? old->opens : 0);
     l->next = fs->ra->head;
     fs->ra->head = l;
+    if (!old)
+        atomic_fetch_add(&fs->ra->n, 1);
     pthread_mutex_unlock(&fs->ra->lock);
     if (old) {
         cache_uncharge(fs->cache, old->charge);
@@ -164,6 +168,7 @@ void fs_ra_sweep(struct fs *fs, int64_t now)
             *pp = l->next;
             l->next = dead;
             dead = l;
+            atomic_fetch_sub(&fs->ra->n, 1);
         } else {
             pp = &l->next;
         }
@@ -230,6 +235,8 @@ static void advance(struct ra_listing *l, size_t p, size_t max_window, size_t *f
 /* A stat of dir/name: maybe fetch ahead. */
 static void note(struct fs *fs, uint64_t dir, const char *name)
 {
+    if (atomic_load(&fs->ra->n) == 0)
+        return;
     struct fs_gen *g = fs_gen_get(fs);
     int on = g->cfg->readahead && !api_is_down(g->api);
     size_t max_window = (size_t)g->cfg->max_connections;
@@ -285,6 +292,8 @@ void fs_ra_lookup(struct fs *fs, uint64_t dir, const char *name)
 
 void fs_ra_getattr(struct fs *fs, const struct fs_inode *n)
 {
+    if (atomic_load(&fs->ra->n) == 0)
+        return; /* no listing to follow: the common cold read costs nothing here */
     struct fs_name names[FS_NAMES_MAX];
     fs_ino_names(fs->ino, n->ino, names);
     if (names[0].name)
