@@ -1,16 +1,16 @@
-/* main - the command line: parse options, pick the configuration, run one mode.
+/* main - pick the configuration and run one mode of the command line.
  *
- * Modes: mount (fs_run), --fetch PATH, --discover, --check-config, --help, --version.
- * Every message here is one line in a form of SPEC section 2. Credentials in the
- * environment are taken (copied, zeroed, unset) before anything else can start a
- * thread or a child. Exit statuses: 0 success, 1 any failure.
+ * main_opts.c parses argv (libfuse's fuse_opt_parse) into a struct main_opts; this file
+ * picks the configuration file by SPEC 2's order and runs the mode: mount (fs_run),
+ * --fetch PATH, --discover, --check-config, --help or --version. Every message here is
+ * one line in a form of SPEC section 2. Credentials in the environment are taken
+ * (copied, zeroed, unset) before anything else can start a thread or a child. Exit
+ * statuses: 0 success, 1 any failure.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,220 +26,7 @@
 #include "insightfs/log.h"
 #include "insightfs/ns.h"
 #include "insightfs/vpath.h"
-
-enum mode { MODE_MOUNT, MODE_FETCH, MODE_DISCOVER, MODE_CHECK, MODE_HELP, MODE_VERSION };
-
-struct opts {
-    enum mode mode;
-    const char *fetch_path;
-    const char *config; /* -c, --config, -o config= */
-    char *config_opt;   /* the copy -o config= made (config may point to it) */
-    const char *positional[2];
-    int n_positional;
-    struct fs_opts fs;
-};
-
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("insightfs: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs(" (see insightfs --help)\n", stderr);
-    va_end(ap);
-}
-
-static void print_help(void)
-{
-    fputs("usage: insightfs [OPTIONS] [CONFIG] MOUNTPOINT\n"
-          "       insightfs --fetch PATH [--config FILE]\n"
-          "       insightfs --discover [--config FILE]\n"
-          "       insightfs --check-config [--config FILE]\n"
-          "       insightfs --help | --version\n"
-          "\n"
-          "Mounts NAVER Cloud Insight dashboards read-only: every widget is a directory of\n"
-          "800x600 PNG graphs, one file per time range.\n"
-          "\n"
-          "options:\n"
-          "  -c, --config FILE     the configuration file (also -o config=FILE)\n"
-          "  -f                    stay in the foreground, log to stderr\n"
-          "  -d                    debug: libfuse and insightfs debug output (implies -f)\n"
-          "  -s                    single-threaded dispatch\n"
-          "  -o OPT[,OPT...]       mount options: allow_other, auto_unmount, uid=N, gid=N,\n"
-          "                        config=FILE; ro, rw, dev, suid and the generic mount\n"
-          "                        options are accepted (the mount is always ro,nosuid,nodev)\n"
-          "  --fetch PATH          write the PNG of PATH (as under the mount point) to stdout\n"
-          "  --discover            print a dashboards = (...); block for everything the key sees\n"
-          "  --check-config        validate the configuration and the credentials\n"
-          "  -h, --help            this text\n"
-          "  -V, --version         versions of insightfs, libfuse, libcurl and OpenSSL\n"
-          "\n"
-          "Configuration search order: -c/--config/-o config, the positional CONFIG,\n"
-          "$INSIGHTFS_CONFIG, ${XDG_CONFIG_HOME:-$HOME/.config}/insightfs/insightfs.conf,\n"
-          "/etc/insightfs/insightfs.conf. Credentials may come from NCLOUD_ACCESS_KEY and\n"
-          "NCLOUD_SECRET_KEY.\n",
-          stdout);
-}
-
-static int parse_id(const char *s, unsigned long *out)
-{
-    if (!*s)
-        return -1;
-    unsigned long v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        if (v > (UINT_MAX - (unsigned long)(*p - '0')) / 10)
-            return -1;
-        v = v * 10 + (unsigned long)(*p - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* Generic mount(8) options: accepted and left to the fixed ro,nosuid,nodev mount. */
-/* clang-format off */
-static const char *const generic_mount_opts[] = {
-    "ro", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
-    "relatime", "norelatime", "strictatime", "diratime", "nodiratime", "sync", "async",
-    "dirsync", "auto", "noauto", "user", "users", "nouser", "defaults", "_netdev", "nofail",
-    "lazytime", "nolazytime", "default_permissions", NULL,
-};
-/* clang-format on */
-
-/* One -o option; 0 or -1 after printing a usage error. */
-static int parse_mount_opt(struct opts *o, const char *opt)
-{
-    unsigned long v;
-    if (strncmp(opt, "config=", 7) == 0) {
-        char *copy = strdup(opt + 7);
-        if (!copy)
-            return -1;
-        free(o->config_opt);
-        o->config = o->config_opt = copy;
-        return 0;
-    }
-    if (strncmp(opt, "uid=", 4) == 0 || strncmp(opt, "gid=", 4) == 0) {
-        if (parse_id(opt + 4, &v) != 0) {
-            usage_error("-o %s: not a number", opt);
-            return -1;
-        }
-        if (opt[0] == 'u') {
-            o->fs.set_uid = 1;
-            o->fs.uid = (uid_t)v;
-        } else {
-            o->fs.set_gid = 1;
-            o->fs.gid = (gid_t)v;
-        }
-        return 0;
-    }
-    if (strcmp(opt, "allow_other") == 0) {
-        o->fs.allow_other = 1;
-        return 0;
-    }
-    if (strcmp(opt, "auto_unmount") == 0) {
-        o->fs.auto_unmount = 1;
-        return 0;
-    }
-    if (strcmp(opt, "debug") == 0) {
-        o->fs.debug = o->fs.foreground = 1;
-        return 0;
-    }
-    for (size_t i = 0; generic_mount_opts[i]; i++)
-        if (strcmp(opt, generic_mount_opts[i]) == 0)
-            return 0;
-    usage_error("unknown mount option '%s'", opt);
-    return -1;
-}
-
-/* A comma-separated -o list; "\," escapes a comma. */
-static int parse_mount_opts(struct opts *o, const char *list)
-{
-    char *buf = strdup(list);
-    if (!buf)
-        return -1;
-    int rc = 0;
-    char *w = buf;
-    char *start = buf;
-    for (const char *p = list;; p++) {
-        if (*p == '\\' && p[1]) {
-            *w++ = *++p;
-            continue;
-        }
-        if (*p == ',' || *p == '\0') {
-            *w = '\0';
-            if (*start && (rc = parse_mount_opt(o, start)) != 0)
-                break;
-            if (*p == '\0')
-                break;
-            start = ++w;
-            continue;
-        }
-        *w++ = *p;
-    }
-    free(buf); /* config= made its own copy */
-    return rc;
-}
-
-static int parse_args(int argc, char **argv, struct opts *o)
-{
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--fetch") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0 ||
-            strcmp(a, "-o") == 0) {
-            if (!next) {
-                usage_error("%s needs a value", a);
-                return -1;
-            }
-            i++;
-            if (a[1] == 'o') {
-                if (parse_mount_opts(o, next) != 0)
-                    return -1;
-            } else if (strcmp(a, "--fetch") == 0) {
-                o->mode = MODE_FETCH;
-                o->fetch_path = next;
-            } else {
-                o->config = next;
-            }
-        } else if (strncmp(a, "--fetch=", 8) == 0) {
-            o->mode = MODE_FETCH;
-            o->fetch_path = a + 8;
-        } else if (strncmp(a, "--config=", 9) == 0) {
-            o->config = a + 9;
-        } else if (strncmp(a, "-o", 2) == 0 && a[2]) {
-            if (parse_mount_opts(o, a + 2) != 0)
-                return -1;
-        } else if (strcmp(a, "--discover") == 0) {
-            o->mode = MODE_DISCOVER;
-        } else if (strcmp(a, "--check-config") == 0) {
-            o->mode = MODE_CHECK;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            o->mode = MODE_HELP;
-            return 0;
-        } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
-            o->mode = MODE_VERSION;
-            return 0;
-        } else if (strcmp(a, "-f") == 0) {
-            o->fs.foreground = 1;
-        } else if (strcmp(a, "-d") == 0) {
-            o->fs.debug = o->fs.foreground = 1;
-        } else if (strcmp(a, "-s") == 0) {
-            o->fs.single_thread = 1;
-        } else if (a[0] == '-' && a[1]) {
-            usage_error("unknown option '%s'", a);
-            return -1;
-        } else {
-            if (o->n_positional == 2) {
-                usage_error("too many arguments ('%s')", a);
-                return -1;
-            }
-            o->positional[o->n_positional++] = a;
-        }
-    }
-    return 0;
-}
+#include "main_int.h"
 
 /* An absolute version of path (the file need not exist). Returns malloc'd or NULL. */
 static char *absolute(const char *path)
@@ -256,7 +43,7 @@ static char *absolute(const char *path)
 
 /* Which configuration file: SPEC 2. *path is malloc'd and absolute, or NULL when none
  * was found and none is needed (API modes). Returns 0 or -1 after a message. */
-static int pick_config(const struct opts *o, const char *positional, int required, char **path)
+static int pick_config(const struct main_opts *o, const char *positional, int required, char **path)
 {
     *path = NULL;
     const char *named = o->config ? o->config : positional;
@@ -646,13 +433,13 @@ static int check_mountpoint(const char *mp)
     struct stat st;
     if (stat(mp, &st) != 0) {
         if (errno == ENOTCONN)
-            usage_error("%s: a dead FUSE mount is there: run fusermount3 -u %s", mp, mp);
+            main_usage_error("%s: a dead FUSE mount is there: run fusermount3 -u %s", mp, mp);
         else
-            usage_error("%s: mount point: %s", mp, strerror(errno));
+            main_usage_error("%s: mount point: %s", mp, strerror(errno));
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {
-        usage_error("%s: mount point is not a directory", mp);
+        main_usage_error("%s: mount point is not a directory", mp);
         return -1;
     }
     return 0;
@@ -677,7 +464,7 @@ static int user_allow_other(void)
     return ok;
 }
 
-static int run_mount(struct opts *o, struct cfg_env *env)
+static int run_mount(struct main_opts *o, struct cfg_env *env)
 {
     const char *positional_config = o->n_positional == 2 ? o->positional[0] : NULL;
     const char *mp = o->positional[o->n_positional - 1];
@@ -686,7 +473,7 @@ static int run_mount(struct opts *o, struct cfg_env *env)
     int status = 1;
     /* A usage error first: it needs no file. */
     if (o->fs.allow_other && geteuid() != 0 && !user_allow_other()) {
-        usage_error("-o allow_other needs user_allow_other in /etc/fuse.conf");
+        main_usage_error("-o allow_other needs user_allow_other in /etc/fuse.conf");
         goto out;
     }
     if (pick_config(o, positional_config, 1, &path) != 0)
@@ -722,7 +509,7 @@ out:
 int main(int argc, char **argv)
 {
     struct cfg_env env = {0};
-    struct opts o;
+    struct main_opts o;
     memset(&o, 0, sizeof(o));
     int status = 1;
 
@@ -734,14 +521,14 @@ int main(int argc, char **argv)
         return 1;
     }
     log_init(0, LOG_LVL_INFO);
-    if (parse_args(argc, argv, &o) != 0)
+    if (main_opts_parse(argc, argv, &o) != 0)
         goto out;
-    if (o.mode == MODE_HELP) {
-        print_help();
+    if (o.mode == MAIN_MODE_HELP) {
+        main_print_help();
         status = 0;
         goto out;
     }
-    if (o.mode == MODE_VERSION) {
+    if (o.mode == MAIN_MODE_VERSION) {
         printf("insightfs %s\nlibfuse %s\nlibcurl %s\n%s\n", INSIGHTFS_VERSION,
                fs_libfuse_version(), curl_version_info(CURLVERSION_NOW)->version,
                OpenSSL_version(OPENSSL_VERSION));
@@ -752,21 +539,21 @@ int main(int argc, char **argv)
         fputs("insightfs: cannot initialise libcurl\n", stderr);
         goto out;
     }
-    if (o.mode == MODE_MOUNT) {
+    if (o.mode == MAIN_MODE_MOUNT) {
         if (o.n_positional == 0) {
-            usage_error("no mount point given");
+            main_usage_error("no mount point given");
             goto out_curl;
         }
         status = run_mount(&o, &env);
         goto out_curl;
     }
     if (o.n_positional > 0) {
-        usage_error("unexpected argument '%s'", o.positional[0]);
+        main_usage_error("unexpected argument '%s'", o.positional[0]);
         goto out_curl;
     }
     char *path = NULL;
     struct cfg *cfg = NULL;
-    int api_mode = o.mode != MODE_FETCH;
+    int api_mode = o.mode != MAIN_MODE_FETCH;
     if (pick_config(&o, NULL, !api_mode, &path) != 0)
         goto out_curl;
     if (load_config(path, api_mode ? CFG_MODE_API : CFG_MODE_MOUNT, &env, &cfg) == 0) {
@@ -774,9 +561,9 @@ int main(int argc, char **argv)
         if (vpath_tz_set(cfg->timezone) != 0)
             fprintf(stderr, "insightfs: %s: time.timezone: unknown time zone '%s'\n",
                     path ? path : "(environment)", cfg->timezone);
-        else if (o.mode == MODE_FETCH)
+        else if (o.mode == MAIN_MODE_FETCH)
             status = run_fetch(cfg, o.fetch_path);
-        else if (o.mode == MODE_DISCOVER)
+        else if (o.mode == MAIN_MODE_DISCOVER)
             status = run_discover(cfg);
         else
             status = run_check(cfg, path);
@@ -786,7 +573,7 @@ int main(int argc, char **argv)
 out_curl:
     curl_global_cleanup();
 out:
-    free(o.config_opt);
+    main_opts_cleanup(&o);
     cfg_env_cleanup(&env);
     return status;
 }

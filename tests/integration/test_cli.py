@@ -1400,3 +1400,50 @@ def test_usage_errors(args, message):
     p = cli(*args)
     assert p.returncode == 1 and p.stdout == b""
     assert p.stderr.decode() == "insightfs: %s (see insightfs --help)\n" % message
+
+
+@pytest.mark.parametrize("args,message", [
+    (("-o",), "-o needs a value"),
+    (("-f", "-o"), "-o needs a value"),
+    (("-c",), "-c needs a value"),
+    (("--fetch", "x", "--config"), "--config needs a value"),
+    # A value is never an option: "--fetch -c" fetches "-c", then "x" is one too many.
+    (("--fetch", "-c", "x"), "unexpected argument 'x'"),
+    # Long options are exact: no prefix of them takes a glued value.
+    (("--configX",), "unknown option '--configX'"),
+    (("--fetchx",), "unknown option '--fetchx'"),
+    (("-cX",), "unknown option '-cX'"),
+    (("-fd",), "unknown option '-fd'"),
+    (("-o", "uid=x"), "-o uid=x: not a number"),
+    (("-o", "uid=-1"), "-o uid=-1: not a number"),
+    (("-o", "gid=4294967296"), "-o gid=4294967296: not a number"),
+    (("-o", "uid"), "unknown mount option 'uid'"),
+    (("-o", "ro,,fsname=x"), "unknown mount option 'fsname=x'"),
+    (("-o", "rw\\,dev"), "unknown mount option 'rw,dev'"),
+    # The first error in argument order is the one reported.
+    (("-o", "bogus", "--bogus"), "unknown mount option 'bogus'"),
+    (("--bogus", "-o", "bogus"), "unknown option '--bogus'"),
+    (("--bogus", "-o"), "unknown option '--bogus'"),
+    (("a", "b", "c"), "too many arguments ('c')"),
+    (("--discover", "x"), "unexpected argument 'x'"),
+    # "--" ends the options.
+    (("--check-config", "--", "-x"), "unexpected argument '-x'"),
+])
+def test_usage_errors_in_argument_order(args, message):
+    p = cli(*args)
+    assert p.returncode == 1 and p.stdout == b""
+    assert p.stderr.decode() == "insightfs: %s (see insightfs --help)\n" % message
+
+
+def test_help_and_version_end_the_parse():
+    """What follows --help or --version is not looked at; what comes before is."""
+    for args, first in ((("--help", "--bogus"), "usage: insightfs "),
+                        (("-f", "-h", "--fetch"), "usage: insightfs "),
+                        (("--version", "-o"), "insightfs "),
+                        (("--fetch", "x", "-V", "a", "b", "c"), "insightfs ")):
+        p = cli(*args)
+        assert p.returncode == 0 and p.stderr == b"", args
+        assert p.stdout.decode().startswith(first), args
+    p = cli("--bogus", "--help")
+    assert p.returncode == 1 and p.stdout == b""
+    assert p.stderr.decode() == "insightfs: unknown option '--bogus' (see insightfs --help)\n"

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import threading
 
-from conftest import TIME_FACTOR, bin_cmd, clean_env, is_mounted, run, wait_for
+from conftest import TIME_FACTOR, bin_cmd, check_stderr, clean_env, is_mounted, run, wait_for
 
 FINAL = "1732924800000-1732968000000.png"  # 2024-11-30 00:00-12:00 UTC: final
 
@@ -167,3 +167,96 @@ def test_kill_9_with_auto_unmount_leaves_no_mount(api, config, tmp_path):
     finally:
         if is_mounted(mnt):
             subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
+
+
+# ---- the command line parsed by fuse_opt (SPEC 2) ----------------------------------------
+
+def mount_source(mnt):
+    line = is_mounted(mnt).split()
+    return line[line.index("-") + 2]
+
+
+def test_config_option_wins_and_the_positional_config_names_the_source(api, config, mount):
+    """-c, --config and -o config= pick the file; the positional CONFIG, which here names
+    no file at all, is then only the source that /proc/self/mountinfo shows."""
+    cfg = config()
+    for args in (["-c", cfg], ["--config", cfg], ["--config=" + cfg], ["-o", "config=" + cfg],
+                 ["-c", "missing.conf", "-o", "ro,config=" + cfg]):
+        m = mount("insight-web", args=args)
+        assert os.listdir(m.mnt) == ["web", "db"]
+        assert mount_source(m.mnt) == "insight-web"
+
+
+def test_debug_stays_in_the_foreground(api, config, tmp_path):
+    """-d (and -o debug) without -f: no daemon is forked, libfuse's request log and
+    insightfs's debug lines go to stderr, and an unmount ends the process with 0."""
+    cfg = config()
+    for i, args in enumerate((["-d"], ["-o", "debug"])):
+        mnt = str(tmp_path / ("dbg%d" % i))
+        os.mkdir(mnt)
+        proc = subprocess.Popen(bin_cmd(args + [cfg, mnt]), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=clean_env())
+        try:
+            wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 10, "the mount")
+            assert is_mounted(mnt), "insightfs exited: %r" % (proc.communicate(),)
+            assert os.listdir(mnt) == ["web", "db"]
+            assert proc.poll() is None  # not daemonized: the process it started serves
+        finally:
+            subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+        out, err = proc.communicate(timeout=20 * TIME_FACTOR)
+        assert proc.returncode == 0, err
+        assert out == b""
+        text = err.decode()
+        check_stderr(text)
+        assert "insightfs: debug: unique: " in text and "opcode: READDIR" in text, text
+
+
+def threads(pid):
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
+def test_single_threaded_dispatch(api, config, mount):
+    """-s serves from the main thread: the same mount without -s has libfuse's worker
+    threads on top of the same insightfs threads."""
+    cfg = config()
+    counts = []
+    for args in (["-s"], []):
+        m = mount(cfg, args=args)
+        with open(m.path("web", "cpu", FINAL), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert os.listdir(m.mnt) == ["web", "db"]
+        counts.append(threads(m.proc.pid))
+    assert counts[0] < counts[1], counts
+
+
+def test_x_options_of_fstab_are_accepted(api, config, mount):
+    """x-* options are notes for other programs (x-systemd.automount, x-gvfs-show):
+    accepted like the generic mount options, and the mount is the usual one."""
+    m = mount(config(), args=["-o", "x-systemd.automount,x-systemd.idle-timeout=60,"
+                                    "x-gvfs-show,nofail"])
+    fields = is_mounted(m.mnt).split()
+    assert fields[5].split(",")[:3] == ["ro", "nosuid", "nodev"]
+    assert os.listdir(m.mnt) == ["web", "db"]
+
+
+def test_double_dash_ends_the_options(api, config, tmp_path):
+    """After "--" an argument that starts with '-' is CONFIG or MOUNTPOINT; before it,
+    it is an option."""
+    cfg = config()
+    os.mkdir(str(tmp_path / "-mnt"))
+    mnt = str(tmp_path / "-mnt")
+    p = subprocess.run(bin_cmd(["-f", cfg, "-mnt"]), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=clean_env(), cwd=str(tmp_path),
+                       timeout=30 * TIME_FACTOR)
+    assert (p.returncode, p.stderr.decode()) == (
+        1, "insightfs: unknown option '-mnt' (see insightfs --help)\n")
+    proc = subprocess.Popen(bin_cmd(["-f", "--", cfg, "-mnt"]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=clean_env(), cwd=str(tmp_path))
+    try:
+        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 10, "the mount")
+        assert is_mounted(mnt), "insightfs exited: %r" % (proc.communicate(),)
+        assert os.listdir(mnt) == ["web", "db"]
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", mnt], stderr=subprocess.DEVNULL)
+    out, err = proc.communicate(timeout=20 * TIME_FACTOR)
+    assert (proc.returncode, out, err) == (0, b"", b"")
