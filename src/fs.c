@@ -82,6 +82,7 @@
 #define FS_DIR_ENTRY_S 60.0
 #define FS_DIR_ATTR_S 1.0
 #define FS_META_NAME ".insightfs"
+#define FS_SNAPSHOT_INO_BASE (UINT64_C(1) << 62) /* st_ino of snapshots: see snapshot_st_ino */
 
 /* ---- attributes ----------------------------------------------------------------- */
 
@@ -262,6 +263,30 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
     reply_entry(fs, req, n, &st, entry_s, state == CACHE_READY ? FS_DAY_S : 0);
 }
 
+/* The st_ino a snapshot shows: made from its bytes (FNV-1a, in a range no other inode
+ * uses), so two lookups that took the same bytes show the same number. Each lookup gets
+ * its own inode, but programs compare st_ino: GNU cp stats a file, opens it and skips it
+ * "as it was replaced while being copied" when the numbers differ. Equal bytes are the
+ * same file; different bytes really were replaced. */
+static uint64_t snapshot_st_ino(const char *data, size_t len)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)data[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return FS_SNAPSHOT_INO_BASE | (h & (FS_SNAPSHOT_INO_BASE - 1));
+}
+
+static void attr_snapshot(struct fs *fs, struct stat *st, const struct fs_inode *n)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    attr_file(fs, st, n->ino, n->len, 0);
+    st->st_ino = snapshot_st_ino(n->data, n->len);
+    st->st_atim = st->st_mtim = st->st_ctim = now;
+}
+
 /* Reply a snapshot file (rc 0: data, len bytes, taken over in every case; else rc): a
  * new inode each lookup, the exact size, entry and attribute timeouts 0, so the next
  * lookup of the name takes a new snapshot and no reader mixes two. */
@@ -275,9 +300,7 @@ static void reply_snapshot(struct fs *fs, fuse_req_t req, int rc, char *data, si
         return;
     }
     struct stat st;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    attr_file(fs, &st, n->ino, n->len, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+    attr_snapshot(fs, &st, n);
     reply_entry(fs, req, n, &st, 0, 0);
 }
 
@@ -434,10 +457,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     if (n->kind == FK_META_FILE) { /* a snapshot: /.insightfs or a page */
-        attr_file(fs, &st, n->ino, n->len, 0);
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        st.st_atim = st.st_mtim = st.st_ctim = now;
+        attr_snapshot(fs, &st, n);
         fuse_reply_attr(req, &st, 0);
         return;
     }

@@ -2,19 +2,24 @@
 """make demo: mount the bundled local Cloud Insight API and show what insightfs does.
 
 Non-interactive by default: starts the local API on a free loopback port, writes a demo
-configuration (mode 0600), mounts, prints the tree and `file` of a few images, copies
-them out to ./demo-out/, then unmounts and stops the API, leaving nothing behind.
+configuration (mode 0600, pages = true), mounts, prints the tree and `file` of a few
+images, copies them out to ./demo-out/, copies the whole tree with its pages (index.html
+in every folder) to ./demo-out/site/ and prints the file:// URL of its index.html, then
+unmounts and stops the API, leaving nothing behind. The copied pages work offline: every
+link and image they name is checked to be in the copy after the unmount.
 With --keep it stays mounted until you press Enter or Ctrl-C, so you can browse the
 mount with a file manager or image viewer.
 """
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "localapi"))
@@ -28,6 +33,7 @@ api = {
 };
 presets = [ "last-1h", "last-24h", "last-7d", "today", "yesterday" ];
 history_days = 7;
+pages = true;
 dashboards = (
   { name = "web"; id = "df_457958429047263232";
     widgets = ( { name = "cpu"; id = "cpu_avg__1234"; },
@@ -47,6 +53,22 @@ def wait_mounted(mnt, proc, deadline):
                 return True
         time.sleep(0.05)
     return False
+
+
+def broken_links(site):
+    """The links and images of the pages under site that name nothing in it."""
+    missing = []
+    for folder, _, files in os.walk(site):
+        if "index.html" not in files:
+            continue
+        page = os.path.join(folder, "index.html")
+        with open(page, encoding="utf-8") as f:
+            text = f.read()
+        for ref in re.findall(r'(?:href|src)="([^"]*)"', text):
+            target = os.path.normpath(os.path.join(folder, urllib.parse.unquote(ref)))
+            if not target.startswith(site + os.sep) or not os.path.exists(target):
+                missing.append("%s: %s" % (os.path.relpath(page, site), ref))
+    return missing
 
 
 def show(cmd):
@@ -94,6 +116,11 @@ def main():
             dst = os.path.join(args.out, "-".join(os.path.relpath(p, mnt).split(os.sep)))
             shutil.copyfile(p, dst)
             print("copied %s -> %s" % (os.path.relpath(p, mnt), dst))
+        # The pages: the whole tree (graphs, days/, an index.html in every folder) copied
+        # as any program would; the copy is a small static site that works offline.
+        site = os.path.abspath(os.path.join(args.out, "site"))
+        shutil.rmtree(site, ignore_errors=True)
+        show(["cp", "-r", mnt + "/.", site])
         show(["cat", os.path.join(mnt, ".insightfs", "stats")])
         if args.keep:
             print("\nkept mounted on %s - browse it; press Enter (or Ctrl-C) to unmount" % mnt)
@@ -115,6 +142,15 @@ def main():
                 status = 1
         api.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if status == 0:
+        missing = broken_links(site)
+        if missing:
+            print("demo: the copied pages name what the copy lacks:\n  " + "\n  ".join(missing),
+                  file=sys.stderr)
+            status = 1
+    if status == 0:
+        print("\nthe dashboards as web pages, a copy that works without the mount:\n  file://%s"
+              % urllib.parse.quote(os.path.join(site, "index.html")))
     print("\ndemo done: unmounted, local API stopped" if status == 0 else "demo failed")
     return status
 

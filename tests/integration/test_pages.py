@@ -11,13 +11,15 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import urllib.parse
 import zlib
 
 import pytest
 
-from conftest import TIME_FACTOR, wait_for
+from conftest import BIN, ROOT, TIME_FACTOR, is_mounted, wait_for
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 ODD = "R&D \"ops\" 'x' %41"
@@ -94,6 +96,47 @@ def test_listing_sizes_modes_and_no_request(api, config, mount):
         assert b"<script" not in data.lower() and b"javascript:" not in data.lower(), p
     # Generating the pages asked the API nothing (listing and stat'ing them neither).
     assert api.requests() == []
+
+
+def test_copies_of_the_tree_keep_the_pages(api, config, mount, tmp_path):
+    """Each lookup takes a new snapshot, yet equal bytes show the same st_ino, so cp -r
+    (which skips a file whose st_ino changed between its stat and its open) and rsync copy
+    the pages; the copy is the same site."""
+    m = mount(config(body=BODY))
+    a, b = os.stat(m.path("web", "index.html")), os.stat(m.path("web", "index.html"))
+    assert a.st_ino == b.st_ino and a.st_ino != os.stat(m.path("index.html")).st_ino
+    assert a.st_ino >= 1 << 62
+    for tool in (["cp", "-r", m.mnt + "/.", str(tmp_path / "cp")],
+                 ["rsync", "-a", m.mnt + "/", str(tmp_path / "rsync")]):
+        p = subprocess.run(tool, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=60 * TIME_FACTOR)
+        assert (p.returncode, p.stderr) == (0, b""), tool
+        copy = tool[-1]
+        for page in pages_of(m):
+            assert read(os.path.join(copy, page)) == read(m.path(page)), (tool[0], page)
+        assert read(os.path.join(copy, "web", "cpu", "last-1h.png"))[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_site_works_after_the_unmount(tmp_path):
+    """make demo (tests/demo.py) copies the tree with its pages into OUT/site and prints
+    the file:// URL of its index.html; after the unmount every link and image of every
+    copied page is there (demo.py checks that itself and fails otherwise)."""
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "demo.py"), "--bin", BIN,
+                        "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       cwd=str(tmp_path), timeout=120 * TIME_FACTOR)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    site = out / "site"
+    url_line = "  file://%s\n" % urllib.parse.quote(str(site / "index.html"))
+    assert url_line in p.stdout.decode()
+    mnt = re.search(r"^mounted on (\S+)$", p.stdout.decode(), re.M).group(1)
+    assert not is_mounted(mnt) and not os.path.exists(mnt)
+    assert sorted(os.listdir(site)) == ["db", "index.html", "web"]
+    root = read(str(site / "index.html")).decode()
+    assert re.findall(r'href="([^"]*)"', root) == ["web/index.html", "db/index.html"]
+    web = read(str(site / "web" / "index.html")).decode()
+    for src in re.findall(r'<img src="([^"]*)"', web):
+        assert read(str(site / "web" / src))[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_page_contents(api, config, mount):
