@@ -41,9 +41,11 @@ static const char page_css[] =
     "body{font-family:sans-serif;margin:1em 2em;background:#f6f7f9;color:#222}"
     "a{color:#1a56a8}nav{margin-bottom:.5em}h2{margin-top:1.5em}"
     "ul.dashboards li{margin:.3em 0;font-size:120%}"
-    "figure{display:inline-block;vertical-align:top;margin:0 1em 1em 0;width:600px;"
-    "max-width:100%}"
-    "figure img{width:100%;height:auto;border:1px solid #ccd;background:#fff}"
+    ".tiles,.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));"
+    "gap:1em}"
+    "figure{margin:0}"
+    "figure img{display:block;width:100%;height:auto;box-sizing:border-box;"
+    "border:1px solid #ccd;background:#fff}"
     "figcaption{font-size:90%;margin-top:.2em}";
 
 /* s in HTML text or a quoted attribute value. */

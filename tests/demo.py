@@ -71,6 +71,38 @@ def broken_links(site):
     return missing
 
 
+def screenshot(page, png):
+    """Save headless Chromium's view of page (a file) to png; 0, or 1 with a message."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    profile = tempfile.mkdtemp(prefix="insightfs-demo-chromium.")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+              "--user-data-dir=" + profile, "--window-size=1280,900"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(options=opts,
+                           service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    try:
+        drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 1280, "height": 900, "deviceScaleFactor": 1,
+                             "mobile": False})
+        drv.get("file://" + urllib.parse.quote(page))
+        deadline = time.monotonic() + 30
+        while not drv.execute_script("return Array.from(document.images).every("
+                                     "function (i) { return i.complete && i.naturalWidth; })"):
+            if time.monotonic() > deadline:
+                print("demo: the page's images did not load", file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+        drv.save_screenshot(png)
+        print("screenshot of %s -> %s" % (page, png))
+        return 0
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 def show(cmd):
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -81,6 +113,10 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--keep", action="store_true", help="stay mounted until Enter/Ctrl-C")
     ap.add_argument("--out", default="demo-out")
+    ap.add_argument("--screenshot", metavar="PNG",
+                    help="after the unmount, save headless Chromium's view (1280x900) of the "
+                         "copied web dashboard page to PNG (needs chromium, chromium-driver, "
+                         "python3-selenium)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="insightfs-demo.")
@@ -121,6 +157,11 @@ def main():
         site = os.path.abspath(os.path.join(args.out, "site"))
         shutil.rmtree(site, ignore_errors=True)
         show(["cp", "-r", mnt + "/.", site])
+        # The copy keeps the mount's read-only modes; make it the user's to change or
+        # delete (the next make demo replaces it).
+        for folder, _, files in os.walk(site):
+            for name in [folder] + [os.path.join(folder, f) for f in files]:
+                os.chmod(name, os.stat(name).st_mode | 0o200)
         show(["cat", os.path.join(mnt, ".insightfs", "stats")])
         if args.keep:
             print("\nkept mounted on %s - browse it; press Enter (or Ctrl-C) to unmount" % mnt)
@@ -151,6 +192,8 @@ def main():
     if status == 0:
         print("\nthe dashboards as web pages, a copy that works without the mount:\n  file://%s"
               % urllib.parse.quote(os.path.join(site, "index.html")))
+    if status == 0 and args.screenshot:
+        status = screenshot(os.path.join(site, "web", "index.html"), args.screenshot)
     print("\ndemo done: unmounted, local API stopped" if status == 0 else "demo failed")
     return status
 
