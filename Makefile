@@ -49,7 +49,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker flight cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount main_opts main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker flight cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount fs_pages main_opts main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
@@ -70,7 +70,7 @@ UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/test_%)
 # Debian packages of SPEC section 10: build, then tests.
 DEBS := libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libconfig-dev pkg-config \
 	libjson-c-dev tzdata python3-pytest libcmocka-dev rsync file openssl clang \
-	libclang-rt-14-dev valgrind man-db
+	libclang-rt-14-dev valgrind man-db chromium chromium-driver python3-selenium
 BENCH_DEBS := httpdirfs rclone
 
 PYTEST := /usr/bin/python3 -m pytest

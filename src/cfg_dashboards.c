@@ -6,7 +6,10 @@
  * '/', no leading '.', no control characters. Among siblings ids are unique, and names
  * are unique and different from every sibling's id, so no folder ever lists one name
  * twice; of two clashing entries the later is blamed. Every dashboard is checked before
- * any widgets list, so errors come in the order of the listing.
+ * any widgets list, so errors come in the order of the listing. With pages = true the
+ * name "index.html" belongs to the pages (SPEC 4): as `pages` may come anywhere in the
+ * file, the first entry with that name is remembered during the walk and refused by
+ * cfg_dashboards_finish.
  *
  * cfg_sanitize_name makes a name the API supplied (discovery) obey the same rules instead
  * of refusing it. No state; thread-safe.
@@ -47,6 +50,8 @@ static int check_name(struct cfg_loader *ld, const struct entry *e)
     if (len > CFG_NAME_MAX)
         return cfg_fail_at(ld, -EINVAL, s, "is %zu bytes long (names are 1-255 bytes)%s", len,
                            implied);
+    if (!ld->page_name && strcmp(e->name, CFG_PAGE_NAME) == 0)
+        ld->page_name = s;
     if (strchr(e->name, '/'))
         why = "contains '/'";
     else if (e->name[0] == '.')
@@ -227,6 +232,21 @@ int cfg_take_dashboards(struct cfg_loader *ld, const config_setting_t *s)
 out:
     free(e);
     return rc;
+}
+
+int cfg_dashboards_finish(struct cfg_loader *ld)
+{
+    const config_setting_t *s = ld->page_name;
+    bool implied;
+
+    if (!ld->cfg->pages || !s)
+        return 0;
+    implied = strcmp(config_setting_name(s), "id") == 0;
+    return cfg_fail_value(ld, s, CFG_PAGE_NAME,
+                          implied ? "is the name of the pages while pages = true (set name: "
+                                    "without one the id is used)"
+                                  : "is the name of the pages while pages = true (rename it, "
+                                    "or set pages = false)");
 }
 
 /* ---- discovered names ---- */

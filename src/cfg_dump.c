@@ -105,8 +105,10 @@ char *cfg_dump(const struct cfg *cfg)
         }
         fputs(" ); }", f);
     }
-    fprintf(f, "\n);\ndiscover = %s;\ndiscover_ttl_s = %d;\nlog_level = \"%s\";\n",
-            cfg->discover ? "true" : "false", cfg->discover_ttl_s, log_level_name(cfg->log_level));
+    fprintf(f, "\n);\ndiscover = %s;\ndiscover_ttl_s = %d;\n", cfg->discover ? "true" : "false",
+            cfg->discover_ttl_s);
+    fprintf(f, "pages = %s;\n", cfg->pages ? "true" : "false");
+    fprintf(f, "log_level = \"%s\";\n", log_level_name(cfg->log_level));
     free(shown);
     bad = ferror(f);
     if (fclose(f) != 0 || bad) {

@@ -30,6 +30,8 @@ struct cfg_loader {
     bool via_link;  /* the configuration file's name is a symbolic link */
     const config_setting_t *access, *secret, *secret_file, *connect, *max_image;
     bool presets_set, dashboards_set;
+    const config_setting_t *page_name; /* the first entry named CFG_PAGE_NAME (its name, or
+                                          its id when it has no name) */
 };
 
 /* ---- messages, freeing (cfg.c) ---- */
@@ -70,8 +72,9 @@ int cfg_settings_init(struct cfg *cfg) __attribute__((warn_unused_result));
 /* Check every setting of the parsed file (ld->lc), in file order, into ld->cfg. */
 int cfg_settings_walk(struct cfg_loader *ld) __attribute__((warn_unused_result));
 
-/* After the walk: the ranges that depend on another setting, the default presets, and
- * `dashboards` required in CFG_MODE_MOUNT unless discover = true. */
+/* After the walk: the ranges that depend on another setting, the default presets,
+ * `dashboards` required in CFG_MODE_MOUNT unless discover = true, and (through
+ * cfg_dashboards_finish) no entry named like the pages while pages = true. */
 int cfg_settings_finish(struct cfg_loader *ld) __attribute__((warn_unused_result));
 
 /* -EINVAL "must be WANT, not TYPE" unless s is of kind. */
@@ -87,6 +90,9 @@ bool cfg_has_control(const char *s);
  * checked and copied into ld->cfg. */
 int cfg_take_dashboards(struct cfg_loader *ld, const config_setting_t *s)
     __attribute__((warn_unused_result));
+
+/* After the walk: with pages = true, an entry named CFG_PAGE_NAME is an error. */
+int cfg_dashboards_finish(struct cfg_loader *ld) __attribute__((warn_unused_result));
 
 /* ---- files and credentials (cfg_file.c) ---- */
 

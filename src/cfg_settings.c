@@ -62,6 +62,7 @@ int cfg_settings_init(struct cfg *cfg)
     cfg->history_days = 30;
     cfg->discover = false;
     cfg->discover_ttl_s = 300;
+    cfg->pages = false;
     cfg->log_level = LOG_LVL_INFO;
     return cfg->endpoint && cfg->timezone ? 0 : -ENOMEM;
 }
@@ -157,6 +158,7 @@ static const struct field top_fields[] = {
     {"dashboards", CFG_K_LIST, 0, 0, 0, cfg_take_dashboards, NULL, "a list of groups"},
     {"discover", CFG_K_BOOL, OFF(discover), 0, 0, NULL, NULL, "true or false"},
     INT("discover_ttl_s", discover_ttl_s, 10, 86400),
+    {"pages", CFG_K_BOOL, OFF(pages), 0, 0, NULL, NULL, "true or false"},
     STR("log_level", take_log_level),
     {NULL},
 };
@@ -535,5 +537,5 @@ int cfg_settings_finish(struct cfg_loader *ld)
     if (ld->mode == CFG_MODE_MOUNT && !ld->dashboards_set && !cfg->discover)
         return cfg_fail(ld, -EINVAL, 0, "dashboards",
                         "missing (list dashboards, or set discover = true)");
-    return 0;
+    return cfg_dashboards_finish(ld);
 }

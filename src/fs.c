@@ -10,6 +10,7 @@
  *   fs_gen.c    configuration generations, the tree, SIGHUP reload
  *   fs_inval.c  the invalidation thread (the only caller of notify_inval_entry)
  *   fs_mount.c  the mount: build, serve, tear down
+ *   fs_pages.c  the pages (pages = true): index.html, built at LOOKUP as a snapshot
  * Below it: cache (versions, tickets, the byte bound), flight (single flight and failure
  * memory, for images and discovery alike), disc (discovered lists), engine (fetch
  * threads and the timer), api (signed calls, retries, circuit breaker), ns (the tree
@@ -43,7 +44,8 @@
  * used keys go first, and the kernel is told to forget their entries.
  *
  * Inodes (fs_ino.c): the root and /.insightfs are fixed; directories get a stable number
- * per (kind, dashboard id, widget id); /.insightfs files are snapshots taken at lookup.
+ * per (kind, dashboard id, widget id); /.insightfs files and the pages are snapshots taken
+ * at lookup, each its own inode with entry and attribute timeouts 0.
  * Every entry replied counts one lookup, undone when the reply fails; FORGET frees image
  * and snapshot inodes at 0, and each image inode holds one reference to its version, so
  * eviction never frees bytes the kernel can still reach. Image entries remember their
@@ -80,6 +82,7 @@
 #define FS_DIR_ENTRY_S 60.0
 #define FS_DIR_ATTR_S 1.0
 #define FS_META_NAME ".insightfs"
+#define FS_SNAPSHOT_INO_BASE (UINT64_C(1) << 62) /* st_ino of snapshots: see snapshot_st_ino */
 
 /* ---- attributes ----------------------------------------------------------------- */
 
@@ -260,22 +263,76 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
     reply_entry(fs, req, n, &st, entry_s, state == CACHE_READY ? FS_DAY_S : 0);
 }
 
+/* The st_ino a snapshot shows: made from its bytes (FNV-1a, in a range no other inode
+ * uses), so two lookups that took the same bytes show the same number. Each lookup gets
+ * its own inode, but programs compare st_ino: GNU cp stats a file, opens it and skips it
+ * "as it was replaced while being copied" when the numbers differ. Equal bytes are the
+ * same file; different bytes really were replaced. */
+static uint64_t snapshot_st_ino(const char *data, size_t len)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)data[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return FS_SNAPSHOT_INO_BASE | (h & (FS_SNAPSHOT_INO_BASE - 1));
+}
+
+static void attr_snapshot(struct fs *fs, struct stat *st, const struct fs_inode *n)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    attr_file(fs, st, n->ino, n->len, 0);
+    st->st_ino = snapshot_st_ino(n->data, n->len);
+    st->st_atim = st->st_mtim = st->st_ctim = now;
+}
+
+/* Reply a snapshot file (rc 0: data, len bytes, taken over in every case; else rc): a
+ * new inode each lookup, the exact size, entry and attribute timeouts 0, so the next
+ * lookup of the name takes a new snapshot and no reader mixes two. */
+static void reply_snapshot(struct fs *fs, fuse_req_t req, int rc, char *data, size_t len)
+{
+    struct fs_inode *n = rc == 0 ? fs_ino_snapshot(fs->ino, data, len) : NULL;
+    if (!n) {
+        if (rc != 0)
+            free(data);
+        fuse_reply_err(req, rc ? -rc : ENOMEM);
+        return;
+    }
+    struct stat st;
+    attr_snapshot(fs, &st, n);
+    reply_entry(fs, req, n, &st, 0, 0);
+}
+
 static void lookup_meta_file(struct fs *fs, fuse_req_t req, const char *name)
 {
     size_t len = 0;
     char *data = NULL;
     int rc = fs_meta_snapshot(fs, name, &data, &len);
-    struct fs_inode *n = rc == 0 ? fs_ino_snapshot(fs->ino, data, len) : NULL;
-    if (!n) {
-        fuse_reply_err(req, rc ? -rc : ENOMEM);
-        return;
+    reply_snapshot(fs, req, rc, data, len);
+}
+
+/* With pages = true, index.html in /, a dashboard or a widget directory p is its page
+ * (SPEC 5): built from the tree as it is, never fetching and never waiting for
+ * discovery. Returns 1 when replied, 0 when name is no page (nothing replied). */
+static int lookup_page(struct fs *fs, fuse_req_t req, struct fs_inode *p, const char *name)
+{
+    if (strcmp(name, CFG_PAGE_NAME) != 0)
+        return 0;
+    struct fs_gen *g = fs_gen_get(fs);
+    if (!g->cfg->pages) {
+        fs_gen_unref(g);
+        return 0;
     }
-    struct stat st;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    attr_file(fs, &st, n->ino, n->len, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
-    /* A snapshot: the next lookup of the name takes a new one. */
-    reply_entry(fs, req, n, &st, 0, FS_DAY_S);
+    struct ns_tree *t = fs_tree_get(fs);
+    char *data = NULL;
+    size_t len = 0;
+    int rc =
+        fs_page_build(t, g->cfg, p->kind, p->dash_id, p->widget_id, fs_clock(fs).wall, &data, &len);
+    ns_unref(t);
+    fs_gen_unref(g);
+    reply_snapshot(fs, req, rc, data, len);
+    return 1;
 }
 
 /* LOOKUP of name in / (parent FS_INO_ROOT) or in dashboard directory p, from the tree
@@ -332,6 +389,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, ENOENT);
         return;
     }
+    if ((p->kind == FK_ROOT || p->kind == FK_DASH || p->kind == FK_WIDGET) &&
+        lookup_page(fs, req, p, name))
+        return;
     switch (p->kind) {
     case FK_ROOT:
         if (strcmp(name, FS_META_NAME) == 0) {
@@ -396,12 +456,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
             fs_answer_image(fs, req, FW_GETATTR, n, 0, 0, 0);
         return;
     }
-    if (n->kind == FK_META_FILE) {
-        attr_file(fs, &st, n->ino, n->len, 0);
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        st.st_atim = st.st_mtim = st.st_ctim = now;
-        fuse_reply_attr(req, &st, FS_DAY_S);
+    if (n->kind == FK_META_FILE) { /* a snapshot: /.insightfs or a page */
+        attr_snapshot(fs, &st, n);
+        fuse_reply_attr(req, &st, 0);
         return;
     }
     int rc = attr_of_dir(fs, n, &st);

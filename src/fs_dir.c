@@ -7,7 +7,8 @@
  *
  * What is listed: / the dashboards of the current tree (not /.insightfs); a dashboard
  * its widgets; a widget its presets in config order, then days/; days/ today and the
- * history_days-1 days before, newest first; /.insightfs its files. Listing / or a
+ * history_days-1 days before, newest first; /.insightfs its files. With pages = true,
+ * /, a dashboard and a widget also list index.html, last (SPEC 5). Listing / or a
  * dashboard first refreshes its discovered list, keeping the OPENDIR meanwhile
  * (fs_wait_disc: no worker waits); a failed refresh leaves the last good or configured
  * entries listed. Directories carry their stable inode
@@ -191,6 +192,9 @@ static int dir_list(struct fs *fs, fuse_req_t req, struct fs_inode *n, fuse_ino_
     default:
         rc = -ENOTDIR;
     }
+    /* The page comes last; it is no image, so readahead never sees it. */
+    if (!rc && g->cfg->pages && (n->kind == FK_ROOT || n->kind == FK_DASH || n->kind == FK_WIDGET))
+        rc = dirbuf_add(req, b, CFG_PAGE_NAME, FS_UNKNOWN_INO, S_IFREG);
     ns_unref(t);
     fs_gen_unref(g);
     if (!rc && (n->kind == FK_WIDGET || n->kind == FK_DAYS)) {

@@ -9,6 +9,7 @@
  *   fs_gen.c    configuration generations, the tree, SIGHUP reload
  *   fs_inval.c  the invalidation thread
  *   fs_mount.c  the mount: build the root context, mount, serve, tear down
+ *   fs_pages.c  the pages of pages = true (index.html)
  *
  * Inode numbers are plain uint64_t here (fuse_ino_t is one), so this header needs no
  * libfuse header and fs_ino.c includes none.
@@ -329,5 +330,18 @@ void fs_dir_open_after_disc(struct fs *fs, struct fuse_req *req, uint64_t ino,
                             struct fuse_file_info *fi);
 /* Free the handles still open (no RELEASEDIR came); after the session is destroyed. */
 void fs_dir_free_all(struct fs *fs);
+
+/* ---- fs_pages.c: the pages (SPEC 5, pages = true) ------------------------------- */
+
+/* The index.html of a directory: kind FK_ROOT (dash_id, widget_id unused), FK_DASH
+ * (dash_id) or FK_WIDGET (dash_id, widget_id), its ids found in t by id only. Built from
+ * t and cfg (both borrowed) at now_ms (Unix ms of "now": today's date, which graphs are
+ * live). Returns 0 with *out (malloc'd, the caller's; NUL-terminated) and *len (its
+ * length); -ENOENT when t has no such dashboard or widget, or kind has no page; -ERANGE
+ * when no date can be named at now_ms; -ENOMEM. On failure *out is NULL. Pure: no I/O,
+ * no lock, no clock read; thread-safe. */
+int fs_page_build(const struct ns_tree *t, const struct cfg *cfg, enum fs_kind kind,
+                  const char *dash_id, const char *widget_id, int64_t now_ms, char **out,
+                  size_t *len) __attribute__((warn_unused_result));
 
 #endif

@@ -5,7 +5,8 @@
  *  - configured entries come first, in config order, with their configured names;
  *  - a discovered entry whose id is configured is dropped (configured wins by id);
  *  - a discovered name is sanitized (cfg_sanitize_name; empty means the id) and, when it
- *    equals a name or id already taken among its siblings, gets " (<id>)" appended.
+ *    equals a name or id already taken among its siblings, or is "index.html" while
+ *    pages = true (the name of the pages), gets " (<id>)" appended.
  * The same rules merge discovered widgets into configured and discovered dashboards.
  *
  * Resolution keeps names and ids apart: a typed name is tried as a name, then as an id
@@ -17,6 +18,7 @@
 #include "insightfs/ns.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,9 +96,10 @@ static int sibling_id(const struct api_item *sib, size_t n, const struct api_ite
 
 /* Merge one discovered item into l: skipped when its id is already there. Its name is
  * suffixed when it equals a name or id taken before it, or the id of any discovered
- * sibling (sib, n), so a --discover dump always loads as a configuration. */
+ * sibling (sib, n), so a --discover dump always loads as a configuration; and, with
+ * pages, when it is the pages' name (the page answers that name first). */
 static int list_discover(struct ns_list *l, const struct api_item *it, const struct api_item *sib,
-                         size_t n_sib)
+                         size_t n_sib, bool pages)
 {
     if (list_has_id(l, it->id))
         return 0;
@@ -105,7 +108,8 @@ static int list_discover(struct ns_list *l, const struct api_item *it, const str
         name = strdup(it->id);
     if (!name)
         return -1;
-    if (list_taken(l, name) || sibling_id(sib, n_sib, it, name)) {
+    if (list_taken(l, name) || sibling_id(sib, n_sib, it, name) ||
+        (pages && strcmp(name, CFG_PAGE_NAME) == 0)) {
         char *longer = NULL;
         if (asprintf(&longer, "%s (%s)", name, it->id) < 0)
             longer = NULL;
@@ -133,7 +137,7 @@ static const struct api_item *disc_widgets(const struct ns_discovered *disc, con
 }
 
 static int fill_dashboard(struct ns_dashboard *d, const struct cfg_dashboard *cd,
-                          const struct ns_discovered *disc)
+                          const struct ns_discovered *disc, bool pages)
 {
     struct ns_list w = {0};
     int rc = -1;
@@ -143,7 +147,7 @@ static int fill_dashboard(struct ns_dashboard *d, const struct cfg_dashboard *cd
     size_t n = 0;
     const struct api_item *items = disc_widgets(disc, d->id, &n);
     for (size_t i = 0; i < n; i++)
-        if (list_discover(&w, &items[i], items, n) < 0)
+        if (list_discover(&w, &items[i], items, n, pages) < 0)
             goto out;
     d->widgets = calloc(w.n ? w.n : 1, sizeof(*d->widgets));
     if (!d->widgets)
@@ -188,7 +192,8 @@ struct ns_tree *ns_build(const struct cfg *cfg, const struct ns_discovered *disc
         if (list_push(&dl, strdup(cfg->dashboards[i].name), strdup(cfg->dashboards[i].id)) < 0)
             goto err;
     for (size_t i = 0; disc && i < disc->n_dashboards; i++)
-        if (list_discover(&dl, &disc->dashboards[i], disc->dashboards, disc->n_dashboards) < 0)
+        if (list_discover(&dl, &disc->dashboards[i], disc->dashboards, disc->n_dashboards,
+                          cfg->pages) < 0)
             goto err;
     t->dashboards = calloc(dl.n ? dl.n : 1, sizeof(*t->dashboards));
     if (!t->dashboards)
@@ -201,7 +206,7 @@ struct ns_tree *ns_build(const struct cfg *cfg, const struct ns_discovered *disc
         dl.names[i] = dl.ids[i] = NULL;
         t->n_dashboards = i + 1;
         const struct cfg_dashboard *cd = i < cfg->n_dashboards ? &cfg->dashboards[i] : NULL;
-        if (fill_dashboard(d, cd, disc) < 0)
+        if (fill_dashboard(d, cd, disc, cfg->pages) < 0)
             goto err;
     }
     free(dl.names);

@@ -66,8 +66,13 @@ struct cfg {
     size_t n_dashboards;
     bool discover;
     int discover_ttl_s;
+    bool pages; /* an index.html in /, every dashboard and widget directory (SPEC 5) */
     enum log_level log_level;
 };
+
+/* The name of the pages (SPEC 4, 5): with pages = true no configured dashboard or widget
+ * may have it, and a discovered one gets " (<id>)" appended. */
+#define CFG_PAGE_NAME "index.html"
 
 /* Credentials taken from the environment once at start (see cfg_env_take). */
 struct cfg_env {

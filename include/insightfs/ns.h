@@ -3,8 +3,9 @@
  * An ns_tree is an immutable, refcounted snapshot built from a struct cfg and, when
  * discover = true, the lists the API gave (SPEC 4, Discovery): API names sanitized,
  * configured entries keep their names and win by id, a discovered name that equals a
- * name or id already taken among its siblings gets " (<id>)" appended, and the widgets
- * of configured dashboards are discovered too.
+ * name or id already taken among its siblings (or equal to CFG_PAGE_NAME while
+ * cfg->pages) gets " (<id>)" appended, and the widgets of configured dashboards are
+ * discovered too.
  *
  * Two ways in, never mixed: a name a user typed matches names first, then ids
  * (ns_find_*, ns_resolve); an id the program stored (an inode's dashboard or widget id)

@@ -313,6 +313,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->dashboards[0].n_widgets, 0);
     assert_false(cfg->discover);
     assert_int_equal(cfg->discover_ttl_s, 300);
+    assert_false(cfg->pages);
     assert_int_equal(cfg->log_level, LOG_LVL_INFO);
     cfg_free(cfg);
     free(text);
@@ -378,6 +379,13 @@ static const struct ok_case ok_cases[] = {
     {"discover_ttl_s = 10;", O(discover_ttl_s), 0, 10},
     {"discover_ttl_s = 86400;", O(discover_ttl_s), 0, 86400},
     {"discover = TRUE;", O(discover), 2, 1},
+    {"pages = true;", O(pages), 2, 1},
+    {"pages = false;", O(pages), 2, 0},
+    /* index.html is an ordinary name while pages = false, wherever `pages` comes */
+    {"pages = false;\ndashboards = ( { name = \"index.html\"; id = \"x\"; } );", O(pages), 2, 0},
+    {"dashboards = ( { id = \"d\"; widgets = ( { id = \"index.html\"; } ); } );", O(pages), 2, 0},
+    /* and with pages, a name that only contains it is fine too */
+    {"pages = true;\ndashboards = ( { name = \"index.html (x)\"; id = \"x\"; } );", O(pages), 2, 1},
     /* @include is inert in comments and strings */
     {"# @include \"x\"\n/*\n x @include \"y\"\n*/ history_days = 2;", O(history_days), 0, 2},
     {"dashboards = ( { name = \"@include\"; id = \"x\"; } );\nhistory_days = 3;", O(history_days),
@@ -599,6 +607,28 @@ static const struct bad_case bad_cases[] = {
     {"dashboards = ( { name = \"a\"; id = \"x\\ny\"; } );", -EINVAL,
      "@F:1: dashboards.[0].id: \"x\\x0ay\" contains a control character"},
     {"dashboards = (\n  { name = \"a\"; }\n);", -EINVAL, "@F:2: dashboards.[0]: id is missing"},
+    /* with pages = true, index.html is the pages' name (SPEC 4), wherever `pages` comes;
+     * dashboards are blamed before widgets, as for every other name rule */
+    {"pages = true;\ndashboards = (\n  { name = \"index.html\"; id = \"x\"; }\n);", -EINVAL,
+     "@F:3: dashboards.[0].name: \"index.html\" is the name of the pages while pages = true "
+     "(rename it, or set pages = false)"},
+    {"dashboards = (\n  { id = \"d\";\n    widgets = ( { id = \"w\"; },\n      { name = "
+     "\"index.html\"; id = \"v\"; } ); },\n  { name = \"index.html\"; id = \"x\"; }\n);\n"
+     "pages = true;",
+     -EINVAL,
+     "@F:5: dashboards.[1].name: \"index.html\" is the name of the pages while pages = true "
+     "(rename it, or set pages = false)"},
+    {"dashboards = (\n  { id = \"d\";\n    widgets = ( { id = \"w\"; },\n      { name = "
+     "\"index.html\"; id = \"v\"; } ); }\n);\npages = true;",
+     -EINVAL,
+     "@F:4: dashboards.[0].widgets.[1].name: \"index.html\" is the name of the pages while "
+     "pages = true (rename it, or set pages = false)"},
+    {"dashboards = (\n  { id = \"d\"; widgets = ( { id = \"index.html\"; } ); }\n);\n"
+     "pages = true;",
+     -EINVAL,
+     "@F:2: dashboards.[0].widgets.[0].id: \"index.html\" is the name of the pages while pages = "
+     "true (set name: without one the id is used)"},
+    {"pages = 1;", -EINVAL, "@F:1: pages: must be true or false, not an integer"},
 
     /* the file itself */
     {"api = {};\n@include \"other.conf\"\n", -EINVAL,
@@ -1232,6 +1262,7 @@ static void assert_same_cfg(const struct cfg *a, const struct cfg *b)
     }
     assert_int_equal(a->discover, b->discover);
     assert_int_equal(a->discover_ttl_s, b->discover_ttl_s);
+    assert_int_equal(a->pages, b->pages);
     assert_int_equal(a->log_level, b->log_level);
 }
 
@@ -1292,11 +1323,13 @@ static void test_dump(void **state)
     round_trip(cfg);
     cfg_free(cfg);
 
-    /* empty presets, a short access key */
-    cfg = load_ok("api = { access_key = \"AB\\\"C\"; };\npresets = [];\n", CFG_MODE_API, &ENV);
+    /* empty presets, a short access key, pages on */
+    cfg = load_ok("api = { access_key = \"AB\\\"C\"; };\npresets = [];\npages = true;\n",
+                  CFG_MODE_API, &ENV);
     d = cfg_dump(cfg);
     assert_non_null(strstr(d, "  access_key = \"...\";\n"));
     assert_non_null(strstr(d, "presets = [ ];\n"));
+    assert_non_null(strstr(d, "\npages = true;\n"));
     free(d);
     round_trip(cfg);
     cfg_free(cfg);

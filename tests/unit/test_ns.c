@@ -391,6 +391,37 @@ static void test_widgets_empty_list(void **state)
     build_check(&cfg, &disc, "Prod#1{CPU#11}");
 }
 
+/* With pages = true, "index.html" is the pages' name (SPEC 4, 5): a discovered dashboard
+ * or widget called so (by the API, or by its id when it has no name) gets " (<id>)";
+ * without pages it is an ordinary name (dashboard 2 is suffixed there only because a
+ * sibling's id is "index.html"). */
+static void test_index_html_with_pages(void **state)
+{
+    (void)state;
+    struct cfg_dashboard dash[] = {{"Prod", "1", NULL, 0}};
+    struct cfg cfg = make_cfg(dash, N(dash));
+    struct api_item dashboards[] = {
+        {"2", "index.html"}, {"3", "index.htm"}, {"4", "Index.html"}, {"index.html", NULL}};
+    struct api_item w1[] = {{"11", "index.html"}, {"12", "cpu"}};
+    struct api_item w2[] = {{"21", "index.html"}};
+    const char *ids[] = {"1", "2"};
+    const struct api_item *lists[] = {w1, w2};
+    size_t counts[] = {N(w1), N(w2)};
+    struct ns_discovered disc = {.dashboards = dashboards,
+                                 .n_dashboards = N(dashboards),
+                                 .widget_dash_ids = ids,
+                                 .widgets = lists,
+                                 .n_widgets = counts,
+                                 .n_widget_lists = N(ids)};
+    build_check(&cfg, &disc,
+                "Prod#1{index.html#11,cpu#12} | index.html (2)#2{index.html#21} | "
+                "index.htm#3{} | Index.html#4{} | index.html#index.html{}");
+    cfg.pages = true;
+    build_check(&cfg, &disc,
+                "Prod#1{index.html (11)#11,cpu#12} | index.html (2)#2{index.html (21)#21} | "
+                "index.htm#3{} | Index.html#4{} | index.html (index.html)#index.html{}");
+}
+
 /* --- lookups -------------------------------------------------------------------------- */
 
 /* A hand-built tree where one entry's name is another's id: the name wins. */
@@ -951,6 +982,7 @@ int main(void)
         cmocka_unit_test(test_collisions),
         cmocka_unit_test(test_widgets_merged),
         cmocka_unit_test(test_widgets_empty_list),
+        cmocka_unit_test(test_index_html_with_pages),
         cmocka_unit_test(test_find_name_before_id_hand_built),
         cmocka_unit_test(test_find_in_built_tree),
         cmocka_unit_test(test_config_escape),
