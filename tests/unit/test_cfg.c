@@ -1231,7 +1231,8 @@ static void assert_same_cfg(const struct cfg *a, const struct cfg *b)
     assert_int_equal(a->max_requests_per_second, b->max_requests_per_second);
     assert_int_equal(a->max_image_bytes, b->max_image_bytes);
     assert_int_equal(a->resolution, b->resolution);
-    assert_string_equal(a->domain_code ? a->domain_code : "-", b->domain_code ? b->domain_code : "-");
+    assert_string_equal(a->domain_code ? a->domain_code : "-",
+                        b->domain_code ? b->domain_code : "-");
     assert_int_equal(a->max_bytes, b->max_bytes);
     assert_int_equal(a->live_ttl_s, b->live_ttl_s);
     assert_int_equal(a->settle_s, b->settle_s);
@@ -1436,26 +1437,16 @@ static void test_sanitize(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_fixture),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_example),
-        cmocka_unit_test(test_ok_values),
-        cmocka_unit_test(test_domain_code),
-        cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_name_length),
-        cmocka_unit_test(test_nul_byte),
-        cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_mount_needs_dashboards),
-        cmocka_unit_test(test_no_file),
-        cmocka_unit_test(test_credentials_order),
-        cmocka_unit_test(test_secret_file),
-        cmocka_unit_test(test_secret_modes),
-        cmocka_unit_test(test_config_symlink),
-        cmocka_unit_test(test_relative_paths),
-        cmocka_unit_test(test_env_take),
-        cmocka_unit_test(test_endpoint_ok),
-        cmocka_unit_test(test_find),
-        cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_good_fixture),   cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_example),        cmocka_unit_test(test_ok_values),
+        cmocka_unit_test(test_domain_code),    cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_name_length),    cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_missing_file),   cmocka_unit_test(test_mount_needs_dashboards),
+        cmocka_unit_test(test_no_file),        cmocka_unit_test(test_credentials_order),
+        cmocka_unit_test(test_secret_file),    cmocka_unit_test(test_secret_modes),
+        cmocka_unit_test(test_config_symlink), cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_env_take),       cmocka_unit_test(test_endpoint_ok),
+        cmocka_unit_test(test_find),           cmocka_unit_test(test_dump),
         cmocka_unit_test(test_sanitize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
