@@ -6,10 +6,11 @@ sent. The endpoint rule (FIN for cw.apigw.fin-ntruss.com) needs a host that cann
 reached from here: tests/unit/test_api.c covers it through api_domain_code.
 """
 import os
+import signal
 
 import pytest
 
-from conftest import DEFAULT_DASHBOARDS
+from conftest import DEFAULT_DASHBOARDS, wait_for
 
 BASE_MS = 1733011200000  # 2024-12-01T00:00Z: old ranges, so final and fetched once
 HOUR_MS = 3600000
@@ -73,3 +74,18 @@ def test_bad_domain_code_is_a_config_error(api, config, run_insightfs, value):
     assert p.stderr.decode() == (
         "insightfs: %s:5: api.domain_code: %s is not PUB, GOV or FIN\n" % (cfg, value))
     assert api.requests() == []
+
+
+@pytest.mark.xfail(strict=True, reason="fs_gen.c same_client() does not compare domain_code, "
+                   "so a reload that changes only api.domain_code keeps the old client; "
+                   "remove this mark with that one-line fix")
+def test_reload_changes_domain_code(api, config, mount):
+    """SIGHUP with a new api.domain_code: the next request carries the new value."""
+    m = mount(config('  domain_code = "GOV";\n'))
+    os.stat(m.path("web", "cpu", hour(0)))
+    config('  domain_code = "FIN";\n')
+    m.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: 'domain_code = "FIN"' in read_file(m.path(".insightfs", "config")).decode(),
+             10, "the reload")
+    os.stat(m.path("web", "cpu", hour(1)))
+    assert [e["domain_code"] for e in api.requests()] == ["GOV", "FIN"]
