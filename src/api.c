@@ -8,6 +8,8 @@
  *   - Each try is signed afresh: timestamp = api_now_ms, signature over
  *     "GET <target>\n<timestamp>\n<access key>" where <target> is the exact string sent
  *     (api_image_target or a list path). The same string appears in the log lines.
+ *     Every try also carries x-ncp-dmn_cd when api_domain_code gives a value (decided
+ *     once, in api_new): a plain header, not part of the signed string.
  *   - After try n fails retryably (http's verdict; 429 with gateway errorCode 400, quota
  *     exceeded, is final), try n+1 waits max(Retry-After, uniform(0, min(5 s,
  *     250 ms * 2^(n-1)))) and needs a token of the retry budget (at most 10 tokens,
@@ -61,6 +63,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -106,7 +109,8 @@ struct acct {
 struct api {
     struct http_client *http;
     struct acct *acct;
-    char *secret; /* sign_secret_free wipes it */
+    char *secret;   /* sign_secret_free wipes it */
+    char *h_domain; /* "x-ncp-dmn_cd: <code>", or NULL when the header is not sent */
     int timeout_ms, connect_timeout_ms, retries;
     size_t max_image_bytes;
     int64_t test_offset_ms;
@@ -283,6 +287,22 @@ fail:
     return NULL;
 }
 
+/* ---- the domain code ---- */
+
+const char *api_domain_code(const char *endpoint, const char *configured)
+{
+    if (configured)
+        return configured;
+    const char *host = endpoint ? strstr(endpoint, "://") : NULL;
+    if (!host)
+        return NULL;
+    host += 3;
+    size_t len = strcspn(host, ":/");
+    if (len == strlen(API_FIN_HOST) && strncasecmp(host, API_FIN_HOST, len) == 0)
+        return "FIN";
+    return NULL;
+}
+
 /* ---- api_new / api_free ---- */
 
 struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, struct api *inherit, char **err)
@@ -328,7 +348,10 @@ struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, struct api *i
         api->acct = acct_new(cfg);
     }
     api->secret = sign_secret_dup(cfg->secret_key);
-    if (!api->acct || !api->secret) {
+    const char *domain = api_domain_code(cfg->endpoint, cfg->domain_code);
+    if (domain && asprintf(&api->h_domain, "x-ncp-dmn_cd: %s", domain) < 0)
+        api->h_domain = NULL; /* undefined after a failed asprintf */
+    if (!api->acct || !api->secret || (domain && !api->h_domain)) {
         why = "out of memory";
         goto fail;
     }
@@ -356,6 +379,7 @@ void api_free(struct api *api)
     http_client_free(api->http);
     acct_unref(api->acct);
     sign_secret_free(api->secret);
+    free(api->h_domain);
     free(api);
 }
 
@@ -516,7 +540,8 @@ static struct http_verdict one_try(struct api *api, struct call *c, int64_t dead
         snprintf(c->res.message, sizeof(c->res.message), "out of memory");
         goto out;
     }
-    const char *hdrs[] = {h_ts, h_key, h_sig, "Accept: */*", "Expect:", NULL};
+    /* h_domain last: when it is NULL it ends the list, and no x-ncp-dmn_cd is sent. */
+    const char *hdrs[] = {h_ts, h_key, h_sig, "Accept: */*", "Expect:", api->h_domain, NULL};
     struct http_request req = {
         .target = c->target,
         .headers = hdrs,

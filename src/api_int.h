@@ -12,6 +12,17 @@
 #include "insightfs/api.h"
 #include "insightfs/http.h"
 
+/* The financial cloud's gateway host: requests to it carry x-ncp-dmn_cd: FIN (SPEC 1). */
+#define API_FIN_HOST "cw.apigw.fin-ntruss.com"
+
+/* The value of the x-ncp-dmn_cd header (SPEC 1) for a client of endpoint
+ * ("scheme://host[:port]", as cfg keeps it): configured (api.domain_code) when not NULL;
+ * else "FIN" when the endpoint's host is API_FIN_HOST (compared without regard to case,
+ * as DNS does; any port; a longer host such as "x.cw.apigw.fin-ntruss.com" is no match);
+ * else NULL: the header is not sent. Returns configured itself, a static string or NULL.
+ * endpoint may be NULL. Pure, thread-safe. */
+const char *api_domain_code(const char *endpoint, const char *configured);
+
 /* A list answer over this is EIO (SPEC 1). */
 #define API_JSON_MAX ((size_t)4 * 1024 * 1024)
 /* Retry budget, in thousandths of a token. */

@@ -306,6 +306,7 @@ void cfg_free(struct cfg *cfg)
     free(cfg->path);
     free(cfg->endpoint);
     free(cfg->ca_file);
+    free(cfg->domain_code);
     free(cfg->timezone);
     for (size_t i = 0; i < cfg->n_presets; i++)
         free(cfg->presets[i]);

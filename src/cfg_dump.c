@@ -75,8 +75,14 @@ char *cfg_dump(const struct cfg *cfg)
         put_string(f, cfg->ca_file);
         fputs(";\n", f);
     }
-    fprintf(f, "  resolution = \"%s\";\n  max_pending = %d;\n};\n",
+    fprintf(f, "  resolution = \"%s\";\n  max_pending = %d;\n",
             cfg->resolution == VPATH_RES_HIGH ? "HIGH" : "AUTO", cfg->max_pending);
+    if (cfg->domain_code) {
+        fputs("  domain_code = ", f);
+        put_string(f, cfg->domain_code);
+        fputs(";\n", f);
+    }
+    fputs("};\n", f);
     fputs("cache = {\n", f);
     put_int64(f, "max_bytes", cfg->max_bytes);
     fprintf(f,

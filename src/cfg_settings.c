@@ -102,6 +102,7 @@ static int take_secret_file(struct cfg_loader *ld, const config_setting_t *s);
 static int take_later(struct cfg_loader *ld, const config_setting_t *s);
 static int take_ca_file(struct cfg_loader *ld, const config_setting_t *s);
 static int take_resolution(struct cfg_loader *ld, const config_setting_t *s);
+static int take_domain_code(struct cfg_loader *ld, const config_setting_t *s);
 static int take_timezone(struct cfg_loader *ld, const config_setting_t *s);
 static int take_presets(struct cfg_loader *ld, const config_setting_t *s);
 static int take_log_level(struct cfg_loader *ld, const config_setting_t *s);
@@ -130,6 +131,7 @@ static const struct field api_fields[] = {
     STR("ca_file", take_ca_file),
     STR("resolution", take_resolution),
     INT("max_pending", max_pending, 16, 1000000),
+    STR("domain_code", take_domain_code),
     {NULL},
 };
 
@@ -446,6 +448,16 @@ static int take_resolution(struct cfg_loader *ld, const config_setting_t *s)
     else
         return cfg_fail_value(ld, s, v, "is not AUTO or HIGH");
     return 0;
+}
+
+/* The gateway's domain codes, exactly as the guide spells them. */
+static int take_domain_code(struct cfg_loader *ld, const config_setting_t *s)
+{
+    const char *v = config_setting_get_string(s);
+
+    if (strcmp(v, "PUB") != 0 && strcmp(v, "GOV") != 0 && strcmp(v, "FIN") != 0)
+        return cfg_fail_value(ld, s, v, "is not PUB, GOV or FIN");
+    return replace(ld, &ld->cfg->domain_code, v);
 }
 
 static int take_timezone(struct cfg_loader *ld, const config_setting_t *s)

@@ -179,7 +179,9 @@ static struct http_verdict classify(int curl_code, long status, unsigned flags)
         return verdict(EAGAIN, true, HTTP_KIND_STATUS);
     if (status >= 500 && status <= 599)
         return verdict(EIO, true, HTTP_KIND_STATUS);
-    if (status != 0) /* 1xx, other 2xx, 3xx (never followed), other 4xx, out of range */
+    /* 1xx, other 2xx, 3xx (never followed), other 4xx - among them the gateway's 413
+     * (errorCode 430, request entity too large) - and out of range: final. */
+    if (status != 0)
         return verdict(EIO, false, HTTP_KIND_STATUS);
 
     if (curl_code < 0 || curl_code >= CURL_LAST)

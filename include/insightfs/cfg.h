@@ -48,6 +48,7 @@ struct cfg {
     int max_pending; /* filesystem requests waiting for fetches (SPEC 6) */
     int64_t max_image_bytes;
     enum vpath_res resolution;
+    char *domain_code; /* "PUB", "GOV" or "FIN": x-ncp-dmn_cd (SPEC 1), or NULL when unset */
 
     /* cache */
     int64_t max_bytes;

@@ -157,6 +157,8 @@ FAULTS = [
     # 429 with errorCode 400 (quota exceeded) is final; errorCode may be an integer.
     ("429-quota", "status", {"status": 429, "errorCode": "400"}, errno.EAGAIN, False),
     ("429-quota-int", "status", {"status": 429, "errorCode": 400}, errno.EAGAIN, False),
+    # 413 with the gateway's errorCode 430, request entity too large (SPEC 1): other 4xx.
+    ("413", "status", {"status": 413}, errno.EIO, False),
     ("418", "status", {"status": 418}, errno.EIO, False),
     ("202", "status", {"status": 202}, errno.EIO, False),
     ("500", "status", {"status": 500}, errno.EIO, True),
@@ -237,6 +239,9 @@ def test_fault_errno(api, config, mount, fid, kind, params, want, retried):
         assert lines[0].endswith(tail), lines[0]
     if kind == "status":
         assert "HTTP %d " % params["status"] in lines[0], lines[0]
+    if fid == "413":
+        assert ': HTTP 413 errorCode=430 "Request Entity Too Large" after 1 tries: EIO' \
+            in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("value,retried", [("999999999", True), ("-5", True), ("abc", True),

@@ -5,7 +5,8 @@ It serves, on loopback, with the Python standard library only:
 
   * the three Cloud Insight APIs insightfs uses (GetDashboardList,
     GetDashboardWidgetList, GetDashboardWidgetImage), checking the API gateway
-    headers and signature the way the real gateway does;
+    headers and signature the way the real gateway does (and recording the
+    optional x-ncp-dmn_cd domain code of each request);
   * deterministic 800x600 PNG line charts (same request -> same bytes, across
     restarts);
   * an unsigned control endpoint under /_control/ to inject faults, read the
@@ -79,11 +80,17 @@ GATEWAY_ERRORS = {
     403: ("210", "Permission Denied"),
     404: ("300", "Not Found"),
     405: ("100", "Bad Request"),
+    413: ("430", "Request Entity Too Large"),
     429: ("410", "Throttle Limited"),
     500: ("900", "Unexpected Error"),
     503: ("500", "Endpoint Error"),
     504: ("510", "Endpoint Timeout"),
 }
+
+# The values of the optional x-ncp-dmn_cd request header (SPEC section 1): the
+# cloud a request is meant for.  Not part of the signed string.
+DOMAIN_HEADER = "x-ncp-dmn_cd"
+DOMAIN_CODES = ("PUB", "GOV", "FIN")
 
 # Fixed ranges listed in every widget directory under /static/: four UTC days
 # starting 2024-12-01 (any other range is served too, just not listed).
@@ -427,9 +434,10 @@ class State:
         return int(time.time() * 1000) + self.clock_offset_ms
 
     # -- request log ----------------------------------------------------------
-    def log_begin(self, method, target):
+    def log_begin(self, method, target, domain_code=None):
         entry = LogEntry({"t": time.monotonic(), "method": method, "target": target,
-                          "status": None, "bytes": 0, "fault": None})
+                          "status": None, "bytes": 0, "fault": None,
+                          "domain_code": domain_code})
         with self.lock:
             self.requests += 1
             self.log.append(entry.data)
@@ -678,7 +686,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.control(method, target)
                 return
             self.read_body()
-            self.entry = self.state.log_begin(method, target)
+            self.entry = self.state.log_begin(method, target, self.domain_code())
             try:
                 self.serve(method, target)
             finally:
@@ -784,6 +792,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                            "details": details}}, headers)
 
     # -- the Cloud Insight API ----------------------------------------------------------
+    def domain_code(self):
+        """The x-ncp-dmn_cd header as received (several joined by ", "), or None."""
+        values = self.headers.get_all(DOMAIN_HEADER)
+        return None if not values else ", ".join(values)
+
+    def check_domain(self):
+        """None if x-ncp-dmn_cd is absent or one of PUB, GOV, FIN, else why not."""
+        values = self.headers.get_all(DOMAIN_HEADER) or []
+        if len(values) > 1:
+            return "%s sent %d times" % (DOMAIN_HEADER, len(values))
+        if values and values[0] not in DOMAIN_CODES:
+            return "%s must be PUB, GOV or FIN, not %r" % (DOMAIN_HEADER, values[0])
+        return None
+
     def check_auth(self, method, target):
         """None if the gateway headers are right, else why not (the 401 details)."""
         state = self.state
@@ -814,6 +836,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         why = self.check_auth(method, target)
         if why is not None:
             self.gateway_error(401, "200", "Authentication Failed", why)
+            return
+        why = self.check_domain()
+        if why is not None:
+            self.gateway_error(400, "100", "Bad Request", why)
             return
         if method not in ("GET", "HEAD"):
             self.gateway_error(405, "100", "Bad Request", "method %s not allowed" % method)

@@ -271,6 +271,9 @@ def test_sign_known_vector():
     want = base64.b64encode(hmac.new(b"SK", msg, hashlib.sha256).digest()).decode()
     assert sign("SK", "GET", "/x?a=1", "1700000000000", "AK") == want
     assert sign("SK", "GET", "/x?a=1", 1700000000000, "AK") == want
+    # The known answer of a public NCP client's test suite (SPEC section 1).
+    assert sign("TestSecretKey", "GET", "/vserver/v2/getServerInstanceList?responseFormatType=json",
+                "1234567890123", "TestAccessKey") == "FPsYYX8fuMAgi+cue3eACOW0dNtIwu1LYWfg/megA2M="
 
 
 @pytest.mark.parametrize("case", [
@@ -422,10 +425,12 @@ def test_log_entries_exact(api):
     t1 = time.monotonic()
     log = api.log()
     assert [{k: v for k, v in e.items() if k != "t"} for e in log] == [
-        {"method": "GET", "target": CPU_TARGET, "status": 200, "bytes": len(png), "fault": None},
-        {"method": "GET", "target": CPU_TARGET, "status": 401, "bytes": len(denied), "fault": None},
+        {"method": "GET", "target": CPU_TARGET, "status": 200, "bytes": len(png), "fault": None,
+         "domain_code": None},
+        {"method": "GET", "target": CPU_TARGET, "status": 401, "bytes": len(denied), "fault": None,
+         "domain_code": None},
         {"method": "GET", "target": "/static/web/", "status": 200,
-         "bytes": log[2]["bytes"], "fault": None},
+         "bytes": log[2]["bytes"], "fault": None, "domain_code": None},
     ]
     assert log[2]["bytes"] > 0
     assert t0 <= log[0]["t"] <= log[1]["t"] <= log[2]["t"] <= t1
@@ -438,6 +443,45 @@ def test_log_entries_exact(api):
     assert api.requests("/static/") == log[2:]
     api.clear_log()
     assert api.log() == [] and api.file_log() == []
+
+
+def test_log_records_domain_code(api):
+    """x-ncp-dmn_cd is no part of the signature; each entry records it as sent."""
+    for code in ("PUB", "GOV", "FIN"):
+        status, _, body = api.signed_get(API_PREFIX, headers={"x-ncp-dmn_cd": code})
+        assert status == 200, body
+    assert api.signed_get(API_PREFIX)[0] == 200
+    api.fault("status", status=503)
+    assert api.signed_get(API_PREFIX, headers={"X-NCP-DMN_CD": "GOV"})[0] == 503
+    got = [(e["status"], e["fault"], e["domain_code"]) for e in api.log()]
+    assert got == [(200, None, "PUB"), (200, None, "GOV"), (200, None, "FIN"),
+                   (200, None, None), (503, "status", "GOV")]
+    assert api.file_log() == api.log()
+
+
+@pytest.mark.parametrize("codes,details", [
+    (["fin"], "x-ncp-dmn_cd must be PUB, GOV or FIN, not 'fin'"),
+    ([""], "x-ncp-dmn_cd must be PUB, GOV or FIN, not ''"),
+    (["GOV", "GOV"], "x-ncp-dmn_cd sent 2 times"),
+])
+def test_bad_domain_code_is_400(api, codes, details):
+    """A signed request with a domain code the gateway does not know: 400/100."""
+    conn = api.connection()
+    try:
+        conn.putrequest("GET", API_PREFIX, skip_accept_encoding=True)
+        for name, value in signed_headers(API_PREFIX).items():
+            conn.putheader(name, value)
+        for code in codes:
+            conn.putheader("x-ncp-dmn_cd", code)
+        conn.endheaders()
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+    finally:
+        conn.close()
+    assert status == 400
+    assert json.loads(body) == {"error": {"errorCode": "100", "message": "Bad Request",
+                                          "details": details}}
+    assert [e["domain_code"] for e in api.log()] == [", ".join(codes)]
 
 
 def test_log_keeps_raw_target(api):
@@ -489,6 +533,7 @@ def test_fault_status_and_count(api):
 @pytest.mark.parametrize("status,code,message", [
     (400, "100", "Bad Request"), (401, "200", "Authentication Failed"),
     (403, "210", "Permission Denied"), (404, "300", "Not Found"),
+    (413, "430", "Request Entity Too Large"),
     (429, "410", "Throttle Limited"), (500, "900", "Unexpected Error"),
     (504, "510", "Endpoint Timeout"),
 ])
@@ -545,7 +590,8 @@ def test_fault_hang(api):
     with pytest.raises(socket.timeout):
         sock.recv(1)
     # The log (memory and file) shows the request with no status.
-    entry = {"method": "GET", "target": CPU_TARGET, "status": None, "bytes": 0, "fault": "hang"}
+    entry = {"method": "GET", "target": CPU_TARGET, "status": None, "bytes": 0, "fault": "hang",
+             "domain_code": None}
     assert [{k: v for k, v in e.items() if k != "t"} for e in api.log()] == [entry]
     assert [{k: v for k, v in e.items() if k != "t"} for e in api.file_log()] == [entry]
     sock.close()
@@ -562,7 +608,8 @@ def test_fault_reset(api):
     api.fault("reset")
     got, err = raw_exchange(api.port, raw_get(CPU_TARGET, signed_headers(CPU_TARGET)))
     assert got == b"" and isinstance(err, ConnectionResetError)
-    entry = {"method": "GET", "target": CPU_TARGET, "status": None, "bytes": 0, "fault": "reset"}
+    entry = {"method": "GET", "target": CPU_TARGET, "status": None, "bytes": 0, "fault": "reset",
+             "domain_code": None}
     assert [{k: v for k, v in e.items() if k != "t"} for e in api.log()] == [entry, entry]
     assert api.signed_get(CPU_TARGET)[0] == 200
 

@@ -428,6 +428,62 @@ static void test_errno_names(void **state)
     assert_string_equal(api_errno_name(-99999), "EUNKNOWN");
 }
 
+/* ---- x-ncp-dmn_cd ---- */
+
+/* Which domain code a client sends (SPEC 1): the configured one, else FIN for exactly
+ * the financial gateway's host, else none. */
+static void test_domain_code_rule(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *endpoint, *configured, *want;
+    } cases[] = {
+        {"https://cw.apigw.ntruss.com", NULL, NULL},
+        {"https://cw.apigw.gov-ntruss.com", NULL, NULL},
+        {"https://cw.apigw.fin-ntruss.com", NULL, "FIN"},
+        {"https://cw.apigw.fin-ntruss.com:443", NULL, "FIN"},
+        {"https://cw.apigw.fin-ntruss.com/", NULL, "FIN"},
+        {"https://CW.ApiGw.FIN-ntruss.com", NULL, "FIN"}, /* host names ignore case */
+        {"https://x.cw.apigw.fin-ntruss.com", NULL, NULL},
+        {"https://cw.apigw.fin-ntruss.com.example", NULL, NULL},
+        {"https://cw.apigw.fin-ntruss.co", NULL, NULL},
+        {"https://apigw.fin-ntruss.com", NULL, NULL},
+        {"http://127.0.0.1:8080", NULL, NULL},
+        {"cw.apigw.fin-ntruss.com", NULL, NULL}, /* not scheme://host */
+        {NULL, NULL, NULL},
+        /* A configured code always wins, on any endpoint. */
+        {"https://cw.apigw.fin-ntruss.com", "PUB", "PUB"},
+        {"https://cw.apigw.ntruss.com", "GOV", "GOV"},
+        {"https://cw.apigw.gov-ntruss.com", "FIN", "FIN"},
+        {"http://127.0.0.1:8080", "GOV", "GOV"},
+        {NULL, "PUB", "PUB"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = api_domain_code(cases[i].endpoint, cases[i].configured);
+        if (!cases[i].want ? got != NULL : !got || strcmp(got, cases[i].want) != 0)
+            fail_msg("case %zu (%s, %s): got %s, want %s", i,
+                     cases[i].endpoint ? cases[i].endpoint : "NULL",
+                     cases[i].configured ? cases[i].configured : "NULL", got ? got : "NULL",
+                     cases[i].want ? cases[i].want : "NULL");
+        if (cases[i].configured)
+            assert_ptr_equal(got, cases[i].configured);
+    }
+}
+
+/* How many "x-ncp-dmn_cd:" lines request i carries, and the value of the first
+ * (malloc'd) or NULL. */
+static int domain_headers(struct srv *s, int i, char **value)
+{
+    char *head = srv_request(s, i);
+    assert_non_null(head);
+    int n = 0;
+    for (const char *p = head; (p = strcasestr(p, "\r\nx-ncp-dmn_cd:")) != NULL; p += 2)
+        n++;
+    *value = srv_header(head, "x-ncp-dmn_cd");
+    free(head);
+    return n;
+}
+
 /* ---- loopback calls ---- */
 
 struct fx {
@@ -695,6 +751,43 @@ static void test_404_not_retried(void **state)
     assert_int_equal(r.tries, 1);
     assert_string_equal(log, "insightfs: warn: upstream: GET " IMG_TARGET
                              ": HTTP 404 errorCode=300 \"Not Found\" after 1 tries: ENOENT\n");
+    free(log);
+    fx_free(f);
+}
+
+/* 413 with the gateway's errorCode 430 (request entity too large, SPEC 1): EIO at once,
+ * never retried (SPEC 6: other 4xx), with the exact warn line. */
+static void test_413_not_retried(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    srv_push(
+        f->s,
+        json_reply("413 Request Entity Too Large", "Retry-After: 0\r\n",
+                   "{\"error\":{\"errorCode\":\"430\",\"message\":\"Request Entity Too Large\"}}"));
+    srv_push(f->s, png_reply("")); /* a retry would get this */
+    struct api_image img;
+    struct api_result r;
+    struct cap c;
+    cap_start(&c);
+    int rc = fetch(f, &img, &r, NULL);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -EIO);
+    assert_null(img.data);
+    assert_int_equal(srv_requests(f->s), 1);
+    assert_int_equal(r.outcome, API_HTTP);
+    assert_int_equal(r.status, 413);
+    assert_string_equal(r.error_code, "430");
+    assert_string_equal(r.message, "Request Entity Too Large");
+    assert_int_equal(r.tries, 1);
+    assert_string_equal(log, "insightfs: warn: upstream: GET " IMG_TARGET
+                             ": HTTP 413 errorCode=430 \"Request Entity Too Large\" after 1 tries: "
+                             "EIO\n");
+    struct api_stats st;
+    api_get_stats(f->api, &st);
+    assert_int_equal(st.requests, 1);
+    assert_int_equal(st.failures, 1);
+    assert_int_equal(st.retries, 0);
     free(log);
     fx_free(f);
 }
@@ -1023,6 +1116,49 @@ static void test_lists(void **state)
     free(log);
     assert_int_equal(api_list_widgets(f->api, "", 0, &it, &n, &r), -EINVAL);
     assert_int_equal(api_list_widgets(f->api, "..", 0, &it, &n, &r), -EINVAL);
+    fx_free(f);
+}
+
+/* x-ncp-dmn_cd on the wire: absent by default (a loopback endpoint is not the financial
+ * gateway); with api.domain_code, exactly once on every try and every call, outside the
+ * signed string (check_signed recomputes the signature without it). */
+static void test_domain_code_header(void **state)
+{
+    (void)state;
+    char *v = NULL;
+    struct api_image img;
+    struct api_result r;
+    struct fx *f = fx_new(2000, 2);
+    srv_push(f->s, png_reply(""));
+    assert_int_equal(fetch(f, &img, &r, NULL), 0);
+    free(img.data);
+    check_signed(f->s, 0, IMG_TARGET);
+    assert_int_equal(domain_headers(f->s, 0, &v), 0);
+    assert_null(v);
+
+    api_free(f->api);
+    f->cfg.domain_code = "GOV";
+    f->api = api_new(&f->cfg, 0, NULL, NULL);
+    assert_non_null(f->api);
+    srv_push(f->s,
+             json_reply("503 Service Unavailable", "Retry-After: 0\r\n",
+                        "{\"error\":{\"errorCode\":\"500\",\"message\":\"Endpoint Error\"}}"));
+    srv_push(f->s, png_reply(""));
+    srv_push(f->s, json_reply("200 OK", "", "[{\"id\":\"d1\",\"name\":\"web\"}]"));
+    assert_int_equal(fetch(f, &img, &r, NULL), 0);
+    free(img.data);
+    assert_int_equal(r.tries, 2);
+    struct api_item *it = NULL;
+    size_t n = 0;
+    assert_int_equal(api_list_dashboards(f->api, 0, &it, &n, &r), 0);
+    api_items_free(it, n);
+    assert_int_equal(srv_requests(f->s), 4);
+    for (int i = 1; i < 4; i++) {
+        check_signed(f->s, i, i < 3 ? IMG_TARGET : "/cw_fea/real/cw/api/chart/dashboard");
+        assert_int_equal(domain_headers(f->s, i, &v), 1);
+        assert_string_equal(v, "GOV");
+        free(v);
+    }
     fx_free(f);
 }
 
@@ -1554,11 +1690,13 @@ int main(void)
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_errno_names),
+        cmocka_unit_test(test_domain_code_rule),
         cmocka_unit_test(test_api_new_errors),
         cmocka_unit_test(test_fetch_ok_signed),
         cmocka_unit_test(test_retry_503_then_200),
         cmocka_unit_test(test_404_not_retried),
         cmocka_unit_test(test_429),
+        cmocka_unit_test(test_413_not_retried),
         cmocka_unit_test(test_retry_after_past_deadline),
         cmocka_unit_test(test_hung_server_deadline),
         cmocka_unit_test(test_401_skew),
@@ -1567,6 +1705,7 @@ int main(void)
         cmocka_unit_test(test_png_foreign_final),
         cmocka_unit_test(test_budget_empties),
         cmocka_unit_test(test_lists),
+        cmocka_unit_test(test_domain_code_header),
         cmocka_unit_test(test_no_secrets_in_logs),
         cmocka_unit_test(test_breaker_rules),
         cmocka_unit_test(test_breaker_hung_api),

@@ -241,6 +241,7 @@ static void test_good_fixture(void **state)
     assert_int_equal(cfg->max_requests_per_second, 20);
     assert_int_equal(cfg->max_image_bytes, 2097152);
     assert_int_equal(cfg->resolution, VPATH_RES_HIGH);
+    assert_string_equal(cfg->domain_code, "GOV");
     assert_int_equal(cfg->max_bytes, INT64_C(2147483648));
     assert_int_equal(cfg->live_ttl_s, 30);
     assert_int_equal(cfg->settle_s, 600);
@@ -293,6 +294,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->max_requests_per_second, 0);
     assert_int_equal(cfg->max_image_bytes, 16777216);
     assert_int_equal(cfg->resolution, VPATH_RES_AUTO);
+    assert_null(cfg->domain_code); /* unset: the header follows the endpoint (SPEC 1) */
     assert_int_equal(cfg->max_bytes, 268435456);
     assert_int_equal(cfg->live_ttl_s, 60);
     assert_int_equal(cfg->settle_s, 300);
@@ -424,6 +426,22 @@ static void test_ok_values(void **state)
     }
 }
 
+/* api.domain_code: each of the gateway's three codes loads as written (SPEC 3). */
+static void test_domain_code(void **state)
+{
+    static const char *const codes[] = {"PUB", "GOV", "FIN"};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        char *text = xasprintf("api = { domain_code = \"%s\"; };", codes[i]);
+        struct cfg *cfg = load_ok(text, CFG_MODE_API, &ENV);
+
+        assert_string_equal(cfg->domain_code, codes[i]);
+        cfg_free(cfg);
+        free(text);
+    }
+}
+
 /* ---- bad files: exact messages ---- */
 
 struct bad_case {
@@ -532,6 +550,12 @@ static const struct bad_case bad_cases[] = {
     /* enumerations */
     {"api = { resolution = \"auto\"; };", -EINVAL,
      "@F:1: api.resolution: \"auto\" is not AUTO or HIGH"},
+    {"api = { domain_code = \"fin\"; };", -EINVAL,
+     "@F:1: api.domain_code: \"fin\" is not PUB, GOV or FIN"},
+    {"api = {\n  domain_code = \"\";\n};", -EINVAL,
+     "@F:2: api.domain_code: \"\" is not PUB, GOV or FIN"},
+    {"api = { domain_code = 1; };", -EINVAL,
+     "@F:1: api.domain_code: must be a string, not an integer"},
     {"time = { timezone = \"Mars/Olympus_Mons\"; };", -EINVAL,
      "@F:1: time.timezone: \"Mars/Olympus_Mons\" is not a time zone tzdata knows (\"local\", "
      "\"UTC\" or a name such as \"Asia/Seoul\")"},
@@ -1237,6 +1261,8 @@ static void assert_same_cfg(const struct cfg *a, const struct cfg *b)
     assert_int_equal(a->max_requests_per_second, b->max_requests_per_second);
     assert_int_equal(a->max_image_bytes, b->max_image_bytes);
     assert_int_equal(a->resolution, b->resolution);
+    assert_string_equal(a->domain_code ? a->domain_code : "-",
+                        b->domain_code ? b->domain_code : "-");
     assert_int_equal(a->max_bytes, b->max_bytes);
     assert_int_equal(a->live_ttl_s, b->live_ttl_s);
     assert_int_equal(a->settle_s, b->settle_s);
@@ -1304,6 +1330,7 @@ static void test_dump(void **state)
     assert_non_null(strstr(d, "  access_key = \"...1234\";\n"));
     assert_non_null(strstr(d, "  max_bytes = 2147483648L;\n"));
     assert_non_null(strstr(d, "  max_image_bytes = 2097152;\n"));
+    assert_non_null(strstr(d, "  max_pending = 4096;\n  domain_code = \"GOV\";\n};\n"));
     assert_non_null(
         strstr(d, "{ name = \"caf\xc3\xa9 \\\"q\\\"\"; id = \"db-2\"; widgets = ( ); }"));
     assert_null(strstr(d, "sk-good"));
@@ -1319,6 +1346,7 @@ static void test_dump(void **state)
     assert_non_null(strstr(d, "presets = [ \"last-1h\", \"last-6h\", \"last-24h\", \"last-7d\", "
                               "\"today\", \"yesterday\" ];\n"));
     assert_non_null(strstr(d, "dashboards = (\n);\n"));
+    assert_null(strstr(d, "domain_code")); /* unset stays unset */
     free(d);
     round_trip(cfg);
     cfg_free(cfg);
@@ -1442,25 +1470,16 @@ static void test_sanitize(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_fixture),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_example),
-        cmocka_unit_test(test_ok_values),
-        cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_name_length),
-        cmocka_unit_test(test_nul_byte),
-        cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_mount_needs_dashboards),
-        cmocka_unit_test(test_no_file),
-        cmocka_unit_test(test_credentials_order),
-        cmocka_unit_test(test_secret_file),
-        cmocka_unit_test(test_secret_modes),
-        cmocka_unit_test(test_config_symlink),
-        cmocka_unit_test(test_relative_paths),
-        cmocka_unit_test(test_env_take),
-        cmocka_unit_test(test_endpoint_ok),
-        cmocka_unit_test(test_find),
-        cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_good_fixture),   cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_example),        cmocka_unit_test(test_ok_values),
+        cmocka_unit_test(test_domain_code),    cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_name_length),    cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_missing_file),   cmocka_unit_test(test_mount_needs_dashboards),
+        cmocka_unit_test(test_no_file),        cmocka_unit_test(test_credentials_order),
+        cmocka_unit_test(test_secret_file),    cmocka_unit_test(test_secret_modes),
+        cmocka_unit_test(test_config_symlink), cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_env_take),       cmocka_unit_test(test_endpoint_ok),
+        cmocka_unit_test(test_find),           cmocka_unit_test(test_dump),
         cmocka_unit_test(test_sanitize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

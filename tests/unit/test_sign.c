@@ -83,6 +83,16 @@ static void test_escaped_target(void **state)
                "1700000000000", "ACCESSKEY", "nywvCfFplTRvUHeKalUbfrRv/vZi5VPvfVYIxxSlpHQ=");
 }
 
+/* The known answer published in a public NCP client's test suite (SPEC 1): another
+ * implementation's expectation, reproduced here with the openssl tool. */
+static void test_public_client_vector(void **state)
+{
+    (void)state;
+    /* printf 'GET /vserver/v2/getServerInstanceList?responseFormatType=json\n1234567890123\nTestAccessKey' | openssl dgst -sha256 -hmac TestSecretKey -binary | base64 */
+    expect_sig("TestSecretKey", "/vserver/v2/getServerInstanceList?responseFormatType=json",
+               "1234567890123", "TestAccessKey", "FPsYYX8fuMAgi+cue3eACOW0dNtIwu1LYWfg/megA2M=");
+}
+
 /* clang-format on */
 
 /* Every part is in the message: changing any one changes the signature. */
@@ -139,11 +149,11 @@ static void test_openssl_version(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_image_target),    cmocka_unit_test(test_minimal_target),
-        cmocka_unit_test(test_long_target),     cmocka_unit_test(test_non_ascii_secret),
-        cmocka_unit_test(test_escaped_target),  cmocka_unit_test(test_every_part_matters),
-        cmocka_unit_test(test_bad_arguments),   cmocka_unit_test(test_secret_copy),
-        cmocka_unit_test(test_openssl_version),
+        cmocka_unit_test(test_image_target),       cmocka_unit_test(test_minimal_target),
+        cmocka_unit_test(test_long_target),        cmocka_unit_test(test_non_ascii_secret),
+        cmocka_unit_test(test_escaped_target),     cmocka_unit_test(test_public_client_vector),
+        cmocka_unit_test(test_every_part_matters), cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_secret_copy),        cmocka_unit_test(test_openssl_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
