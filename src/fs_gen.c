@@ -113,8 +113,9 @@ static int same_client(const struct cfg *a, const struct cfg *b)
 {
     return same_str(a->endpoint, b->endpoint) && same_str(a->access_key, b->access_key) &&
            same_str(a->secret_key, b->secret_key) && same_str(a->ca_file, b->ca_file) &&
-           a->timeout_ms == b->timeout_ms && a->connect_timeout_ms == b->connect_timeout_ms &&
-           a->retries == b->retries && a->max_connections == b->max_connections &&
+           same_str(a->domain_code, b->domain_code) && a->timeout_ms == b->timeout_ms &&
+           a->connect_timeout_ms == b->connect_timeout_ms && a->retries == b->retries &&
+           a->max_connections == b->max_connections &&
            a->max_requests_per_second == b->max_requests_per_second &&
            a->max_image_bytes == b->max_image_bytes;
 }

@@ -76,9 +76,6 @@ def test_bad_domain_code_is_a_config_error(api, config, run_insightfs, value):
     assert api.requests() == []
 
 
-@pytest.mark.xfail(strict=True, reason="fs_gen.c same_client() does not compare domain_code, "
-                   "so a reload that changes only api.domain_code keeps the old client; "
-                   "remove this mark with that one-line fix")
 def test_reload_changes_domain_code(api, config, mount):
     """SIGHUP with a new api.domain_code: the next request carries the new value."""
     m = mount(config('  domain_code = "GOV";\n'))
