@@ -214,20 +214,12 @@ static double seconds_until(int64_t when_ms, int64_t now_ms, double cap_s)
     return s < cap_s ? s : cap_s;
 }
 
-static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent, const char *name)
+/* LOOKUP of image name in directory parent, resolved (ns_resolve) to key and img. */
+static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent, const char *name,
+                         const struct cache_key *k, const struct vpath_image *img,
+                         struct cache_clock now)
 {
-    struct fs_gen *g = fs_gen_get(fs);
-    struct cache_clock now = fs_clock(fs);
-    struct vpath_clock clk = {now.wall, g->cfg->align_s};
-    struct vpath_image img;
-    int rc = parent->kind == FK_DAYS ? vpath_parse_day(name, g->cfg->resolution, &clk, &img)
-                                     : vpath_parse_image(name, g->cfg->resolution, &clk, &img);
-    fs_gen_unref(g);
-    if (rc != 0) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    struct cache_key key = {parent->dash_id, parent->widget_id, img.start_ms, img.end_ms, img.res};
+    struct cache_key key = *k;
     int hit = 0;
     int64_t valid_ms = 0;
     struct cache_version *v = cache_get(fs->cache, &key, &now, &hit, &valid_ms);
@@ -253,7 +245,7 @@ static void lookup_image(struct fs *fs, fuse_req_t req, struct fs_inode *parent,
      * while the fetch ran, and the kernel, applying such a reply's size 0 after the
      * fetching GETATTR was sent, dropped that GETATTR's true attributes as older
      * (attr_version): a read could return an empty file (found by tests/soak). */
-    double entry_s = seconds_until(img.changes_at_ms, now.wall, FS_DAY_S);
+    double entry_s = seconds_until(img->changes_at_ms, now.wall, FS_DAY_S);
     double valid_s = valid_ms == INT64_MAX ? FS_DAY_S : (double)valid_ms / 1000.0;
     if (valid_s < entry_s)
         entry_s = valid_s;
@@ -335,27 +327,49 @@ static int lookup_page(struct fs *fs, fuse_req_t req, struct fs_inode *p, const 
     return 1;
 }
 
-/* LOOKUP of name in / (parent FS_INO_ROOT) or in dashboard directory p, from the tree
- * alone. Returns 1 when replied, 0 when the name is unknown (nothing replied). */
-static int lookup_dir_entry(struct fs *fs, fuse_req_t req, struct fs_inode *p, const char *name)
+/* The resolver's node for directory inode p. */
+static struct ns_node node_of(const struct fs_inode *p)
+{
+    struct ns_node n = {NS_ROOT, p->dash_id, p->widget_id, {0}};
+    n.kind = p->kind == FK_DASH     ? NS_DASHBOARD
+             : p->kind == FK_WIDGET ? NS_WIDGET
+             : p->kind == FK_DAYS   ? NS_DAYS
+                                    : NS_ROOT;
+    return n;
+}
+
+/* LOOKUP of name in directory p (/, a dashboard, a widget or days/), resolved from the
+ * name and the tree alone by the one resolver --fetch uses too (ns_resolve). Returns
+ * 1 when replied, 0 when the name is unknown in the tree (nothing replied). */
+static int lookup_resolved(struct fs *fs, fuse_req_t req, struct fs_inode *p, const char *name)
 {
     struct ns_tree *t = fs_tree_get(fs);
+    struct fs_gen *g = fs_gen_get(fs);
+    struct cache_clock now = fs_clock(fs);
+    struct vpath_clock clk = {now.wall, g->cfg->align_s};
+    struct ns_node parent = node_of(p), out;
+    int rc = ns_resolve(t, &parent, name, &clk, g->cfg->resolution, &out);
+    fs_gen_unref(g);
     struct fs_inode *n = NULL;
-    int found = 0;
-    if (p->kind == FK_ROOT) {
-        const struct ns_dashboard *d = ns_find_dashboard(t, name);
-        if ((found = d != NULL))
-            n = fs_ino_dir(fs->ino, FK_DASH, d->id, NULL);
-    } else {
-        const struct ns_dashboard *d = ns_dashboard_by_id(t, p->dash_id);
-        const struct ns_widget *w = d ? ns_find_widget(d, name) : NULL;
-        if ((found = w != NULL))
-            n = fs_ino_dir(fs->ino, FK_WIDGET, p->dash_id, w->id);
+    if (rc == 0 && out.kind == NS_IMAGE) {
+        struct cache_key key = {out.dash_id, out.widget_id, out.img.start_ms, out.img.end_ms,
+                                out.img.res};
+        lookup_image(fs, req, p, name, &key, &out.img, now); /* key copied by the cache */
+    } else if (rc == 0) {
+        enum fs_kind kind = out.kind == NS_DASHBOARD ? FK_DASH
+                            : out.kind == NS_WIDGET  ? FK_WIDGET
+                                                     : FK_DAYS;
+        n = fs_ino_dir(fs->ino, kind, out.dash_id, out.kind == NS_DASHBOARD ? NULL : out.widget_id);
     }
     ns_unref(t);
-    if (found)
+    if (rc == 0 && out.kind != NS_IMAGE)
         reply_dir_entry(fs, req, n);
-    return found;
+    if (rc == 0)
+        return 1;
+    if (rc == -ENOENT && (p->kind == FK_ROOT || p->kind == FK_DASH))
+        return 0; /* a discovery refresh may know it */
+    fuse_reply_err(req, -rc);
+    return 1;
 }
 
 void fs_lookup_after_disc(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name, int rc)
@@ -365,7 +379,7 @@ void fs_lookup_after_disc(struct fs *fs, fuse_req_t req, uint64_t parent, const 
         fuse_reply_err(req, ENOENT);
         return;
     }
-    if (!lookup_dir_entry(fs, req, p, name))
+    if (!lookup_resolved(fs, req, p, name))
         fuse_reply_err(req, rc ? -rc : ENOENT);
 }
 
@@ -377,7 +391,7 @@ static void lookup_unknown(struct fs *fs, fuse_req_t req, struct fs_inode *p, co
     int rc = fs_disc_check(fs, dash_id);
     if (rc == 1)
         fs_wait_disc(fs, req, FW_LOOKUP, p->ino, name, NULL, dash_id);
-    else if (rc < 0 || !lookup_dir_entry(fs, req, p, name))
+    else if (rc < 0 || !lookup_resolved(fs, req, p, name))
         fuse_reply_err(req, rc < 0 ? -rc : ENOENT);
 }
 
@@ -400,18 +414,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         }
         /* fall through */
     case FK_DASH:
-        if (!lookup_dir_entry(fs, req, p, name))
-            lookup_unknown(fs, req, p, name);
-        return;
     case FK_WIDGET:
-        if (strcmp(name, "days") == 0) {
-            reply_dir_entry(fs, req, fs_ino_dir(fs->ino, FK_DAYS, p->dash_id, p->widget_id));
-            return;
-        }
-        lookup_image(fs, req, p, name);
-        return;
     case FK_DAYS:
-        lookup_image(fs, req, p, name);
+        if (!lookup_resolved(fs, req, p, name))
+            lookup_unknown(fs, req, p, name);
         return;
     case FK_META_DIR:
         lookup_meta_file(fs, req, name);
