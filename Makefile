@@ -49,19 +49,20 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker flight cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount fs_pages main_opts main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker flight slab cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount fs_pages main_opts main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
-UNIT_TESTS := vpath cfg sign http api flight cache log ns disc engine
+UNIT_TESTS := vpath cfg sign http api flight slab cache log ns disc engine
 UNIT_DEPS_vpath := vpath
 UNIT_DEPS_cfg := cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_sign := sign
 UNIT_DEPS_http := http http_errno http_tls log
 UNIT_DEPS_api := api api_body api_breaker http http_errno http_tls sign log
 UNIT_DEPS_flight := flight
-UNIT_DEPS_cache := cache cache_index flight vpath log
+UNIT_DEPS_cache := cache cache_index flight slab vpath log
 UNIT_DEPS_engine := engine
+UNIT_DEPS_slab := slab
 UNIT_DEPS_log := log
 UNIT_DEPS_ns := ns cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_disc := disc flight api api_body api_breaker http http_errno http_tls sign $(UNIT_DEPS_ns)

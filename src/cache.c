@@ -28,6 +28,10 @@
  * pinned counter, which the blob decrements when finally freed. That counter is a small
  * refcounted object of its own, because pinned blobs may outlive the cache.
  *
+ * Memory. Entries and versions come from a slab pool (slab.h): keys are born and
+ * evicted roughly in LRU order, so the blocks of evicted keys empty out and go back to
+ * the system instead of fragmenting the heap (SPEC 7).
+ *
  * Locking. One mutex guards everything above and the mutable fields of versions. It is
  * never held while logging or freeing a version's bytes. A version's state is written
  * with release and read with acquire semantics, so accessors need no lock.
@@ -125,14 +129,14 @@ void cache_version_unref(struct cache_version *v)
 {
     if (v && atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1) {
         blob_unref(v->blob);
-        free(v);
+        slab_free(v);
     }
 }
 
 /* Lock held. A new PENDING version of key with one reference (the caller's). */
 static struct cache_version *version_new(struct cache *c, const struct cache_key *key)
 {
-    struct cache_version *v = calloc(1, sizeof *v + cache_key_names_len(key));
+    struct cache_version *v = slab_alloc(c->pool, sizeof *v + cache_key_names_len(key));
     if (!v)
         return NULL;
     atomic_init(&v->refs, 1);
@@ -292,12 +296,12 @@ static struct cache_entry *entry_new(struct cache *c, const struct cache_key *ke
 {
     size_t cost = entry_cost(key);
     (void)make_room(c, cost, 0, free_list); /* a key is always taken: lookups cannot fail */
-    struct cache_entry *e = calloc(1, sizeof *e + cache_key_names_len(key));
+    struct cache_entry *e = slab_alloc(c->pool, sizeof *e + cache_key_names_len(key));
     if (!e)
         return NULL;
     e->cur = version_new(c, key);
     if (!e->cur) {
-        free(e);
+        slab_free(e);
         return NULL;
     }
     e->cur->entry = e;
@@ -319,7 +323,8 @@ struct cache *cache_new(const struct cache_params *p)
         goto err;
     c->tab = calloc(CACHE_MIN_BUCKETS, sizeof *c->tab);
     c->pin = calloc(1, sizeof *c->pin);
-    if (!c->tab || !c->pin)
+    c->pool = slab_pool_new();
+    if (!c->tab || !c->pin || !c->pool)
         goto err_free;
     atomic_init(&c->pin->refs, 1);
     atomic_init(&c->pin->bytes, 0);
@@ -331,6 +336,7 @@ struct cache *cache_new(const struct cache_params *p)
     return c;
 
 err_free:
+    slab_pool_release(c->pool);
     free(c->pin);
     free(c->tab);
     free(c);
@@ -360,6 +366,7 @@ void cache_free(struct cache *c)
     free_list_release(dropped);
     pthread_mutex_destroy(&c->lock);
     pin_unref(c->pin);
+    slab_pool_release(c->pool); /* versions still referenced keep it until they go */
     free(c->tab);
     free(c);
 }

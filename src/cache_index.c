@@ -136,5 +136,5 @@ void cache_table_remove(struct cache *c, struct cache_entry *e)
     *pp = e->next;
     c->nkeys--;
     lru_unlink(c, e);
-    free(e);
+    slab_free(e);
 }

@@ -11,6 +11,7 @@
 
 #include "insightfs/cache.h"
 #include "insightfs/flight.h"
+#include "insightfs/slab.h"
 
 /* Heap overhead of one allocation, added to each record's counted size. */
 #define CACHE_MALLOC_OVERHEAD 16u
@@ -63,6 +64,7 @@ struct cache_entry {
 struct cache {
     pthread_mutex_t lock;
     struct cache_pin *pin;
+    struct slab_pool *pool; /* entries and versions (slab.h): freed heap goes back */
     /* protected by lock */
     struct cache_params params;
     struct cache_entry **tab;

@@ -27,20 +27,31 @@
  */
 #include "fs_int.h"
 
+#include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "insightfs/slab.h"
+
 struct fs_ino {
-    struct cache *cache; /* charged for image and snapshot inodes and their names */
+    struct cache *cache;    /* charged for image inodes and their names */
+    struct slab_pool *pool; /* inodes and names (slab.h): freed heap goes back */
     pthread_mutex_t lock;
-    struct fs_inode **buckets; /* protected by lock */
-    size_t n_buckets;          /* protected by lock; a power of 2 */
-    size_t n_inodes;           /* protected by lock */
-    uint64_t next_ino;         /* protected by lock */
-    size_t n_images;           /* protected by lock: image inodes */
-    uint64_t pinned;           /* protected by lock: bytes of pinned inodes' records */
+    struct fs_inode **buckets;  /* protected by lock */
+    size_t n_buckets;           /* protected by lock; a power of 2 */
+    size_t n_inodes;            /* protected by lock */
+    uint64_t next_ino;          /* protected by lock */
+    size_t n_images;            /* protected by lock: image inodes */
+    uint64_t pinned;            /* protected by lock: bytes of pinned inodes' records */
+    atomic_uint_fast64_t freed; /* records freed since the heap was last trimmed */
 };
+
+/* Give freed heap back to the system once this much was freed by FORGETs (SPEC 7): the
+ * kernel forgets invalidated names in bursts, and a burst must not stay in the arenas
+ * until the next housekeeping tick. */
+#define TRIM_AFTER_BYTES (2u << 20)
 
 /* What an inode and a remembered name count in the cache's bound (SPEC 7). */
 #define INODE_COST (sizeof(struct fs_inode) + 16)
@@ -120,7 +131,8 @@ static void inode_free(struct fs_ino *t, struct fs_inode *n)
         return;
     size_t cost = records_cost(n);
     for (size_t i = 0; i < FS_NAMES_MAX; i++)
-        free(n->names[i].name);
+        slab_free(n->names[i].name);
+    size_t freed = n->pinned ? n->pinned_cost : cost;
     if (t && n->pinned) {
         pthread_mutex_lock(&t->lock);
         t->pinned -= n->pinned_cost;
@@ -129,10 +141,14 @@ static void inode_free(struct fs_ino *t, struct fs_inode *n)
         cache_uncharge(t->cache, cost);
     }
     cache_version_unref(n->v);
-    free(n->dash_id);
-    free(n->widget_id);
+    slab_free(n->dash_id);
+    slab_free(n->widget_id);
     free(n->data);
-    free(n);
+    slab_free(n);
+    if (t && freed && atomic_fetch_add(&t->freed, freed) + freed >= TRIM_AFTER_BYTES) {
+        atomic_store(&t->freed, 0);
+        malloc_trim(0);
+    }
 }
 
 struct fs_ino *fs_ino_new(struct cache *cache)
@@ -141,7 +157,9 @@ struct fs_ino *fs_ino_new(struct cache *cache)
     if (!t)
         return NULL;
     t->cache = cache;
-    if (pthread_mutex_init(&t->lock, NULL) != 0) {
+    t->pool = slab_pool_new();
+    if (!t->pool || pthread_mutex_init(&t->lock, NULL) != 0) {
+        slab_pool_release(t->pool);
         free(t);
         return NULL;
     }
@@ -155,7 +173,7 @@ struct fs_ino *fs_ino_new(struct cache *cache)
         enum fs_kind kind;
     } fixed[] = {{FS_INO_ROOT, FK_ROOT}, {FS_INO_META, FK_META_DIR}};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-        struct fs_inode *n = calloc(1, sizeof(*n));
+        struct fs_inode *n = slab_alloc(t->pool, sizeof(*n));
         if (!n)
             goto err;
         n->ino = fixed[i].ino;
@@ -181,6 +199,7 @@ void fs_ino_free(struct fs_ino *t)
     }
     free(t->buckets);
     pthread_mutex_destroy(&t->lock);
+    slab_pool_release(t->pool);
     free(t);
 }
 
@@ -208,11 +227,11 @@ struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *das
         }
     }
     if (!found) {
-        struct fs_inode *n = calloc(1, sizeof(*n));
+        struct fs_inode *n = slab_alloc(t->pool, sizeof(*n));
         if (n) {
             n->kind = kind;
-            n->dash_id = strdup(dash_id);
-            n->widget_id = widget_id ? strdup(widget_id) : NULL;
+            n->dash_id = slab_strdup(t->pool, dash_id);
+            n->widget_id = widget_id ? slab_strdup(t->pool, widget_id) : NULL;
             if (!n->dash_id || (widget_id && !n->widget_id)) {
                 inode_free(NULL, n);
             } else {
@@ -236,7 +255,7 @@ struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
         extra = v; /* the inode already holds one */
         n->nlookup++;
     } else {
-        n = calloc(1, sizeof(*n));
+        n = slab_alloc(t->pool, sizeof(*n));
         if (n) {
             n->ino = ino;
             n->kind = FK_IMAGE;
@@ -257,7 +276,7 @@ struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
 
 struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
 {
-    struct fs_inode *n = calloc(1, sizeof(*n));
+    struct fs_inode *n = slab_alloc(t->pool, sizeof(*n));
     if (!n) {
         free(data);
         return NULL;
@@ -299,12 +318,12 @@ void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent,
         if (n->names[i].name && n->names[i].parent == parent && strcmp(n->names[i].name, name) == 0)
             goto out;
     }
-    char *copy = strdup(name);
+    char *copy = slab_strdup(t->pool, name);
     if (!copy)
         goto out; /* only an invalidation is lost: the version stays pinned a little longer */
     if (n->names[FS_NAMES_MAX - 1].name)
         uncharge = NAME_COST(n->names[FS_NAMES_MAX - 1].name);
-    free(n->names[FS_NAMES_MAX - 1].name);
+    slab_free(n->names[FS_NAMES_MAX - 1].name);
     memmove(&n->names[1], &n->names[0], (FS_NAMES_MAX - 1) * sizeof(n->names[0]));
     n->names[0].parent = parent;
     n->names[0].name = copy;

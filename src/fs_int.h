@@ -286,6 +286,7 @@ struct fs {
     atomic_int stopping;
     struct engine_timer housekeeping;
     uint64_t trim_mark; /* the housekeeping timer's: bytes held at its last tick */
+    size_t trim_inodes; /* the housekeeping timer's: image inodes at its last tick */
 
     /* Open directory handles (fs_dir.c), so that fs_free frees those whose RELEASEDIR
      * never came: the kernel sends RELEASEDIR in the background and drops what is still

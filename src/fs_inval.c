@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "insightfs/log.h"
+#include "insightfs/slab.h"
 
 struct inval_item {
     struct inval_item *next;
@@ -36,6 +37,7 @@ struct inval_item {
 
 struct fs_inval {
     struct fs_ino *ino;
+    struct slab_pool *pool; /* items (slab.h): a burst of evictions goes back at once */
     struct fuse_session *se;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -51,6 +53,11 @@ struct fs_inval *fs_inval_new(struct fs_ino *ino)
     if (!q)
         return NULL;
     q->ino = ino;
+    q->pool = slab_pool_new();
+    if (!q->pool) {
+        free(q);
+        return NULL;
+    }
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->cond, NULL);
     return q;
@@ -71,7 +78,7 @@ static void push(struct fs_inval *q, struct inval_item *it)
 
 void fs_inval_image(struct fs_inval *q, uint64_t ino)
 {
-    struct inval_item *it = calloc(1, sizeof(*it));
+    struct inval_item *it = slab_alloc(q->pool, sizeof(*it));
     if (!it)
         return; /* the version stays pinned until the kernel forgets it by itself */
     it->ino = ino;
@@ -81,7 +88,7 @@ void fs_inval_image(struct fs_inval *q, uint64_t ino)
 void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name)
 {
     size_t n = strlen(name);
-    struct inval_item *it = calloc(1, sizeof(*it) + n + 1);
+    struct inval_item *it = slab_alloc(q->pool, sizeof(*it) + n + 1);
     if (!it)
         return;
     it->parent = parent;
@@ -128,7 +135,7 @@ static void *inval_main(void *arg)
             q->tail = NULL;
         pthread_mutex_unlock(&q->lock);
         serve(q, it);
-        free(it);
+        slab_free(it);
         pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);
@@ -166,8 +173,9 @@ void fs_inval_free(struct fs_inval *q)
     while (q->head) {
         struct inval_item *it = q->head;
         q->head = it->next;
-        free(it);
+        slab_free(it);
     }
+    slab_pool_release(q->pool);
     pthread_cond_destroy(&q->cond);
     pthread_mutex_destroy(&q->lock);
     free(q);

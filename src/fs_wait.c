@@ -271,6 +271,11 @@ static void fetch_image(struct fetch_job *j, int cancelled)
                                                 img.signed_at_ms, &now, !res.fast_fail, &result);
     fs_drain_dropped(fs);
     answer_all(fs, list, result);
+    /* A failed version has nothing the kernel should keep: have it forget the names at
+     * once, so a storm of failing names does not pile up inodes until eviction (the
+     * failure stays remembered here; the next lookup finds it). */
+    if (result < 0)
+        fs_inval_image(fs->inval, FS_IMAGE_BASE + cache_version_id(j->v));
 }
 
 static void fetch_disc(struct fetch_job *j, int cancelled)
@@ -481,9 +486,10 @@ static void housekeeping(struct engine_timer *t)
     struct cache_stats cs;
     cache_get_stats(fs->cache, &cs);
     uint64_t held = cs.bytes + cs.pinned_bytes + fs_ino_pinned_bytes(fs->ino);
-    if (held < fs->trim_mark)
+    if (held < fs->trim_mark || fs_ino_images(fs->ino) < fs->trim_inodes)
         malloc_trim(0);
     fs->trim_mark = held;
+    fs->trim_inodes = fs_ino_images(fs->ino);
     t->when = mono_ms() + HOUSEKEEPING_MS;
     engine_timer_set(fs->engine, t);
 }
