@@ -569,7 +569,8 @@ static void finish_ready(struct cache *c, struct cache_version *v, struct cache_
     v->blob = b;
     v->fetched_at = signed_at;
     v->fetched_mono = now;
-    v->final = o->final >= 0 ? o->final : vpath_is_final(v->key.end_ms, signed_at, c->params.settle_s);
+    v->final =
+        o->final >= 0 ? o->final : vpath_is_final(v->key.end_ms, signed_at, c->params.settle_s);
     /* A live version from the shared cache has only the fleet's time left: it counts as
      * fetched that much earlier, so every freshness rule below stays the one of live_ms. */
     if (!v->final && o->fresh_for_ms >= 0 && o->fresh_for_ms < live_ms(c))
@@ -623,9 +624,9 @@ static void log_stale(const struct cache_version *v, int err, int64_t age_ms)
 }
 
 static struct flight_waiter *complete(struct cache *c, struct cache_version *v, int rc,
-                                     unsigned char *data, size_t len, int64_t signed_at,
-                                     const struct origin *o, const struct cache_clock *now,
-                                     int remember, int *result)
+                                      unsigned char *data, size_t len, int64_t signed_at,
+                                      const struct origin *o, const struct cache_clock *now,
+                                      int remember, int *result)
 {
     struct cache_version *free_list = NULL;
     struct cache_blob *b = NULL;

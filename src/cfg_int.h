@@ -111,7 +111,6 @@ int cfg_take_shared(struct cfg_loader *ld, const config_setting_t *s)
 int cfg_secret_file_read(struct cfg_loader *ld, const char *setting, const config_setting_t *s,
                          char **secret, char **path_out) __attribute__((warn_unused_result));
 
-
 /* Open ld->file, check it, scan its raw text and parse it into ld->lc; sets ld->st and
  * ld->via_link. */
 int cfg_file_parse(struct cfg_loader *ld) __attribute__((warn_unused_result));

@@ -142,8 +142,7 @@ static char *metrics_text(const struct meta_counters *c)
         const char *name, *type, *help;
         uint64_t value;
     } sm[] = {
-        {"insightfs_shared_up", "gauge", "1 while the shared cache (Redis) answers.",
-         c->shared.up},
+        {"insightfs_shared_up", "gauge", "1 while the shared cache (Redis) answers.", c->shared.up},
         {"insightfs_shared_hits_total", "counter",
          "Fetches the shared cache answered (a value or a remembered failure).", c->shared.hits},
         {"insightfs_shared_misses_total", "counter",

@@ -294,13 +294,11 @@ static void finish_shared(struct fetch_job *j, struct fs_gen *g, const char *has
         size_t len = 0;
         const unsigned char *png = cache_version_data(v, &len);
         int final = cache_version_final(v);
-        int64_t ttl = final ? (int64_t)cfg->shared.final_ttl_s * 1000
-                            : (int64_t)cfg->live_ttl_s * 1000;
-        shared_finish(g->shared, hash, lease, png, len, cache_version_fetched_at(v), final, 0,
-                      ttl);
+        int64_t ttl =
+            final ? (int64_t)cfg->shared.final_ttl_s * 1000 : (int64_t)cfg->live_ttl_s * 1000;
+        shared_finish(g->shared, hash, lease, png, len, cache_version_fetched_at(v), final, 0, ttl);
     } else if (rc < 0 && shareable_failure(rc, res)) {
-        shared_finish(g->shared, hash, lease, NULL, 0, 0, 0, -rc,
-                      (int64_t)cfg->error_ttl_s * 1000);
+        shared_finish(g->shared, hash, lease, NULL, 0, 0, 0, -rc, (int64_t)cfg->error_ttl_s * 1000);
     } else {
         shared_finish(g->shared, hash, lease, NULL, 0, 0, 0, 0, 0); /* release only */
     }
@@ -326,8 +324,8 @@ static void fetch_image(struct fetch_job *j, int cancelled)
     if (!cancelled && g->shared && mono_ms() < j->deadline &&
         shared_key_hash(g->cfg->endpoint, g->cfg->access_key, k, hash) == 0) {
         struct shared_found f;
-        enum shared_answer ans = shared_get(g->shared, hash, j->deadline,
-                                            (size_t)g->cfg->max_image_bytes, &mem, &f);
+        enum shared_answer ans =
+            shared_get(g->shared, hash, j->deadline, (size_t)g->cfg->max_image_bytes, &mem, &f);
         if (ans == SHARED_VALUE || ans == SHARED_FAILED) {
             fs_gen_unref(g);
             complete_from_shared(fs, j, ans, &f);

@@ -206,8 +206,7 @@ static int run_check(const struct cfg *cfg, const char *path)
         /* SPEC 13: connect, AUTH and PING; the reason never holds the password. */
         char *why = NULL;
         if (shared_check(cfg, &why) != 0) {
-            fprintf(stderr, "insightfs: %s: shared.redis: %s\n", file,
-                    why ? why : "out of memory");
+            fprintf(stderr, "insightfs: %s: shared.redis: %s\n", file, why ? why : "out of memory");
             free(why);
             return 1;
         }

@@ -58,8 +58,7 @@ int shared_key_hash(const char *endpoint, const char *access_key, const struct c
     return rc;
 }
 
-int shared_account_hash(const char *endpoint, const char *access_key,
-                        char out[SHARED_HASH_LEN + 1])
+int shared_account_hash(const char *endpoint, const char *access_key, char out[SHARED_HASH_LEN + 1])
 {
     char *buf = NULL;
     int n = asprintf(&buf, "%s%c%s", endpoint, 0, access_key);
@@ -108,8 +107,8 @@ static int all_zero(const unsigned char *p, size_t n)
     return 1;
 }
 
-int shared_value_check(const unsigned char *value, size_t len, size_t max_png,
-                       int64_t *fetched_at, int *final, size_t *png_len, const char **why)
+int shared_value_check(const unsigned char *value, size_t len, size_t max_png, int64_t *fetched_at,
+                       int *final, size_t *png_len, const char **why)
 {
     uint64_t n;
 
@@ -298,9 +297,9 @@ static int delete_key(struct shared *s, struct shared_conn *c, const char *key)
 /* A value found: check it, copy the PNG out (reserved through mem). Returns 1 (found
  * filled), 0 (invalid: deleted, ask again), or -1 (give up: SHARED_OFF; *conn_ok says
  * whether the connection is still good). */
-static int take_value(struct shared *s, struct shared_conn *c, const char *key,
-                      const redisReply *v, long long pttl, size_t max_png,
-                      const struct http_mem *mem, struct shared_found *found, int *conn_ok)
+static int take_value(struct shared *s, struct shared_conn *c, const char *key, const redisReply *v,
+                      long long pttl, size_t max_png, const struct http_mem *mem,
+                      struct shared_found *found, int *conn_ok)
 {
     const char *why = NULL;
     int64_t fetched_at = 0;
@@ -309,11 +308,10 @@ static int take_value(struct shared *s, struct shared_conn *c, const char *key,
 
     *conn_ok = 1;
     if (v->type != REDIS_REPLY_STRING ||
-        shared_value_check((const unsigned char *)v->str, v->len, max_png, &fetched_at, &final,
-                           &n, &why) != 0) {
+        shared_value_check((const unsigned char *)v->str, v->len, max_png, &fetched_at, &final, &n,
+                           &why) != 0) {
         atomic_fetch_add(&s->invalid, 1);
-        log_warn("shared cache: invalid value %s deleted: %s", key,
-                 why ? why : "not a string");
+        log_warn("shared cache: invalid value %s deleted: %s", key, why ? why : "not a string");
         if (delete_key(s, c, key) != 0) {
             *conn_ok = 0;
             return -1;
@@ -463,8 +461,8 @@ void shared_finish(struct shared *s, const char *hash, struct shared_lease *leas
     struct shared_conn *c = shared_conn_take(s);
     if (c) {
         const char *argv[] = {img, errk, lease->key, mode, payload, ms, lease->value, done};
-        size_t lens[] = {strlen(img),  strlen(errk), strlen(lease->key),    1,
-                         plen,         strlen(ms),   strlen(lease->value), strlen(done)};
+        size_t lens[] = {strlen(img), strlen(errk), strlen(lease->key),   1,
+                         plen,        strlen(ms),   strlen(lease->value), strlen(done)};
         redisReply *r = shared_eval(s, c, SHARED_S_FINISH, 3, 8, argv, lens);
         if (r)
             freeReplyObject(r);

@@ -93,6 +93,8 @@ int64_t shared_mono_ms(void)
 /* A reply that is an error, or none: its text (static or in c / r) for a log line. */
 static const char *reply_error(redisContext *c, redisReply *r)
 {
+    if (!r && c->err == REDIS_ERR_IO && strstr(c->errstr, "temporarily unavailable"))
+        return "timed out (shared.timeout_ms)"; /* SO_RCVTIMEO / SO_SNDTIMEO ran out */
     if (!r)
         return c->errstr[0] ? c->errstr : "no reply";
     if (r->type == REDIS_REPLY_ERROR)
@@ -106,8 +108,8 @@ static redisContext *open_ctx(const char *host, int port, const char *socket, in
                               const char *password, int timeout_ms, char *why, size_t len)
 {
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c = socket ? redisConnectUnixWithTimeout(socket, tv)
-                             : redisConnectWithTimeout(host, port, tv);
+    redisContext *c =
+        socket ? redisConnectUnixWithTimeout(socket, tv) : redisConnectWithTimeout(host, port, tv);
     redisReply *r = NULL;
     const char *e;
 
@@ -200,8 +202,8 @@ static int load_scripts(struct shared *s, redisContext *c, char *why, size_t len
 /* A new connection with the scripts loaded, or NULL with why. */
 static struct shared_conn *conn_open(struct shared *s, uint64_t epoch, char *why, size_t len)
 {
-    redisContext *c = open_ctx(s->host, s->port, s->socket, s->db, s->password, s->timeout_ms,
-                               why, len);
+    redisContext *c =
+        open_ctx(s->host, s->port, s->socket, s->db, s->password, s->timeout_ms, why, len);
     struct shared_conn *sc;
 
     if (!c)

@@ -30,8 +30,8 @@ struct shared_conn {
 
 /* A lease this mount holds, renewed by the keeper until shared_finish. */
 struct shared_lease {
-    char key[96];   /* insightfs:1:lease:<H> */
-    char value[128]; /* host name, pid, random token */
+    char key[96];                     /* insightfs:1:lease:<H> */
+    char value[128];                  /* host name, pid, random token */
     struct shared_lease *next, *prev; /* protected by shared.mu */
 };
 
@@ -43,16 +43,16 @@ struct shared {
     char holder[64]; /* "<host name> <pid>" for lease values */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;                    /* CLOCK_MONOTONIC: the keeper's sleep */
-    struct shared_conn *pool;             /* protected by mu: idle connections */
-    size_t pool_n;                        /* protected by mu */
-    uint64_t epoch;                       /* protected by mu: bumped when Redis goes down */
-    int64_t retry_at, backoff_ms;         /* protected by mu: while down */
-    int announced;                        /* protected by mu: the down warn was logged */
-    struct shared_lease *leases;          /* protected by mu */
-    int stop, started;                    /* protected by mu */
+    pthread_cond_t cv;            /* CLOCK_MONOTONIC: the keeper's sleep */
+    struct shared_conn *pool;     /* protected by mu: idle connections */
+    size_t pool_n;                /* protected by mu */
+    uint64_t epoch;               /* protected by mu: bumped when Redis goes down */
+    int64_t retry_at, backoff_ms; /* protected by mu: while down */
+    int announced;                /* protected by mu: the down warn was logged */
+    struct shared_lease *leases;  /* protected by mu */
+    int stop, started;            /* protected by mu */
     pthread_t keeper;
-    char sha[SHARED_NS][41];              /* protected by mu: the scripts' SHA1s */
+    char sha[SHARED_NS][41]; /* protected by mu: the scripts' SHA1s */
 
     atomic_int up;
     atomic_uint_fast64_t hits, misses, errors, leases_won, leases_waited, invalid;

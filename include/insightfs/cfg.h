@@ -38,12 +38,12 @@ struct cfg_dashboard {
 
 /* The shared group (SPEC 13): a fleet's second cache level in Redis. */
 struct cfg_shared {
-    char *redis;    /* the URL as configured; NULL: no shared group (the rest is unset) */
-    char *host;     /* redis://: the host (IPv6 without brackets); NULL for a unix socket */
-    int port;       /* redis://: 1-65535, default 6379 */
-    char *socket;   /* unix:: the socket's path; NULL for redis:// */
-    int db;         /* the database index, 0-2147483647, default 0 */
-    char *password; /* the first line of password_file (AUTH), wiped on free; NULL: none */
+    char *redis;         /* the URL as configured; NULL: no shared group (the rest is unset) */
+    char *host;          /* redis://: the host (IPv6 without brackets); NULL for a unix socket */
+    int port;            /* redis://: 1-65535, default 6379 */
+    char *socket;        /* unix:: the socket's path; NULL for redis:// */
+    int db;              /* the database index, 0-2147483647, default 0 */
+    char *password;      /* the first line of password_file (AUTH), wiped on free; NULL: none */
     char *password_file; /* absolute, or NULL */
     int timeout_ms;      /* each Redis command, 10-10000 (default 100) */
     int final_ttl_s;     /* 60-31536000 (default 2592000) */

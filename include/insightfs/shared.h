@@ -44,8 +44,8 @@ int shared_key_hash(const char *endpoint, const char *access_key, const struct c
 
 /* The hex SHA-256 of endpoint NUL access key (the rate key's name). Returns 0, -ENOMEM
  * or -EIO. Pure, thread-safe. */
-int shared_account_hash(const char *endpoint, const char *access_key,
-                        char out[SHARED_HASH_LEN + 1]) __attribute__((warn_unused_result));
+int shared_account_hash(const char *endpoint, const char *access_key, char out[SHARED_HASH_LEN + 1])
+    __attribute__((warn_unused_result));
 
 /* The header of a value: "IFS1", fetched_at (big-endian int64), the final flag, three
  * zero bytes, the PNG's length (big-endian uint64), eight zero bytes. Pure. */
@@ -56,16 +56,15 @@ void shared_header_encode(unsigned char out[SHARED_HDR_LEN], int64_t fetched_at,
  * zero bytes), the length (exactly the bytes after the header; at most max_png), and a
  * valid PNG (api_png_valid). Returns 0 with *fetched_at, *final and the PNG at
  * value + SHARED_HDR_LEN (*png_len bytes), or -EINVAL with *why (static text). Pure. */
-int shared_value_check(const unsigned char *value, size_t len, size_t max_png,
-                       int64_t *fetched_at, int *final, size_t *png_len, const char **why)
+int shared_value_check(const unsigned char *value, size_t len, size_t max_png, int64_t *fetched_at,
+                       int *final, size_t *png_len, const char **why)
     __attribute__((warn_unused_result));
 
 /* An instance for cfg's shared group (cfg->shared.redis must be set): copies what it
  * needs (address, password, timeouts, the account hash for the rate key). Connects
  * nothing yet. Logs the no-TLS warn for a redis:// host that is not loopback. Returns
  * it, or NULL (out of memory) with *err (malloc'd; err may be NULL). */
-struct shared *shared_new(const struct cfg *cfg, char **err)
-    __attribute__((warn_unused_result));
+struct shared *shared_new(const struct cfg *cfg, char **err) __attribute__((warn_unused_result));
 
 /* Start its thread (lease renewal, reconnection); idempotent. Call after daemonizing
  * (shared_get also does). Returns 0 or a negative errno (then leases are not renewed:
@@ -91,12 +90,12 @@ enum shared_answer {
 };
 
 struct shared_found {
-    unsigned char *png;   /* SHARED_VALUE: malloc'd, png_len bytes reserved through mem */
+    unsigned char *png; /* SHARED_VALUE: malloc'd, png_len bytes reserved through mem */
     size_t png_len;
-    int64_t fetched_at;   /* SHARED_VALUE: Unix ms, from the header */
-    int final;            /* SHARED_VALUE */
-    int64_t fresh_for_ms; /* SHARED_VALUE: the value's PTTL (-1: no expiry) */
-    int err;              /* SHARED_FAILED */
+    int64_t fetched_at;         /* SHARED_VALUE: Unix ms, from the header */
+    int final;                  /* SHARED_VALUE */
+    int64_t fresh_for_ms;       /* SHARED_VALUE: the value's PTTL (-1: no expiry) */
+    int err;                    /* SHARED_FAILED */
     struct shared_lease *lease; /* SHARED_LEASE: hand to shared_finish */
 };
 
