@@ -218,6 +218,8 @@ static int take_redis(struct cfg_loader *ld, const config_setting_t *s)
     rc = cfg_redis_url_parse(v, &u, &why);
     if (rc == -ENOMEM)
         return cfg_fail(ld, -ENOMEM, 0, NULL, "out of memory");
+    if (rc && strchr(v, '@'))
+        return cfg_fail_at(ld, rc, s, "%s", why); /* the value may hold a password */
     if (rc)
         return cfg_fail_value(ld, s, v, why);
     sh->redis = strdup(v);
