@@ -110,7 +110,7 @@ static int all_zero(const unsigned char *p, size_t n)
 int shared_value_check(const unsigned char *value, size_t len, size_t max_png, int64_t *fetched_at,
                        int *final, size_t *png_len, const char **why)
 {
-    uint64_t n;
+    uint64_t n = 0;
 
     *why = NULL;
     if (len < SHARED_HDR_LEN)
