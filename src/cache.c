@@ -677,7 +677,7 @@ struct flight_waiter *cache_complete_shared(struct cache *c, struct cache_versio
                                             int final, int64_t fresh_for_ms,
                                             const struct cache_clock *now, int *result)
 {
-    struct origin o = {final ? 1 : 0, fresh_for_ms < 0 ? 0 : fresh_for_ms};
+    struct origin o = {final ? 1 : 0, fresh_for_ms < 0 ? -1 : fresh_for_ms}; /* -1: no expiry */
     return complete(c, v, 0, data, len, fetched_at, &o, now, 1, result);
 }
 
