@@ -26,7 +26,7 @@ ifeq ($(VALGRIND),0)
 override VALGRIND :=
 endif
 
-PKGS := fuse3 libcurl openssl libconfig json-c
+PKGS := fuse3 libcurl openssl libconfig json-c hiredis
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
 
 ifneq ($(and $(SANITIZE),$(VALGRIND)),)
@@ -49,13 +49,13 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker flight slab cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount fs_pages main_opts main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker shared shared_conn flight slab cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_mount fs_pages main_opts main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
-UNIT_TESTS := vpath cfg sign http api flight slab cache log ns disc engine
+UNIT_TESTS := vpath cfg sign http api flight slab cache log ns disc engine shared
 UNIT_DEPS_vpath := vpath
-UNIT_DEPS_cfg := cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
+UNIT_DEPS_cfg := cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_sign := sign
 UNIT_DEPS_http := http http_errno http_tls log
 UNIT_DEPS_api := api api_body api_breaker http http_errno http_tls sign log
@@ -64,14 +64,15 @@ UNIT_DEPS_cache := cache cache_index flight slab vpath log
 UNIT_DEPS_engine := engine
 UNIT_DEPS_slab := slab
 UNIT_DEPS_log := log
-UNIT_DEPS_ns := ns cfg cfg_file cfg_settings cfg_dashboards cfg_dump vpath log
+UNIT_DEPS_ns := ns cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_disc := disc flight api api_body api_breaker http http_errno http_tls sign $(UNIT_DEPS_ns)
+UNIT_DEPS_shared := shared shared_conn api api_body api_breaker http http_errno http_tls sign $(UNIT_DEPS_cfg)
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/test_%)
 
 # Debian packages of SPEC section 10: build, then tests.
 DEBS := libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libconfig-dev pkg-config \
-	libjson-c-dev tzdata python3-pytest libcmocka-dev rsync file openssl clang \
-	libclang-rt-14-dev valgrind man-db chromium chromium-driver python3-selenium
+	libjson-c-dev libhiredis-dev tzdata python3-pytest libcmocka-dev rsync file openssl clang \
+	libclang-rt-14-dev valgrind man-db redis-server chromium chromium-driver python3-selenium
 BENCH_DEBS := httpdirfs rclone
 
 PYTEST := /usr/bin/python3 -m pytest

@@ -25,6 +25,8 @@
  *     from the try's timestamp is retried once, at once and without budget, when the
  *     corrected clock is within 5 minutes of the gateway: this extra try is outside
  *     `retries` (a wrong clock is ours to fix, not the server's fault).
+ *   - A pacer handed in (api_set_pacer: the shared cache's fleet rate limit) is asked
+ *     before every try and its wait counts against D.
  *   - One warn line per failed logical call (SPEC 8), one debug line per failed try.
  *     Logged: the target, status, gateway errorCode and message (escaped), curl's text,
  *     the errno name. Never the secret, the signature or the access key.
@@ -114,6 +116,7 @@ struct api {
     int timeout_ms, connect_timeout_ms, retries;
     size_t max_image_bytes;
     int64_t test_offset_ms;
+    struct api_pacer pacer; /* wait_turn NULL: none */
 };
 
 /* ---- clocks, randomness ---- */
@@ -381,6 +384,11 @@ void api_free(struct api *api)
     sign_secret_free(api->secret);
     free(api->h_domain);
     free(api);
+}
+
+void api_set_pacer(struct api *api, const struct api_pacer *pacer)
+{
+    api->pacer = *pacer;
 }
 
 void api_get_stats(struct api *api, struct api_stats *out)
@@ -666,6 +674,18 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
         snprintf(c->res.message, sizeof(c->res.message), "upstream down (circuit breaker open)");
 
     while (!down_err) {
+        /* The fleet's pacer first (SPEC 13): its wait counts against D; no slot before D
+         * means no try, and the call ends with the last try's errno (ETIMEDOUT if none). */
+        if (api->pacer.wait_turn && api->pacer.wait_turn(api->pacer.arg, deadline) < 0) {
+            if (tries == 0) {
+                v = (struct http_verdict){
+                    .err = -ETIMEDOUT, .retryable = false, .kind = HTTP_KIND_TIMEOUT};
+                c->res.outcome = API_TIMEOUT;
+                snprintf(c->res.message, sizeof(c->res.message),
+                         "no slot of the fleet rate limit before the deadline");
+            }
+            break;
+        }
         int64_t ts, try_start = http_mono_ms();
         http_response_cleanup(&c->resp, c->mem);
         memset(&c->resp, 0, sizeof(c->resp)); /* nothing of the last try leaks into this */

@@ -57,6 +57,11 @@ static enum api_png png_chunks(const unsigned char *p, size_t len)
     }
 }
 
+int api_png_valid(const unsigned char *p, size_t len)
+{
+    return api_png_check(p, len, -1) == API_PNG_VALID;
+}
+
 enum api_png api_png_check(const unsigned char *p, size_t len, int64_t content_length)
 {
     static const unsigned char sig[PNG_SIG_LEN] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};

@@ -559,8 +559,16 @@ enum cache_need cache_need(struct cache *c, struct cache_version *v, const struc
 
 /* --- fetch completion (lock held) --------------------------------------------------- */
 
+/* Where ready bytes came from: a fetch (final < 0: decided here from signed_at) or the
+ * fleet's shared cache (its final flag, and a live version's time left). */
+struct origin {
+    int final;            /* -1: decide; else 0 or 1 */
+    int64_t fresh_for_ms; /* -1: live_ttl_s; else at most that */
+};
+
 static void finish_ready(struct cache *c, struct cache_version *v, struct cache_blob *b,
-                         int64_t signed_at, int64_t now, struct cache_version **free_list)
+                         int64_t signed_at, int64_t now, const struct origin *o,
+                         struct cache_version **free_list)
 {
     struct cache_entry *e = v->entry;
     /* The fetcher's reservation of len bytes becomes the version's bytes. */
@@ -568,7 +576,12 @@ static void finish_ready(struct cache *c, struct cache_version *v, struct cache_
     v->blob = b;
     v->fetched_at = signed_at;
     v->fetched_mono = now;
-    v->final = vpath_is_final(v->key.end_ms, signed_at, c->params.settle_s);
+    v->final =
+        o->final >= 0 ? o->final : vpath_is_final(v->key.end_ms, signed_at, c->params.settle_s);
+    /* A live version from the shared cache has only the fleet's time left: it counts as
+     * fetched that much earlier, so every freshness rule below stays the one of live_ms. */
+    if (!v->final && o->fresh_for_ms >= 0 && o->fresh_for_ms < live_ms(c))
+        v->fetched_mono = now - (live_ms(c) - o->fresh_for_ms);
     state_store(v, CACHE_READY);
     if (!e) {
         blob_pin(c, b); /* left the cache while being fetched */
@@ -617,9 +630,10 @@ static void log_stale(const struct cache_version *v, int err, int64_t age_ms)
              (long long)age_ms, strerrorname_np(err) ? strerrorname_np(err) : "?");
 }
 
-struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, int rc,
-                                     unsigned char *data, size_t len, int64_t signed_at,
-                                     const struct cache_clock *now, int remember, int *result)
+static struct flight_waiter *complete(struct cache *c, struct cache_version *v, int rc,
+                                      unsigned char *data, size_t len, int64_t signed_at,
+                                      const struct origin *o, const struct cache_clock *now,
+                                      int remember, int *result)
 {
     struct cache_version *free_list = NULL;
     struct cache_blob *b = NULL;
@@ -640,7 +654,7 @@ struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, i
         atomic_init(&b->refs, 1);
         b->data = data;
         b->len = len;
-        finish_ready(c, v, b, signed_at, now->mono, &free_list);
+        finish_ready(c, v, b, signed_at, now->mono, o, &free_list);
     } else if (finish_failed(c, v, -rc, now->mono, &free_list)) {
         stale_err = -rc;
         age = now->mono - v->fetched_mono;
@@ -655,6 +669,23 @@ struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, i
     if (stale_err)
         log_stale(v, stale_err, age);
     return w;
+}
+
+struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, int rc,
+                                     unsigned char *data, size_t len, int64_t signed_at,
+                                     const struct cache_clock *now, int remember, int *result)
+{
+    struct origin o = {-1, -1};
+    return complete(c, v, rc, data, len, signed_at, &o, now, remember, result);
+}
+
+struct flight_waiter *cache_complete_shared(struct cache *c, struct cache_version *v,
+                                            unsigned char *data, size_t len, int64_t fetched_at,
+                                            int final, int64_t fresh_for_ms,
+                                            const struct cache_clock *now, int *result)
+{
+    struct origin o = {final ? 1 : 0, fresh_for_ms < 0 ? -1 : fresh_for_ms}; /* -1: no expiry */
+    return complete(c, v, 0, data, len, fetched_at, &o, now, 1, result);
 }
 
 /* --- reservations, charges and stats ------------------------------------------------ */

@@ -18,6 +18,7 @@
  *   cfg_file.c        steps 1-3 and the credentials of step 5: files opened safely, the
  *                     raw-text scan, secrets, the environment; also cfg_find;
  *   cfg_settings.c    steps 4-5: defaults, the tables of settings, each setting's check;
+ *   cfg_shared.c      the shared group (SPEC 13): Redis URLs, the password file;
  *   cfg_dashboards.c  the dashboards and widgets lists and the rules of names and ids
  *                     (also cfg_sanitize_name, those rules applied to discovered names);
  *   cfg_dump.c        a struct cfg written back as libconfig text;
@@ -323,5 +324,10 @@ void cfg_free(struct cfg *cfg)
         free(d->id);
     }
     free(cfg->dashboards);
+    cfg_secret_free(&cfg->shared.password);
+    free(cfg->shared.password_file);
+    free(cfg->shared.redis);
+    free(cfg->shared.host);
+    free(cfg->shared.socket);
     free(cfg);
 }

@@ -115,6 +115,17 @@ char *cfg_dump(const struct cfg *cfg)
             cfg->discover_ttl_s);
     fprintf(f, "pages = %s;\n", cfg->pages ? "true" : "false");
     fprintf(f, "log_level = \"%s\";\n", log_level_name(cfg->log_level));
+    if (cfg->shared.redis) {
+        /* The password never appears; that one is set is worth knowing. */
+        fputs("shared = {\n  redis = ", f);
+        put_string(f, cfg->shared.redis);
+        fprintf(f,
+                ";\n%s  timeout_ms = %d;\n  final_ttl_s = %d;\n"
+                "  fleet_requests_per_second = %d;\n};\n",
+                cfg->shared.password ? "  # password_file: set (not shown)\n" : "",
+                cfg->shared.timeout_ms, cfg->shared.final_ttl_s,
+                cfg->shared.fleet_requests_per_second);
+    }
     free(shown);
     bad = ferror(f);
     if (fclose(f) != 0 || bad) {

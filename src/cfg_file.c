@@ -348,11 +348,12 @@ static int check_secret_mode(struct cfg_loader *ld, const char *setting, const c
     return 0;
 }
 
-/* The first line of api.secret_key_file, one trailing "\n" or "\r\n" dropped. */
-static int read_secret_file(struct cfg_loader *ld, char **secret)
+/* The first line of a secret file (api.secret_key_file, shared.password_file), one
+ * trailing "\n" or "\r\n" dropped. */
+int cfg_secret_file_read(struct cfg_loader *ld, const char *setting, const config_setting_t *s,
+                         char **secret, char **path_out)
 {
-    const char *setting = "api.secret_key_file";
-    char *path = cfg_resolve(ld, config_setting_get_string(ld->secret_file)), *buf = NULL;
+    char *path = cfg_resolve(ld, config_setting_get_string(s)), *buf = NULL;
     size_t len = 0, line;
     struct stat st;
     int fd = -1, rc;
@@ -395,6 +396,10 @@ static int read_secret_file(struct cfg_loader *ld, char **secret)
     *secret = strndup(buf, line);
     if (!*secret)
         rc = cfg_fail(ld, -ENOMEM, 0, NULL, "out of memory");
+    else if (path_out) {
+        *path_out = path;
+        path = NULL;
+    }
 out:
     text_free(buf, len);
     if (fd >= 0)
@@ -442,7 +447,8 @@ int cfg_credentials_take(struct cfg_loader *ld)
             return rc;
         cfg->secret_key = strdup(v);
     } else if (ld->secret_file) {
-        return read_secret_file(ld, &cfg->secret_key);
+        return cfg_secret_file_read(ld, "api.secret_key_file", ld->secret_file, &cfg->secret_key,
+                                    NULL);
     } else if (env && env->secret_key && *env->secret_key) {
         cfg->secret_key = strdup(env->secret_key);
     } else if (no_file) {

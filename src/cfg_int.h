@@ -94,7 +94,22 @@ int cfg_take_dashboards(struct cfg_loader *ld, const config_setting_t *s)
 /* After the walk: with pages = true, an entry named CFG_PAGE_NAME is an error. */
 int cfg_dashboards_finish(struct cfg_loader *ld) __attribute__((warn_unused_result));
 
+/* ---- the shared group (cfg_shared.c) ---- */
+
+/* The take function of the `shared` group s: every setting checked into ld->cfg->shared
+ * (the password read from password_file under the secret-file rules). */
+int cfg_take_shared(struct cfg_loader *ld, const config_setting_t *s)
+    __attribute__((warn_unused_result));
+
 /* ---- files and credentials (cfg_file.c) ---- */
+
+/* The first line of the secret file named by the string setting s (one trailing "\n"
+ * or "\r\n" dropped) into *secret (malloc'd; wipe with cfg_secret_free), under the
+ * secret-file rules of SPEC 3 (O_NOFOLLOW, fstat: a regular file owned by the effective
+ * uid or root, mode & 077 == 0). Messages name `setting` (e.g. "shared.password_file").
+ * *path_out (may be NULL) gets the resolved path (malloc'd). */
+int cfg_secret_file_read(struct cfg_loader *ld, const char *setting, const config_setting_t *s,
+                         char **secret, char **path_out) __attribute__((warn_unused_result));
 
 /* Open ld->file, check it, scan its raw text and parse it into ld->lc; sets ld->st and
  * ld->via_link. */

@@ -162,6 +162,7 @@ static const struct field top_fields[] = {
     INT("discover_ttl_s", discover_ttl_s, 10, 86400),
     {"pages", CFG_K_BOOL, OFF(pages), 0, 0, NULL, NULL, "true or false"},
     STR("log_level", take_log_level),
+    {"shared", CFG_K_GROUP, 0, 0, 0, cfg_take_shared, NULL, "a group"},
     {NULL},
 };
 
@@ -246,7 +247,7 @@ static int walk_group(struct cfg_loader *ld, const config_setting_t *grp,
         rc = cfg_check_type(ld, s, f->kind, f->want);
         if (rc)
             return rc;
-        if (f->kind == CFG_K_GROUP)
+        if (f->kind == CFG_K_GROUP && !f->take)
             rc = walk_group(ld, s, f->sub);
         else if (f->take)
             rc = f->take(ld, s);

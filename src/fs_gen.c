@@ -1,11 +1,14 @@
 /* fs_gen - the state that configuration and discovery decide: configuration
  * generations, the dashboard/widget tree, and SIGHUP reload (SPEC 7, 12.5).
  *
- * Generations: a generation (cfg + API client) is swapped whole on SIGHUP; requests hold
+ * Generations: a generation (cfg + API client + shared cache level) is swapped whole on
+ * SIGHUP; requests hold
  * a reference to the generation they started with. A client is shared by generations
  * whose api settings are the same; a new client for the same account (endpoint and
  * access key) inherits the old one's account state (clock offset, retry budget, circuit
- * breaker, counters: api_new), so only another account starts afresh.
+ * breaker, counters: api_new), so only another account starts afresh. The shared cache
+ * level (SPEC 13) goes with the client (its fleet pacer is handed to the client as a
+ * value), so a reload that changes the shared group builds both anew.
  *
  * The tree (configured + discovered entries) is rebuilt from the current cfg and the
  * discovered lists whenever either changes. Rebuilds are serialized by st.rebuild and
@@ -42,11 +45,20 @@
 #include "insightfs/log.h"
 #include "insightfs/ns.h"
 
-/* The API client, shared by generations whose api settings are the same. */
+/* The API client, shared by generations whose api and shared settings are the same,
+ * and the shared cache level whose fleet pacer it uses (SPEC 13). */
 struct fs_api {
     atomic_int refs;
     struct api *api;
+    struct shared *shared; /* NULL without a shared group */
 };
+
+static void fs_api_free(struct fs_api *fa)
+{
+    api_free(fa->api); /* first: its pacer points into fa->shared */
+    shared_free(fa->shared);
+    free(fa);
+}
 
 /* ---- generations ---------------------------------------------------------------- */
 
@@ -54,10 +66,8 @@ void fs_gen_unref(struct fs_gen *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
-    if (g->fa && atomic_fetch_sub(&g->fa->refs, 1) == 1) {
-        api_free(g->fa->api);
-        free(g->fa);
-    }
+    if (g->fa && atomic_fetch_sub(&g->fa->refs, 1) == 1)
+        fs_api_free(g->fa);
     cfg_free(g->cfg);
     free(g);
 }
@@ -90,8 +100,15 @@ static struct fs_gen *gen_new(struct cfg *cfg, struct fs_api *reuse, struct api 
     } else if ((g->fa = calloc(1, sizeof(*g->fa))) != NULL) {
         atomic_init(&g->fa->refs, 1);
         g->fa->api = api_new(cfg, test_offset, inherit, err);
-        if (!g->fa->api) {
-            free(g->fa);
+        if (g->fa->api && cfg->shared.redis) {
+            g->fa->shared = shared_new(cfg, err);
+            if (g->fa->shared) {
+                struct api_pacer p = shared_pacer(g->fa->shared);
+                api_set_pacer(g->fa->api, &p);
+            }
+        }
+        if (!g->fa->api || (cfg->shared.redis && !g->fa->shared)) {
+            fs_api_free(g->fa);
             g->fa = NULL;
         }
     }
@@ -100,6 +117,7 @@ static struct fs_gen *gen_new(struct cfg *cfg, struct fs_api *reuse, struct api 
         return NULL;
     }
     g->api = g->fa->api;
+    g->shared = g->fa->shared;
     return g;
 }
 
@@ -108,7 +126,16 @@ static int same_str(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-/* 1 when a and b configure the API client identically. */
+/* 1 when a and b configure the shared cache level identically (none, or the same). */
+static int same_shared(const struct cfg *a, const struct cfg *b)
+{
+    const struct cfg_shared *x = &a->shared, *y = &b->shared;
+    return same_str(x->redis, y->redis) && same_str(x->password, y->password) &&
+           x->timeout_ms == y->timeout_ms && x->final_ttl_s == y->final_ttl_s &&
+           x->fleet_requests_per_second == y->fleet_requests_per_second;
+}
+
+/* 1 when a and b configure the API client (and its shared level) identically. */
 static int same_client(const struct cfg *a, const struct cfg *b)
 {
     return same_str(a->endpoint, b->endpoint) && same_str(a->access_key, b->access_key) &&
@@ -117,7 +144,7 @@ static int same_client(const struct cfg *a, const struct cfg *b)
            a->connect_timeout_ms == b->connect_timeout_ms && a->retries == b->retries &&
            a->max_connections == b->max_connections &&
            a->max_requests_per_second == b->max_requests_per_second &&
-           a->max_image_bytes == b->max_image_bytes;
+           a->max_image_bytes == b->max_image_bytes && same_shared(a, b);
 }
 
 struct cache_clock fs_clock(struct fs *fs)
@@ -257,6 +284,8 @@ static void fs_reload(struct fs *fs)
     inval_moved_names(fs, old_tree, new_tree);
     ns_unref(new_tree);
     ns_unref(old_tree);
+    if (g->shared && shared_start(g->shared) != 0)
+        log_error("cannot start the shared cache's thread: leases will not be renewed");
     log_info("configuration reloaded from %s", g->cfg->path);
     fs_gen_unref(prev);
     fs_gen_unref(old);

@@ -31,6 +31,7 @@
 #include "insightfs/engine.h"
 #include "insightfs/fs.h"
 #include "insightfs/ns.h"
+#include "insightfs/shared.h"
 
 #define FS_INO_ROOT 1
 #define FS_INO_META 2
@@ -160,7 +161,8 @@ struct fs_gen {
     atomic_int refs;
     struct cfg *cfg;
     struct fs_api *fa;
-    struct api *api; /* fa->api */
+    struct api *api;       /* fa->api */
+    struct shared *shared; /* fa->shared: the fleet's cache level, NULL without a shared group */
 };
 
 /* The state that configuration and discovery decide: the current generation and the

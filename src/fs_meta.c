@@ -3,7 +3,8 @@
  * Each is a snapshot made when its name is looked up (fs.c gives it its own inode with
  * the exact size), so a reader sees one consistent set of numbers however it reads.
  * stats and metrics report the same counters: cache_get_stats and api_get_stats of the
- * generation in force. config is cfg_dump of that generation's configuration, which
+ * generation in force (and shared_get_stats when a shared group is configured:
+ * SPEC 13). config is cfg_dump of that generation's configuration, which
  * never holds the secret and shows only the access key's last 4 characters.
  * No locks of its own; the counters come from thread-safe getters.
  */
@@ -33,6 +34,8 @@ struct meta_counters {
     struct api_stats api;
     uint64_t inodes, readahead, queued, waiting, shed;
     long long uptime_s;
+    int has_shared; /* a shared group is configured: `shared` below is reported */
+    struct shared_stats shared;
 };
 
 static void counters(struct fs *fs, struct meta_counters *c)
@@ -40,6 +43,11 @@ static void counters(struct fs *fs, struct meta_counters *c)
     cache_get_stats(fs->cache, &c->cache);
     struct fs_gen *g = fs_gen_get(fs);
     api_get_stats(g->api, &c->api);
+    c->has_shared = g->shared != NULL;
+    if (g->shared)
+        shared_get_stats(g->shared, &c->shared);
+    else
+        memset(&c->shared, 0, sizeof(c->shared));
     fs_gen_unref(g);
     c->inodes = fs_ino_images(fs->ino);
     c->cache.pinned_bytes += fs_ino_pinned_bytes(fs->ino);
@@ -56,7 +64,14 @@ static void counters(struct fs *fs, struct meta_counters *c)
 
 static char *stats_json(const struct meta_counters *c)
 {
-    char *s = NULL;
+    char *s = NULL, shared[320] = "";
+    if (c->has_shared)
+        snprintf(shared, sizeof(shared),
+                 ",\"shared\":{\"up\":%" PRIu64 ",\"hits\":%" PRIu64 ",\"misses\":%" PRIu64
+                 ",\"errors\":%" PRIu64 ",\"leases_won\":%" PRIu64 ",\"leases_waited\":%" PRIu64
+                 ",\"invalid\":%" PRIu64 "}",
+                 c->shared.up, c->shared.hits, c->shared.misses, c->shared.errors,
+                 c->shared.leases_won, c->shared.leases_waited, c->shared.invalid);
     if (asprintf(&s,
                  "{\"cache\":{\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64
                  ",\"pinned_bytes\":%" PRIu64 ",\"max_bytes\":%" PRIu64 ",\"hits\":%" PRIu64
@@ -65,12 +80,12 @@ static char *stats_json(const struct meta_counters *c)
                  "},\"upstream\":{\"requests\":%" PRIu64 ",\"failures\":%" PRIu64
                  ",\"retries\":%" PRIu64 ",\"in_flight\":%" PRIu64 ",\"bytes\":%" PRIu64
                  ",\"queued\":%" PRIu64 ",\"waiting\":%" PRIu64 ",\"shed\":%" PRIu64
-                 ",\"down\":%" PRIu64 ",\"down_total\":%" PRIu64 "},\"uptime_s\":%lld}\n",
+                 ",\"down\":%" PRIu64 ",\"down_total\":%" PRIu64 "}%s,\"uptime_s\":%lld}\n",
                  c->cache.entries, c->cache.bytes, c->cache.pinned_bytes, c->cache.max_bytes,
                  c->cache.hits, c->cache.misses, c->cache.evictions, c->cache.keys, c->inodes,
                  c->readahead, c->api.requests, c->api.failures, c->api.retries, c->api.in_flight,
                  c->api.bytes, c->queued, c->waiting, c->shed, c->api.down, c->api.down_total,
-                 c->uptime_s) < 0)
+                 shared, c->uptime_s) < 0)
         return NULL;
     return s;
 }
@@ -123,6 +138,24 @@ static char *metrics_text(const struct meta_counters *c)
         {"insightfs_upstream_down_total", "counter", "Times the circuit breaker opened.",
          c->api.down_total},
     };
+    const struct {
+        const char *name, *type, *help;
+        uint64_t value;
+    } sm[] = {
+        {"insightfs_shared_up", "gauge", "1 while the shared cache (Redis) answers.", c->shared.up},
+        {"insightfs_shared_hits_total", "counter",
+         "Fetches the shared cache answered (a value or a remembered failure).", c->shared.hits},
+        {"insightfs_shared_misses_total", "counter",
+         "Fetches that found nothing in the shared cache at first.", c->shared.misses},
+        {"insightfs_shared_errors_total", "counter",
+         "Redis commands or connections that failed or timed out.", c->shared.errors},
+        {"insightfs_shared_leases_won_total", "counter",
+         "Fleet leases this mount took (it fetched for the fleet).", c->shared.leases_won},
+        {"insightfs_shared_leases_waited_total", "counter",
+         "Fetches that waited for another mount's lease.", c->shared.leases_waited},
+        {"insightfs_shared_invalid_total", "counter",
+         "Shared values rejected by their checks and deleted.", c->shared.invalid},
+    };
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -131,6 +164,9 @@ static char *metrics_text(const struct meta_counters *c)
     for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", m[i].name, m[i].help, m[i].name,
                 m[i].type, m[i].name, m[i].value);
+    for (size_t i = 0; c->has_shared && i < sizeof(sm) / sizeof(sm[0]); i++)
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", sm[i].name, sm[i].help,
+                sm[i].name, sm[i].type, sm[i].name, sm[i].value);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         free(buf);

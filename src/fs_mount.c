@@ -47,6 +47,10 @@ void fs_threads_start(struct fs *fs)
     if (engine_start(fs->engine) != 0)
         log_error("cannot start every fetch thread: fetches may wait longer");
     fs_wait_start(fs);
+    struct fs_gen *g = fs_gen_get(fs);
+    if (g->shared && shared_start(g->shared) != 0)
+        log_error("cannot start the shared cache's thread: leases will not be renewed");
+    fs_gen_unref(g);
 }
 
 /* After the session loop: every kept request answered, every thread of ours joined. */

@@ -25,6 +25,10 @@
  * are charged to the cache's byte bound; at most api.max_pending are kept, one more is
  * answered EAGAIN at once (one warn line per 10 s with the count).
  *
+ * With a shared cache level (SPEC 13) an image fetch asks Redis first, in the fetch
+ * thread (fetch_image): a shared lookup is one more thing a kept request waits for,
+ * never a libfuse worker.
+ *
  * A fetch job holds a reference to what it fetches and the logical fetch's deadline D,
  * fixed when it was queued, so time spent queued counts (SPEC 6). A job whose D has
  * passed before a thread takes it fails ETIMEDOUT without a request.
@@ -53,6 +57,7 @@
 #include "insightfs/engine.h"
 #include "insightfs/http.h"
 #include "insightfs/log.h"
+#include "insightfs/shared.h"
 
 #define WAIT_MARGIN_MS 500 /* a kept request's deadline: its D + this */
 #define SHED_LOG_MS 10000
@@ -241,6 +246,72 @@ static void mem_release(void *arg, size_t bytes)
     cache_release(arg, bytes);
 }
 
+/* Complete v from a shared cache answer (a value or a remembered failure) and answer
+ * its waiters. */
+static void complete_from_shared(struct fs *fs, struct fetch_job *j, enum shared_answer ans,
+                                 struct shared_found *f)
+{
+    struct cache_clock now = fs_clock(fs);
+    int result = 0;
+    struct flight_waiter *list;
+    if (ans == SHARED_VALUE)
+        list = cache_complete_shared(fs->cache, j->v, f->png, f->png_len, f->fetched_at, f->final,
+                                     f->fresh_for_ms, &now, &result);
+    else
+        list = cache_complete(fs->cache, j->v, -f->err, NULL, 0, 0, &now, 1, &result);
+    fs_drain_dropped(fs);
+    answer_all(fs, list, result);
+    if (result < 0) /* as in fetch_image: the kernel keeps nothing of a failed version */
+        fs_inval_image(fs->inval, FS_IMAGE_BASE + cache_version_id(j->v));
+}
+
+/* The failures a lease holder shares with the fleet: answers of the API about the name
+ * (never the breaker's fast-fails, never a local cause such as a fetch queued past D or
+ * out of memory). */
+static int shareable_failure(int rc, const struct api_result *res)
+{
+    if (res->fast_fail || res->tries == 0)
+        return 0;
+    switch (-rc) {
+    case ENOENT:
+    case EACCES:
+    case EINVAL:
+    case EAGAIN:
+    case ETIMEDOUT:
+    case EIO:
+        return 1;
+    }
+    return 0;
+}
+
+/* The lease holder's fetch of v ended (v completed): store what the fleet may reuse,
+ * release the lease, publish. */
+static void finish_shared(struct fetch_job *j, struct fs_gen *g, const char *hash,
+                          struct shared_lease *lease, int rc, int result,
+                          const struct api_result *res)
+{
+    struct cache_version *v = j->v;
+    const struct cfg *cfg = g->cfg;
+    if (rc == 0 && result == 0 && cache_version_state(v) == CACHE_READY) {
+        size_t len = 0;
+        const unsigned char *png = cache_version_data(v, &len);
+        int final = cache_version_final(v);
+        int64_t ttl =
+            final ? (int64_t)cfg->shared.final_ttl_s * 1000 : (int64_t)cfg->live_ttl_s * 1000;
+        shared_finish(g->shared, hash, lease, png, len, cache_version_fetched_at(v), final, 0, ttl);
+    } else if (rc < 0 && shareable_failure(rc, res)) {
+        shared_finish(g->shared, hash, lease, NULL, 0, 0, 0, -rc, (int64_t)cfg->error_ttl_s * 1000);
+    } else {
+        shared_finish(g->shared, hash, lease, NULL, 0, 0, 0, 0, 0); /* release only */
+    }
+}
+
+/* Runs in a fetch thread holding v's ticket. With a shared cache level (SPEC 13) it is
+ * asked first - before the circuit breaker, while local single flight stays in front, so
+ * one mount asks Redis once per image whatever its readers: a value or a remembered
+ * failure completes v at once; the lease makes this mount the fleet's fetcher, which
+ * then stores what it got, releases the lease and publishes; Redis trouble means going
+ * on alone. */
 static void fetch_image(struct fetch_job *j, int cancelled)
 {
     struct fs *fs = j->fs;
@@ -249,12 +320,26 @@ static void fetch_image(struct fetch_job *j, int cancelled)
     struct api_image img = {0};
     struct api_result res = {0};
     const struct cache_key *k = cache_version_key(j->v);
+    struct shared_lease *lease = NULL;
+    char hash[SHARED_HASH_LEN + 1] = "";
     int rc;
+    if (!cancelled && g->shared && mono_ms() < j->deadline &&
+        shared_key_hash(g->cfg->endpoint, g->cfg->access_key, k, hash) == 0) {
+        struct shared_found f;
+        enum shared_answer ans =
+            shared_get(g->shared, hash, j->deadline, (size_t)g->cfg->max_image_bytes, &mem, &f);
+        if (ans == SHARED_VALUE || ans == SHARED_FAILED) {
+            fs_gen_unref(g);
+            complete_from_shared(fs, j, ans, &f);
+            return;
+        }
+        lease = f.lease; /* SHARED_LEASE; NULL with SHARED_OFF: go on alone */
+    }
     if (cancelled) {
         rc = -EIO;
         res.fast_fail = 1; /* nothing was asked: nothing to remember */
     } else if (mono_ms() >= j->deadline) {
-        rc = -ETIMEDOUT; /* queued past D: no request */
+        rc = -ETIMEDOUT; /* queued (or waited for the fleet) past D: no request */
     } else {
         uint64_t clock_gen = api_clock_generation(g->api);
         rc = api_fetch_image(g->api, k->dash_id, k->widget_id, k->start_ms, k->end_ms, k->res,
@@ -264,7 +349,6 @@ static void fetch_image(struct fetch_job *j, int cancelled)
         if (api_clock_generation(g->api) != clock_gen)
             cache_forget_errors(fs->cache, EACCES);
     }
-    fs_gen_unref(g);
     struct cache_clock now = fs_clock(fs);
     int result = 0;
     struct flight_waiter *list = cache_complete(fs->cache, j->v, rc, img.data, img.len,
@@ -276,6 +360,9 @@ static void fetch_image(struct fetch_job *j, int cancelled)
      * failure stays remembered here; the next lookup finds it). */
     if (result < 0)
         fs_inval_image(fs->inval, FS_IMAGE_BASE + cache_version_id(j->v));
+    if (lease)
+        finish_shared(j, g, hash, lease, rc, result, &res);
+    fs_gen_unref(g);
 }
 
 static void fetch_disc(struct fetch_job *j, int cancelled)

@@ -25,6 +25,7 @@
 #include "insightfs/fs.h"
 #include "insightfs/log.h"
 #include "insightfs/ns.h"
+#include "insightfs/shared.h"
 #include "insightfs/vpath.h"
 #include "main_int.h"
 
@@ -201,6 +202,15 @@ static int run_check(const struct cfg *cfg, const char *path)
     /* The verdict is the one line below; the client's own warn lines would repeat it. */
     if (log_get_level() < LOG_LVL_DEBUG)
         log_set_level(LOG_LVL_ERROR);
+    if (cfg->shared.redis) {
+        /* SPEC 13: connect, AUTH and PING; the reason never holds the password. */
+        char *why = NULL;
+        if (shared_check(cfg, &why) != 0) {
+            fprintf(stderr, "insightfs: %s: shared.redis: %s\n", file, why ? why : "out of memory");
+            free(why);
+            return 1;
+        }
+    }
     struct api *api = make_api(cfg);
     if (!api)
         return 1;

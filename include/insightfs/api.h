@@ -72,6 +72,16 @@ struct api_stats {
     uint64_t down_total; /* times the circuit breaker opened */
 };
 
+/* A pacer every try waits on before it is sent (the shared cache's fleet rate limit,
+ * SPEC 13), handed in as a value: wait_turn(arg, D) waits for this try's slot and
+ * returns 0 (go now; also when the pacer cannot decide, e.g. Redis is down), or
+ * -ETIMEDOUT when the slot would come after D (no slot is taken, no try is made). Must
+ * be thread-safe. */
+struct api_pacer {
+    int (*wait_turn)(void *arg, int64_t deadline_mono_ms);
+    void *arg;
+};
+
 /* Build a client for cfg (copies what it needs; cfg may be freed afterwards).
  * test_offset_ms is INSIGHTFS_TEST_CLOCK_OFFSET_MS (0 normally), added to "now".
  * inherit: NULL, or a live client (typically the one of the configuration being
@@ -85,6 +95,15 @@ struct api_stats {
 struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, struct api *inherit, char **err)
     __attribute__((warn_unused_result));
 void api_free(struct api *api); /* NULL-safe; no call may be running on this client */
+
+/* Make every later try of this client wait on pacer first (copied; pacer->arg must
+ * outlive the client). Call before any call runs on the client: not thread-safe. */
+void api_set_pacer(struct api *api, const struct api_pacer *pacer);
+
+/* 1 when the len bytes at p are a valid PNG by SPEC 6's rules (signature; chunks inside
+ * the bytes; IHDR first; IEND last, empty, ending exactly at the end), else 0. Pure,
+ * thread-safe. */
+int api_png_valid(const unsigned char *p, size_t len);
 
 /* The deadline D of a logical call that starts at start_mono_ms (http_mono_ms clock):
  * start_mono_ms + timeout_ms * (retries + 1) of this client's settings. Thread-safe. */

@@ -129,6 +129,17 @@ struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, i
                                      unsigned char *data, size_t len, int64_t signed_at,
                                      const struct cache_clock *now, int remember, int *result);
 
+/* cache_complete (rc 0) for bytes the fleet's shared cache gave (SPEC 13): they become a
+ * version like fetched ones, but with the fetched_at (Unix ms) and final flag the fleet
+ * recorded, and a live version stays fresh for fresh_for_ms from now (the value's time
+ * left in Redis; at most live_ttl_s; negative: a key without expiry, live_ttl_s), so no
+ * wall clock decides expiry. data, len and the reservation as cache_complete's.
+ * Returns the waiters, *result as cache_complete. */
+struct flight_waiter *cache_complete_shared(struct cache *c, struct cache_version *v,
+                                            unsigned char *data, size_t len, int64_t fetched_at,
+                                            int final, int64_t fresh_for_ms,
+                                            const struct cache_clock *now, int *result);
+
 /* Reserve bytes for a body being received, evicting the least recently used keys to
  * make room. Returns 0, or -ENOMEM, evicting nothing, when no room can be made.
  * cache_release gives back bytes reserved and not taken over by a version. */

@@ -36,6 +36,28 @@ struct cfg_dashboard {
     size_t n_widgets;
 };
 
+/* The shared group (SPEC 13): a fleet's second cache level in Redis. */
+struct cfg_shared {
+    char *redis;         /* the URL as configured; NULL: no shared group (the rest is unset) */
+    char *host;          /* redis://: the host (IPv6 without brackets); NULL for a unix socket */
+    int port;            /* redis://: 1-65535, default 6379 */
+    char *socket;        /* unix:: the socket's path; NULL for redis:// */
+    int db;              /* the database index, 0-2147483647, default 0 */
+    char *password;      /* the first line of password_file (AUTH), wiped on free; NULL: none */
+    char *password_file; /* absolute, or NULL */
+    int timeout_ms;      /* each Redis command, 10-10000 (default 100) */
+    int final_ttl_s;     /* 60-31536000 (default 2592000) */
+    int fleet_requests_per_second; /* 0: no fleet cap */
+};
+
+/* What a Redis URL (SPEC 13) names. */
+struct cfg_redis_url {
+    char *host; /* malloc'd, or NULL for unix: */
+    int port;
+    char *socket; /* malloc'd, or NULL for redis:// */
+    int db;
+};
+
 struct cfg {
     char *path; /* absolute path of the file, or NULL when loaded without one */
 
@@ -69,6 +91,7 @@ struct cfg {
     int discover_ttl_s;
     bool pages; /* an index.html in /, every dashboard and widget directory (SPEC 5) */
     enum log_level log_level;
+    struct cfg_shared shared;
 };
 
 /* The name of the pages (SPEC 4, 5): with pages = true no configured dashboard or widget
@@ -120,6 +143,19 @@ int cfg_find(char **out, char **tried) __attribute__((warn_unused_result));
  * or secret_key_file, the access key shown as "..." plus its last 4 characters.
  * Returns a malloc'd string or NULL. */
 char *cfg_dump(const struct cfg *cfg);
+
+/* Parse a Redis URL: redis://HOST[:PORT][/DB] (HOST a name, an IPv4 address or
+ * [IPv6]; PORT 1-65535, default 6379; DB 0-2147483647, default 0; no user or password,
+ * no query) or unix:/PATH[?db=N] (an absolute path). Decimal numbers without sign or
+ * leading zeros. Returns 0 and *out (free its strings with cfg_redis_url_cleanup), or
+ * -EINVAL with *why (static text saying what is wrong), or -ENOMEM. Thread-safe. */
+int cfg_redis_url_parse(const char *url, struct cfg_redis_url *out, const char **why)
+    __attribute__((warn_unused_result));
+void cfg_redis_url_cleanup(struct cfg_redis_url *u);
+
+/* 1 when host (a name or an address, IPv6 without brackets) is loopback: localhost,
+ * 127.0.0.0/8 or ::1. */
+int cfg_host_is_loopback(const char *host);
 
 /* Sanitize an API-supplied name (SPEC 4, discovery): '/', NUL, 0x01-0x1f, 0x7f -> '_',
  * a leading '.' -> '_', cut to 200 bytes at a UTF-8 boundary; empty -> NULL.

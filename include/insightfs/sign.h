@@ -10,6 +10,8 @@
 #ifndef INSIGHTFS_SIGN_H
 #define INSIGHTFS_SIGN_H
 
+#include <stddef.h>
+
 /* Characters of a v2 signature: base64 of a 32-byte SHA-256 MAC. */
 #define SIGN_V2_LEN 44
 
@@ -26,6 +28,15 @@ int sign_v2(const char *secret, const char *method, const char *target, const ch
 char *sign_secret_dup(const char *secret);
 /* Overwrite the secret's bytes (OPENSSL_cleanse) and free it. NULL-safe. */
 void sign_secret_free(char *secret);
+
+/* Characters of a hex SHA-256 digest. */
+#define SIGN_SHA256_HEX_LEN 64
+
+/* The SHA-256 of len bytes at data (may hold NUL bytes), as 64 lowercase hex characters
+ * and a NUL in out (used for the shared cache's key names: SPEC 13). Returns 0, or -EIO
+ * (OpenSSL failed; out is then ""). Thread-safe. */
+int sign_sha256_hex(const void *data, size_t len, char out[SIGN_SHA256_HEX_LEN + 1])
+    __attribute__((warn_unused_result));
 
 /* OpenSSL's version text ("OpenSSL 3.0.x ..."), for --version. Static storage. */
 const char *sign_openssl_version(void);
