@@ -330,6 +330,9 @@ class RedisServer:
             try:
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=subprocess.STDOUT, close_fds=True)
+            except FileNotFoundError:
+                raise RuntimeError("%s not found: `make deps` installs redis-server"
+                                   % REDIS_SERVER) from None
             finally:
                 out.close()
             deadline = time.monotonic() + 10 * TIME_FACTOR

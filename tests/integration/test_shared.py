@@ -388,6 +388,36 @@ def test_password_file_follows_the_secret_file_rules(api, config, tmp_path):
     assert len(err.splitlines()) == 1 and pw not in err
 
 
+def own_address():
+    """A non-loopback IPv4 address of this machine, or None. A connection to it never
+    leaves the machine."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=10).stdout.decode()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for m in re.finditer(r"\binet (\d+\.\d+\.\d+\.\d+)/", out):
+        if not m.group(1).startswith("127."):
+            return m.group(1)
+    return None
+
+
+def test_non_loopback_redis_warns_and_reads_go_on(api, redis, config, mount):
+    """shared.redis on a host that is not loopback (this machine's own address, where
+    the test's Redis does not listen): one warn line at start, `shared.redis is not
+    encrypted: use a unix socket or a private network`; Redis refuses, so the mount goes
+    on alone and a read succeeds with the API's bytes."""
+    addr = own_address()
+    if addr is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    m = mount(config(*shared_cfg(redis, url="redis://%s:%d/0" % (addr, redis.port))))
+    data = bounded(lambda: read_file(img(m, 0)), D + 2, "a read")
+    assert data == expected_png(api, target(0))
+    want = "insightfs: warn: shared.redis is not encrypted: use a unix socket or a private network"
+    assert [ln for ln in m.stderr().splitlines() if ln == want] == [want], m.stderr()
+    wait_for(lambda: shared_stats(m)["up"] == 0, 5, "shared.up = 0")
+
+
 # ---- one upstream fetch per image, fleet-wide (SPEC 13, P2, T25) ---------------------------
 
 READERS = 16
