@@ -313,7 +313,7 @@ def test_check_config_with_shared_ok(api, redis, config):
         assert p.stdout.decode() == "insightfs: %s: OK (4 dashboards visible)\n" % cfg
 
 
-def test_check_config_with_shared_unreachable(api, redis, config, tmp_path):
+def test_check_config_with_shared_unreachable(api, redis, config):
     """--check-config with a Redis port nothing listens on, and with a Redis that does
     not answer (SIGSTOP): exit 1, one line `insightfs: FILE: shared.redis: <reason>` on
     stderr, nothing on stdout; the paused one within a few timeout_ms."""
