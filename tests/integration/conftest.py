@@ -10,6 +10,8 @@
   through it. With INSIGHTFS_VALGRIND=1 (`make check VALGRIND=1`) it is prefixed by
   valgrind, which writes each process's report to its own log file; the autouse fixture
   `valgrind_clean` fails the test if any of them is non-empty (stderr stays exact).
+- `redis`: a redis-server of the test's own on a free loopback port (SPEC 13), with a tiny
+  RESP client, kill/pause/resume/restart; `shared_group()` writes the `shared` group.
 Time bounds are multiplied by INSIGHTFS_TEST_TIME_FACTOR (3 under sanitizers, 20 under
 valgrind).
 """
@@ -17,6 +19,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -228,3 +231,215 @@ def mount(tmp_path):
                 failures.append("exit status %d:\n%s" % (rc, m.stderr()))
         check_stderr(m.stderr())
     assert not failures, failures
+
+
+# ---- a Redis server of the test's own (SPEC 13) ----------------------------------------------
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class RedisError(Exception):
+    """An error reply (`-ERR ...`) from Redis."""
+
+
+def _resp_encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = b"%d" % a
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("Redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        if len(data) != n + 2:
+            raise ConnectionError("Redis closed the connection")
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise ConnectionError("not a RESP reply: %r" % line)
+
+
+def free_port():
+    """A loopback TCP port nothing listens on right now."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+class RedisServer:
+    """One redis-server of the test's own on a free loopback port, no persistence, also
+    on a unix socket (`.socket`). `.url` is redis://127.0.0.1:PORT/0. `cmd(*args)` is a
+    tiny RESP client (a fresh connection per command; AUTH with the password, SELECT db):
+    bulk strings come back as bytes, errors raise RedisError. kill() is SIGKILL, pause()
+    SIGSTOP, resume() SIGCONT, restart() a new server on the same port (empty)."""
+
+    def __init__(self, tmpdir, password=None):
+        self.dir = tempfile.mkdtemp(prefix="redis-", dir=str(tmpdir))
+        self.password = password
+        self.port = None
+        self.proc = None
+        self.paused = False
+        self.socket = os.path.join(self.dir, "redis.sock")
+        self.out_path = os.path.join(self.dir, "redis.out")
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d/0" % self.port
+
+    def output(self):
+        try:
+            with open(self.out_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def start(self, port=None):
+        """Start on port (or a free one); returns once it answers PING."""
+        assert self.proc is None, "already running"
+        for attempt in range(5):
+            self.port = port or free_port()
+            args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--daemonize", "no",
+                    "--dir", self.dir, "--unixsocket", self.socket, "--unixsocketperm", "700",
+                    "--logfile", ""]
+            if self.password is not None:
+                args += ["--requirepass", self.password]
+            out = open(self.out_path, "ab")
+            try:
+                self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=subprocess.STDOUT, close_fds=True)
+            except FileNotFoundError:
+                raise RuntimeError("%s not found: `make deps` installs redis-server"
+                                   % REDIS_SERVER) from None
+            finally:
+                out.close()
+            deadline = time.monotonic() + 10 * TIME_FACTOR
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if self.cmd("PING", timeout=1) == "PONG":
+                        self.paused = False
+                        return self
+                except (OSError, RedisError):
+                    pass
+                time.sleep(0.01)
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            if port is not None and attempt >= 2:
+                break  # the same port, refused three times: give up
+            if port is None and "Address already in use" not in self.output():
+                break
+            time.sleep(0.2)
+        raise RuntimeError("redis-server did not answer PING:\n" + self.output())
+
+    def cmd(self, *args, db=0, timeout=None):
+        """One command on a fresh connection; its decoded reply."""
+        s = socket.create_connection(("127.0.0.1", self.port),
+                                     timeout=timeout or 5 * TIME_FACTOR)
+        try:
+            f = s.makefile("rb")
+            pre = []
+            if self.password is not None:
+                pre.append(("AUTH", self.password))
+            if db:
+                pre.append(("SELECT", db))
+            s.sendall(b"".join(_resp_encode(list(c)) for c in pre + [args]))
+            for _ in pre:
+                _resp_read(f)
+            return _resp_read(f)
+        finally:
+            s.close()
+
+    def kill(self):
+        """SIGKILL: the server is gone at once, its data with it."""
+        if self.proc is None:
+            return
+        if self.paused:
+            self.proc.send_signal(signal.SIGCONT)
+            self.paused = False
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def pause(self):
+        """SIGSTOP: connections are accepted by the kernel, nothing is answered."""
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def restart(self):
+        """Kill (if running) and start again on the same port, empty."""
+        self.kill()
+        return self.start(self.port)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if self.paused:
+            proc.send_signal(signal.SIGCONT)
+            self.paused = False
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10 * TIME_FACTOR)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "redis_password(pw): the `redis` fixture's "
+                            "server requires this password (--requirepass)")
+
+
+@pytest.fixture
+def redis(request, tmp_path):
+    """A redis-server of this test's own (RedisServer), stopped at teardown. Ask for it
+    before `mount` so the mounts are torn down first. `@pytest.mark.redis_password(PW)`
+    starts it with --requirepass PW."""
+    mark = request.node.get_closest_marker("redis_password")
+    server = RedisServer(tmp_path, password=mark.args[0] if mark else None)
+    server.start()
+    yield server
+    server.stop()
+
+
+def shared_group(redis_url, timeout_ms=500, password_file=None, final_ttl_s=None,
+                 fleet_requests_per_second=None):
+    """The `shared = { ... };` group for a configuration body. timeout_ms is multiplied
+    by TIME_FACTOR (SPEC 13) and kept within its range (10-10000)."""
+    text = 'shared = {\n  redis = "%s";\n  timeout_ms = %d;\n' % (
+        redis_url, min(10000, max(10, int(timeout_ms * TIME_FACTOR))))
+    if password_file is not None:
+        text += '  password_file = "%s";\n' % password_file
+    if final_ttl_s is not None:
+        text += "  final_ttl_s = %d;\n" % final_ttl_s
+    if fleet_requests_per_second is not None:
+        text += "  fleet_requests_per_second = %d;\n" % fleet_requests_per_second
+    return text + "};\n"

@@ -435,8 +435,10 @@ class State:
 
     # -- request log ----------------------------------------------------------
     def log_begin(self, method, target, domain_code=None):
-        entry = LogEntry({"t": time.monotonic(), "method": method, "target": target,
-                          "status": None, "bytes": 0, "fault": None,
+        # "t" is for intervals (the tests' own CLOCK_MONOTONIC); "wall" (Unix seconds)
+        # is for what happened in one calendar second, e.g. a fleet-wide request rate.
+        entry = LogEntry({"t": time.monotonic(), "wall": time.time(), "method": method,
+                          "target": target, "status": None, "bytes": 0, "fault": None,
                           "domain_code": domain_code})
         with self.lock:
             self.requests += 1

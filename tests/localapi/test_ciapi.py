@@ -414,6 +414,11 @@ def test_bad_dataset_refused(tmp_path):
 # the request log
 # --------------------------------------------------------------------------
 
+def without_times(entry):
+    """A log entry without its two clock readings ("t" and "wall")."""
+    return {k: v for k, v in entry.items() if k not in ("t", "wall")}
+
+
 def test_log_entries_exact(api):
     t0 = time.monotonic()
     status, _, png = api.signed_get(CPU_TARGET)
@@ -424,7 +429,7 @@ def test_log_entries_exact(api):
     api.get("/static/web/")
     t1 = time.monotonic()
     log = api.log()
-    assert [{k: v for k, v in e.items() if k != "t"} for e in log] == [
+    assert [without_times(e) for e in log] == [
         {"method": "GET", "target": CPU_TARGET, "status": 200, "bytes": len(png), "fault": None,
          "domain_code": None},
         {"method": "GET", "target": CPU_TARGET, "status": 401, "bytes": len(denied), "fault": None,
@@ -443,6 +448,37 @@ def test_log_entries_exact(api):
     assert api.requests("/static/") == log[2:]
     api.clear_log()
     assert api.log() == [] and api.file_log() == []
+
+
+def test_log_entries_carry_wall_time(api):
+    """Each entry has "wall", Unix seconds (float) when the request had been read, next
+    to the monotonic "t": a window of calendar time can be counted from the log (the
+    fleet rate test of the shared cache does), and "t" keeps its meaning."""
+    w0, t0 = time.time(), time.monotonic()
+    assert api.signed_get(CPU_TARGET)[0] == 200
+    api.fault("hang")
+    sock = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+    sock.sendall(raw_get(CPU_TARGET, signed_headers(CPU_TARGET)))
+    deadline = time.monotonic() + 10
+    while len(api.log()) < 2:
+        assert time.monotonic() < deadline, "the hung request was never logged"
+        time.sleep(0.01)
+    w1, t1 = time.time(), time.monotonic()
+    log = api.log()
+    assert [e["status"] for e in log] == [200, None]
+    for e in log:
+        assert isinstance(e["wall"], float)
+        assert w0 <= e["wall"] <= w1 and t0 <= e["t"] <= t1
+        # The two clocks tell the same story (no step of the realtime clock here).
+        assert abs((e["wall"] - w0) - (e["t"] - t0)) < 0.5
+    assert log[0]["wall"] <= log[1]["wall"]
+    # Both in the file too, hang included (its line is written when the hang starts).
+    deadline = time.monotonic() + 10
+    while len(api.file_log()) < 2:
+        assert time.monotonic() < deadline, "the file log lacks the hung request"
+        time.sleep(0.01)
+    assert [e["wall"] for e in api.file_log()] == [e["wall"] for e in log]
+    sock.close()
 
 
 def test_log_records_domain_code(api):
@@ -592,8 +628,8 @@ def test_fault_hang(api):
     # The log (memory and file) shows the request with no status.
     entry = {"method": "GET", "target": CPU_TARGET, "status": None, "bytes": 0, "fault": "hang",
              "domain_code": None}
-    assert [{k: v for k, v in e.items() if k != "t"} for e in api.log()] == [entry]
-    assert [{k: v for k, v in e.items() if k != "t"} for e in api.file_log()] == [entry]
+    assert [without_times(e) for e in api.log()] == [entry]
+    assert [without_times(e) for e in api.file_log()] == [entry]
     sock.close()
     assert api.signed_get(CPU_TARGET)[0] == 200
 
@@ -610,7 +646,7 @@ def test_fault_reset(api):
     assert got == b"" and isinstance(err, ConnectionResetError)
     entry = {"method": "GET", "target": CPU_TARGET, "status": None, "bytes": 0, "fault": "reset",
              "domain_code": None}
-    assert [{k: v for k, v in e.items() if k != "t"} for e in api.log()] == [entry, entry]
+    assert [without_times(e) for e in api.log()] == [entry, entry]
     assert api.signed_get(CPU_TARGET)[0] == 200
 
 
