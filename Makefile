@@ -150,13 +150,15 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# redis-server: rows 7g-7h (SPEC 11's fleet rows) start one of their own.
 bench-deps:
-	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(BENCH_DEBS)"
+	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(BENCH_DEBS) redis-server"
 
 # SPEC 11, a benchmark, never part of `check`: prints a table of measured values, ratios
 # and targets (tests/bench/README.md). Exits non-zero only when something broke, not
 # when a target is missed. Always the plain build. bench.py itself compiles
-# tests/bench/floorfs.c (cc + pkg-config fuse3) into build/bench/floorfs for row 7a.
+# tests/bench/floorfs.c (cc + pkg-config fuse3) into build/bench/floorfs for rows 7a
+# and 7h, and starts (and stops) its own redis-server for rows 7g-7h.
 # BENCH_ARGS: see bench.py --help.
 bench: deps
 	@$(MAKE) --no-print-directory bench-deps

@@ -41,8 +41,17 @@ Rows (see tests/bench/README.md for how to read the table):
         cold read, over row 6's timed cold reads; at most 0.3x.
      f  ls -l of a widget's 30 days/, latency 20 ms, max_connections 8, vs
         ceil(30/8) x 20 ms; within 2x and exactly 30 upstream requests.
+     g  the fleet (SPEC 13): 3 mounts sharing one redis-server of the bench's own, each
+        reading the same 100 new final images at once, latency 20 ms: exactly 100
+        upstream requests in the local API's log.
+     h  a shared-cache hit: a cold LOOKUP + READ on mount B of an image mount A fetched,
+        vs one Redis GET of the same value + a cold LOOKUP and READ through floorfs;
+        interleaved medians; within 1.5x.
+     Rows 7g-7h are "not available" (not a failure) while insightfs rejects the `shared`
+     group or redis-server is not installed.
 
-Standard library only, plus tests/localapi/client.py and certs.py.
+Standard library only (Redis spoken in RESP over a socket), plus
+tests/localapi/client.py and certs.py.
 """
 import argparse
 import hashlib
@@ -173,6 +182,12 @@ class Row:
         self.status = "not measured"
         self.notes.append(why)
 
+    def unavailable(self, why):
+        """The feature the row measures is not in this build (or a tool it needs is
+        missing): not a failure, not a missed target."""
+        self.status = "not available"
+        self.notes.append("not available: " + why)
+
 
 def fmt_time(s):
     if s < 1e-3:
@@ -201,10 +216,13 @@ def print_table(rows, out):
     missed = [r.key for r in rows if r.status == "MISSED"]
     failed = [r.key for r in rows if r.status == "FAILED"]
     unmeasured = [r.key for r in rows if r.status == "not measured"]
+    unavailable = [r.key for r in rows if r.status == "not available"]
     out.write("\n")
     out.write("MISSED targets: %s\n" % (", ".join(missed) if missed else "none"))
     if unmeasured:
         out.write("not measured: %s\n" % ", ".join(unmeasured))
+    if unavailable:
+        out.write("not available: %s\n" % ", ".join(unavailable))
     if failed:
         out.write("FAILED (something broke): %s\n" % ", ".join(failed))
     out.flush()
@@ -226,6 +244,7 @@ class Bench:
         self.expected = {}    # request target -> bytes
         self.expect_conn = None
         self.other_apis = []  # more local API processes (the HTTPS one of row 7b)
+        self.redis = None     # (Popen, port, stderr path) of rows 7g-7h's redis-server
 
     # -- lifecycle ---------------------------------------------------------------------
     def start_api(self):
@@ -241,6 +260,10 @@ class Bench:
             except Exception as e:  # keep cleaning up
                 problems.append("%s: %s" % (name, e))
         self.procs = []
+        try:
+            self.stop_redis()
+        except BenchError as e:
+            problems.append(str(e))
         for mnt in reversed(self.tmpfs):
             if mounted(mnt):
                 r = subprocess.run(["umount", mnt], stderr=subprocess.PIPE)
@@ -344,6 +367,51 @@ class Bench:
         self.other_apis.remove(api)
         api.stop()
 
+    def start_redis(self):
+        """A redis-server of the bench's own on a free loopback port, without persistence
+        (SPEC 13's test set-up): its port. Stopped by stop_redis() or cleanup()."""
+        if shutil.which("redis-server") is None:
+            raise PeerUnavailable("redis-server is not installed (make bench-deps)")
+        rdir = os.path.join(self.tmp, "redis")
+        os.makedirs(rdir, exist_ok=True)
+        errpath = os.path.join(rdir, "redis.out")
+        for attempt in range(5):   # the port is free when picked; another may take it
+            port = free_port()
+            with open(errpath, "w") as err:
+                proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind",
+                                         "127.0.0.1", "--save", "", "--appendonly", "no",
+                                         "--dir", rdir, "--daemonize", "no"],
+                                        stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                        env=clean_env())
+            self.redis = (proc, port, errpath)
+            deadline = time.monotonic() + 15
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with Resp(port) as r:
+                        if r.command("PING") == "PONG":
+                            log("redis-server on 127.0.0.1:%d (pid %d)" % (port, proc.pid))
+                            return port
+                except (OSError, BenchError):
+                    pass
+                time.sleep(0.02)
+            self.stop_redis()
+        raise BenchError("redis-server did not start: %s" % tail(errpath, 600).strip())
+
+    def stop_redis(self):
+        if self.redis is None:
+            return
+        proc, port, errpath = self.redis
+        self.redis = None
+        if proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise BenchError("redis-server (pid %d) did not exit on SIGTERM" % proc.pid)
+
     def unmount_tmpfs(self, mnt):
         subprocess.run(["umount", mnt], check=True)
         self.tmpfs.remove(mnt)
@@ -360,9 +428,11 @@ class Bench:
             time.sleep(0.02)
         os.listdir(mnt)  # the first request waits for FUSE INIT
 
-    def mount_insightfs(self, name, max_connections, cache_extra="", api=None, api_extra=""):
-        """Mount insightfs against `api` (default: the plain HTTP local API); api_extra:
-        more settings of the api group (e.g. ca_file)."""
+    def write_config(self, name, max_connections, cache_extra="", api=None, api_extra="",
+                     top_extra=""):
+        """Write NAME.conf (mode 0600) for a mount against `api` (default: the plain HTTP
+        local API); api_extra: more settings of the api group (e.g. ca_file); top_extra:
+        more top-level settings (e.g. the shared group). Its path."""
         api = api or self.api
         conf = os.path.join(self.tmp, name + ".conf")
         widgets = ",\n".join('      { name = "%s"; id = "%s"; }' % (n, w) for w, n in WIDGETS)
@@ -376,9 +446,18 @@ class Bench:
                    HISTORY_DAYS, DASH_NAME, DASH_ID, widgets))
         if cache_extra:
             text += "cache = { %s };\n" % cache_extra
+        text += top_extra
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        return conf
+
+    def mount_insightfs(self, name, max_connections, cache_extra="", api=None, api_extra="",
+                        conf=None):
+        """Mount insightfs as `name` with the configuration write_config() makes from the
+        same arguments, or with the file `conf`: (mount point, process)."""
+        if conf is None:
+            conf = self.write_config(name, max_connections, cache_extra, api, api_extra)
         mnt = os.path.join(self.tmp, name)
         os.mkdir(mnt)
         errpath = os.path.join(self.tmp, name + ".stderr")
@@ -1214,6 +1293,346 @@ def row7e_cpu(row, cpu, n_req, secs, n_files):
            n_req["insightfs"], fmt_time(secs["insightfs"]), cpu["rclone"] * 1000, n_files,
            n_req["rclone"], fmt_time(secs["rclone"]), (tick / n_req["insightfs"]) / p))
 
+# ---- the fleet (SPEC 13): 3 mounts sharing one Redis -------------------------------------------
+
+FLEET_BASE = 1672531200000           # 2023-01-01: rows 7g-7h (final hourly ranges)
+FLEET_WIDGET = 48                    # row 7g's 100 images
+FLEET_HIT_WIDGET = 49                # row 7h's images
+FLEET_IMAGES = 100
+FLEET_MOUNTS = ("a", "b", "c")
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Resp:
+    """A minimal Redis client (RESP2 over one TCP connection): enough to PING, look at the
+    shared level's keys and time one GET as SPEC 11's floor. Not thread-safe."""
+
+    def __init__(self, port, timeout=10):
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    @staticmethod
+    def encode(*args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, str):
+                a = a.encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise BenchError("redis: connection closed")
+        self.buf += chunk
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                del self.buf[:i + 2]
+                return line
+            self._fill()
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise BenchError("redis: %s" % rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            body = bytes(self.buf[:n])
+            del self.buf[:n + 2]
+            return body
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise BenchError("redis: unexpected reply %r" % line[:80])
+
+    def command(self, *args):
+        self.sock.sendall(self.encode(*args))
+        return self._reply()
+
+    def timed_get(self, key):
+        """One GET round trip, the request encoded before the clock starts: (seconds,
+        value or None)."""
+        req = self.encode("GET", key)
+        t0 = time.perf_counter()
+        self.sock.sendall(req)
+        value = self._reply()
+        return time.perf_counter() - t0, value
+
+
+def shared_key(api, w, s, e, mode="AUTO"):
+    """SPEC 13's key of image (widget w, s-e ms, mode): insightfs:1:img: and the hex
+    SHA-256 of the section 7 cache key (endpoint, access key, dashboard id, widget id,
+    start ms, end ms, mode; NUL-separated)."""
+    parts = [api.url, api.access_key, DASH_ID, WIDGETS[w][0], str(s), str(e), mode]
+    return "insightfs:1:img:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def shared_value_ok(value, png):
+    """Whether value is SPEC 13's value of a final version holding png: the 32-byte
+    header (IFS1, fetched_at, final flag 1, zeros, big-endian length, zeros), then png."""
+    return (value is not None and len(value) == 32 + len(png) and value[:4] == b"IFS1"
+            and value[12:16] == b"\1\0\0\0" and value[24:32] == bytes(8)
+            and int.from_bytes(value[16:24], "big") == len(png) and value[32:] == png)
+
+
+def shared_stats(mnt):
+    """The `shared` object of the mount's /.insightfs/stats ({} without one)."""
+    return json.loads(read_all(os.path.join(mnt, ".insightfs", "stats"))).get("shared") or {}
+
+
+def sum_shared(stats_list):
+    keys = ("hits", "misses", "errors", "leases_won", "leases_waited", "invalid")
+    return {k: sum(st.get(k, 0) for st in stats_list) for k in keys}
+
+
+def shared_rejected(text):
+    """Whether an error message says this insightfs does not know the shared group."""
+    return "unknown setting" in text and "shared" in text
+
+
+def check_config(bin_path, conf):
+    """insightfs --check-config --config conf: (exit status, stdout + stderr, stripped)."""
+    r = subprocess.run([bin_path, "--check-config", "--config", conf], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
+                       timeout=60)
+    return r.returncode, r.stdout.decode(errors="replace").strip()
+
+
+def wait_shared_keys(port, keys, deadline_s=10):
+    """Wait until every key exists in Redis (a mount may store a value just after its
+    reader got the bytes); the keys still missing at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    with Resp(port) as r:
+        while True:
+            missing = [k for k in keys if not r.command("EXISTS", k)]
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.01)
+
+
+def rows7gh_fleet(bench, row_fleet, row_hit, reps):
+    """Rows 7g (3 mounts sharing one Redis, the same 100 new final images: 100 upstream
+    requests) and 7h (a shared-cache hit vs one Redis GET + a cold floorfs LOOKUP and
+    READ). Both are "not available" when this insightfs rejects the shared group."""
+    api = bench.api
+    try:
+        port = bench.start_redis()
+    except PeerUnavailable as e:
+        for r in (row_fleet, row_hit):
+            r.unavailable(str(e))
+        return
+    try:
+        shared = ('shared = {\n  redis = "redis://127.0.0.1:%d/0";\n};\n' % port)
+        conf = bench.write_config("insightfs-fleet", 8, top_extra=shared)
+        rc, out = check_config(bench.bin, conf)
+        if rc != 0 and shared_rejected(out):
+            why = "this insightfs rejects the shared group (--check-config: %s)" % out
+            for r in (row_fleet, row_hit):
+                r.unavailable(why)
+            log("rows 7g, 7h: not available: %s" % why)
+            return
+        if rc != 0:
+            raise BenchError("insightfs --check-config with the shared group: %s" % out)
+        mnts = {}
+        try:
+            for m in FLEET_MOUNTS:
+                mnts[m], _ = bench.mount_insightfs("insightfs-fleet-" + m, 8, conf=conf)
+        except BenchError as e:
+            if not shared_rejected(str(e)):
+                raise
+            why = "this insightfs rejects the shared group (mount: %s)" % str(e).splitlines()[-1]
+            for r in (row_fleet, row_hit):
+                r.unavailable(why)
+            return
+        try:
+            row7g_fleet_requests(bench, row_fleet, mnts)
+        except BenchError as e:
+            row_fleet.fail(str(e))
+            log("row 7g FAILED: %s" % e)
+        try:
+            row7h_shared_hit(bench, row_hit, mnts, port, reps)
+        except BenchError as e:
+            row_hit.fail(str(e))
+            log("row 7h FAILED: %s" % e)
+        for m in FLEET_MOUNTS:
+            bench.unmount("insightfs-fleet-" + m)
+    finally:
+        api.set_latency(0)
+        bench.stop_redis()
+
+
+def row7g_fleet_requests(bench, row, mnts, latency=20):
+    api = bench.api
+    wdir = os.path.join(DASH_NAME, WIDGETS[FLEET_WIDGET][1])
+    names = [(FLEET_BASE + i * HOUR, FLEET_BASE + (i + 1) * HOUR) for i in range(FLEET_IMAGES)]
+    targets = [img(FLEET_WIDGET, s, e) for s, e in names]
+    for t in targets:
+        bench.expect(t)
+    # Every mount reads all 100 in the same order with 8 threads, the 3 mounts at once:
+    # up to 3 mounts miss the same image together, so the fleet lease decides.
+    readers = []
+    for m in FLEET_MOUNTS:
+        items = [(os.path.join(mnts[m], wdir, "%d-%d.png" % (s, e)), t)
+                 for (s, e), t in zip(names, targets)]
+        lock, nxt = threading.Lock(), [0]
+
+        def reader(items=items, lock=lock, nxt=nxt):
+            while True:
+                with lock:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= len(items):
+                    return None
+                p, t = items[i]
+                bench.check("row 7g: %s" % p, read_all(p), t)
+        readers += [reader] * 8
+    before = [shared_stats(mnts[m]) for m in FLEET_MOUNTS]
+    api.set_latency(latency)
+    try:
+        api.clear_log()
+        dt, res = run_parallel(readers)
+        for r in res:
+            if isinstance(r, Exception):
+                raise BenchError(str(r))
+        for m in FLEET_MOUNTS:
+            wait_idle(mnts[m])
+        reqs = [x["target"] for x in api.requests()]
+    finally:
+        api.set_latency(0)
+    after = [shared_stats(mnts[m]) for m in FLEET_MOUNTS]
+    ours = set(targets)
+    n = sum(1 for t in reqs if t in ours)
+    per = {}
+    for t in reqs:
+        per[t] = per.get(t, 0) + 1
+    dup = sum(1 for t in ours if per.get(t, 0) > 1)
+    never = sum(1 for t in ours if t not in per)
+    row.set("%d requests" % n, "%d requests" % FLEET_IMAGES, None,
+            n == FLEET_IMAGES and len(reqs) == FLEET_IMAGES)
+    delta = {k: v - sum_shared(before)[k] for k, v in sum_shared(after).items()}
+    row.notes.append("3 mounts, one config with a shared group (one redis-server of the bench's "
+                     "own), each read the same %d new final images (widget %s, hourly ranges of "
+                     "2023-01-01) with 8 threads, the 3 mounts at once, latency %d ms, in %s; "
+                     "upstream requests in the local API's log once every mount had nothing in "
+                     "flight: %d for these images (%d fetched more than once, %d never), %d in "
+                     "all; shared stats over the 3 mounts: %s"
+                     % (FLEET_IMAGES, WIDGETS[FLEET_WIDGET][1], latency, fmt_time(dt), n, dup,
+                        never, len(reqs), " ".join("%s %d" % kv for kv in delta.items())))
+
+
+def row7h_shared_hit(bench, row, mnts, port, reps, warmups=10):
+    api = bench.api
+    w = FLEET_HIT_WIDGET
+    wdir = os.path.join(DASH_NAME, WIDGETS[w][1])
+    names = [(FLEET_BASE + i * HOUR, FLEET_BASE + (i + 1) * HOUR) for i in range(warmups + reps)]
+    targets = [img(w, s, e) for s, e in names]
+    keys = [shared_key(api, w, s, e) for s, e in names]
+    pa = [os.path.join(mnts["a"], wdir, "%d-%d.png" % (s, e)) for s, e in names]
+    pb = [os.path.join(mnts["b"], wdir, "%d-%d.png" % (s, e)) for s, e in names]
+    for t in targets:
+        bench.expect(t)
+    # Mount A fetches them all (they go to Redis); B has never looked any of them up.
+    pool_read(bench, list(zip(pa, targets)), 8, "row 7h mount A")
+    wait_idle(mnts["a"])
+    missing = wait_shared_keys(port, keys)
+    if missing:
+        with Resp(port) as r:
+            n_img = len(r.command("KEYS", "insightfs:1:img:*"))
+        raise BenchError("row 7h: %d of %d values mount A fetched are not in Redis under "
+                         "SPEC 13's key (e.g. %s); Redis holds %d insightfs:1:img: keys"
+                         % (len(missing), len(keys), missing[0], n_img))
+    with Resp(port) as r:
+        for k, t in zip(keys, targets):
+            if not shared_value_ok(r.command("GET", k), bench.expect(t)):
+                raise BenchError("row 7h: the value under %s is not SPEC 13's header + the "
+                                 "PNG" % k)
+    # Warm-ups on B (untimed): its Redis connections and the widget directory's LOOKUPs.
+    parallel_read(bench, list(zip(pb, targets))[:warmups - 2], "row 7h mount B warm-up")
+    for p, t in list(zip(pb, targets))[warmups - 2:warmups]:
+        bench.check("row 7h mount B warm-up", read_all(p), t)
+    build_floorfs(FLOORFS)
+    fmnt = bench.mount_floorfs(bench.expect(targets[0]))
+    fdir = os.path.join(fmnt, "web", "cpu")
+    conn = Resp(port)
+    try:
+        # f0 read once: the directories' LOOKUPs and the first OPEN (ENOSYS, remembered)
+        # are out of the way; f1.. have never been looked up.
+        bench.check("row 7h floorfs warm-up", read_all(os.path.join(fdir, "f0")), targets[0])
+        conn.timed_get(keys[0])
+        s0 = shared_stats(mnts["b"])
+        api.clear_log()
+        ours, floor, gets, cold = [], [], [], []
+        for i in range(reps):
+            k, t = warmups + i, targets[warmups + i]
+            dg, value = conn.timed_get(keys[k])
+            if not shared_value_ok(value, bench.expect(t)):
+                raise BenchError("row 7h floor: GET %s: not the value of %s" % (keys[k], t))
+            fpath = os.path.join(fdir, "f%d" % (i + 1))
+            t0 = time.perf_counter()
+            got = read_all(fpath)
+            df = time.perf_counter() - t0
+            bench.check("row 7h floorfs cold read of %s" % fpath, got, targets[0])
+            t0 = time.perf_counter()
+            got = read_all(pb[k])
+            do = time.perf_counter() - t0
+            bench.check("row 7h mount B cold read of %s" % pb[k], got, t)
+            gets.append(dg)
+            cold.append(df)
+            floor.append(dg + df)
+            ours.append(do)
+        upstream = len(api.requests())
+        s1 = shared_stats(mnts["b"])
+    finally:
+        conn.close()
+        bench.unmount("floorfs")
+    o, f = median(ours), median(floor)
+    row.set(fmt_time(o), "floor " + fmt_time(f), o / f, o / f <= 1.5 and upstream == 0)
+    row.notes.append(
+        "a LOOKUP and READ on mount B of a name it never looked up, whose final version mount "
+        "A fetched (so the bytes come from Redis, B's own cache being cold), timed in Python "
+        "(open, read to EOF, close); floor = one GET of the same value (SPEC 13's key, %d "
+        "bytes) over the bench's own open Redis connection (median %s) + open, read to EOF, "
+        "close of a floorfs name never looked up (f1..f%d of a fresh mount; median %s), summed "
+        "per repetition; median of %d, interleaved (insightfs min %s max %s; floor min %s max "
+        "%s); upstream requests during the timed reads: %d (must be 0); mount B's shared hits "
+        "during them: %s"
+        % (32 + len(bench.expect(targets[0])), fmt_time(median(gets)), reps,
+           fmt_time(median(cold)), reps, fmt_time(min(ours)), fmt_time(max(ours)),
+           fmt_time(min(floor)), fmt_time(max(floor)), upstream,
+           s1.get("hits", 0) - s0.get("hits", 0) if "hits" in s1 else "n/a"))
+
+
 def machine_line():
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
@@ -1250,6 +1669,8 @@ def main():
                     help="batches of 1000 warm reads (default 7)")
     ap.add_argument("--images", type=int, default=5000, help="images read for row 5 (default 5000)")
     ap.add_argument("--no-peers", action="store_true", help="skip row 6")
+    ap.add_argument("--fleet-only", action="store_true",
+                    help="only rows 7g-7h (the shared cache in Redis, SPEC 13)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench.py: needs root (tmpfs and FUSE mounts)")
@@ -1288,8 +1709,10 @@ def main():
         ("c", "cold read over HTTPS, 20 ms", "faster than curl"),
         ("d", "32 images at once, 1 dir, 20 ms, 32 conns", "<= 1.1x floor"),
         ("e", "daemon CPU per cold fetch", "<= 0.3x rclone"),
-        ("f", "ls -l of %d days, 20 ms, 8 conns" % HISTORY_DAYS, "<= 2x floor, 30 req"))}
-    rows += [nxt[k] for k in "abcdef"]
+        ("f", "ls -l of %d days, 20 ms, 8 conns" % HISTORY_DAYS, "<= 2x floor, 30 req"),
+        ("g", "3 mounts, 1 Redis, the same %d images" % FLEET_IMAGES, "%d requests" % FLEET_IMAGES),
+        ("h", "shared-cache hit (another mount fetched)", "<= 1.5x floor"))}
+    rows += [nxt[k] for k in "abcdefgh"]
 
     started = machine_line()
     bench = Bench(args)
@@ -1297,60 +1720,73 @@ def main():
     cleanup_problems = []
     try:
         bench.start_api()
-
-        def row7a(r):
-            build_floorfs(FLOORFS)
-            row7a_floor_warm(bench, r, mnt, args.rounds)
-        main_rows = ((rows[0], lambda r: row1_warm(bench, r, mnt)),
-                     (nxt["a"], row7a),
-                     (rows[1], lambda r: row2_cold(bench, r, mnt, args.reps)),
-                     (rows[2], lambda r: row3_parallel(bench, r, mnt, args.par_reps)),
-                     (rows[3], lambda r: row4_single_flight(bench, r, mnt)),
-                     (nxt["f"], lambda r: row7f_ls_days(bench, r, mnt, 8)))
-        try:
-            mnt, _ = bench.mount_insightfs("insightfs", 8)
-            for row, fn in main_rows:
-                log("row %s: %s" % (row.key, row.what))
-                try:
-                    fn(row)
-                except BenchError as e:
-                    row.fail(str(e))
-                    log("row %s FAILED: %s" % (row.key, e))
-            bench.unmount("insightfs")
-        except BenchError as e:
-            for row, _ in main_rows:
-                if row.status == "not measured":
-                    row.fail(str(e))
-        log("row 7d: %s" % nxt["d"].what)
-        try:
-            row7d_parallel32(bench, nxt["d"], args.par_reps)
-        except BenchError as e:
-            nxt["d"].fail(str(e))
-            log("row 7d FAILED: %s" % e)
-        log("rows 7b, 7c: %s" % nxt["b"].what)
-        try:
-            row7b_https(bench, nxt["b"], nxt["c"], args.reps)
-        except (BenchError, RuntimeError) as e:
-            for r in (nxt["b"], nxt["c"]):
-                r.fail(str(e))
-            log("rows 7b, 7c FAILED: %s" % e)
-        log("row 5: %s" % rows[4].what)
-        try:
-            row5_memory(bench, rows[4], args.images)
-        except BenchError as e:
-            rows[4].fail(str(e))
-        if args.no_peers:
-            for r in list(peer_rows.values()) + [nxt["e"]]:
-                r.skip("--no-peers")
+        if args.fleet_only:
+            for r in rows:
+                if r.key not in ("7g", "7h"):
+                    r.skip("--fleet-only")
         else:
-            log("rows 6, 7e: insightfs vs httpdirfs and rclone on /static/")
+            def row7a(r):
+                build_floorfs(FLOORFS)
+                row7a_floor_warm(bench, r, mnt, args.rounds)
+            main_rows = ((rows[0], lambda r: row1_warm(bench, r, mnt)),
+                         (nxt["a"], row7a),
+                         (rows[1], lambda r: row2_cold(bench, r, mnt, args.reps)),
+                         (rows[2], lambda r: row3_parallel(bench, r, mnt, args.par_reps)),
+                         (rows[3], lambda r: row4_single_flight(bench, r, mnt)),
+                         (nxt["f"], lambda r: row7f_ls_days(bench, r, mnt, 8)))
             try:
-                row6_peers(bench, peer_rows, args.reps, args.par_reps, nxt["e"])
+                mnt, _ = bench.mount_insightfs("insightfs", 8)
+                for row, fn in main_rows:
+                    log("row %s: %s" % (row.key, row.what))
+                    try:
+                        fn(row)
+                    except BenchError as e:
+                        row.fail(str(e))
+                        log("row %s FAILED: %s" % (row.key, e))
+                bench.unmount("insightfs")
             except BenchError as e:
-                log("row 6 FAILED: %s" % e)
+                for row, _ in main_rows:
+                    if row.status == "not measured":
+                        row.fail(str(e))
+            log("row 7d: %s" % nxt["d"].what)
+            try:
+                row7d_parallel32(bench, nxt["d"], args.par_reps)
+            except BenchError as e:
+                nxt["d"].fail(str(e))
+                log("row 7d FAILED: %s" % e)
+            log("rows 7b, 7c: %s" % nxt["b"].what)
+            try:
+                row7b_https(bench, nxt["b"], nxt["c"], args.reps)
+            except (BenchError, RuntimeError) as e:
+                for r in (nxt["b"], nxt["c"]):
+                    r.fail(str(e))
+                log("rows 7b, 7c FAILED: %s" % e)
+        log("rows 7g, 7h: %s; %s" % (nxt["g"].what, nxt["h"].what))
+        try:
+            rows7gh_fleet(bench, nxt["g"], nxt["h"], args.reps)
+        except BenchError as e:
+            for r in (nxt["g"], nxt["h"]):
+                if r.status in ("not measured", "met", "MISSED"):
+                    r.fail(str(e))
+            log("rows 7g, 7h FAILED: %s" % e)
+        if not args.fleet_only:
+            log("row 5: %s" % rows[4].what)
+            try:
+                row5_memory(bench, rows[4], args.images)
+            except BenchError as e:
+                rows[4].fail(str(e))
+            if args.no_peers:
                 for r in list(peer_rows.values()) + [nxt["e"]]:
-                    if r.status == "not measured" and not r.notes:
-                        r.fail(str(e))
+                    r.skip("--no-peers")
+            else:
+                log("rows 6, 7e: insightfs vs httpdirfs and rclone on /static/")
+                try:
+                    row6_peers(bench, peer_rows, args.reps, args.par_reps, nxt["e"])
+                except BenchError as e:
+                    log("row 6 FAILED: %s" % e)
+                    for r in list(peer_rows.values()) + [nxt["e"]]:
+                        if r.status == "not measured" and not r.notes:
+                            r.fail(str(e))
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
