@@ -26,6 +26,8 @@ import pytest
 from conftest import (SANITIZE, TIME_FACTOR, VALGRIND, free_port, is_mounted, run,
                       shared_group, wait_for)
 from client import image_target
+# The names and request counting of the engine's tests (one range per index).
+from test_engine import count, img, name, rng, target  # noqa: F401
 
 DASH, WIDGET, GONE = "df_457958429047263232", "cpu_avg__1234", "no_such_widget__404"
 BASE_MS = 1733011200000  # 2024-12-01T00:00Z: every range below is old, so final
@@ -52,26 +54,6 @@ PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 # ---- helpers ---------------------------------------------------------------------------
 
-def rng(i):
-    """A distinct absolute one-hour range per index (final: it ended long ago)."""
-    start = BASE_MS + i * 60000
-    return start, start + 3600000
-
-
-def name(i):
-    return "%d-%d.png" % rng(i)
-
-
-def target(i, widget=WIDGET):
-    return image_target(DASH, widget, *rng(i))
-
-
-def img(m, i, widget="cpu"):
-    return m.path("web", widget, name(i))
-
-
-def count(api, tgt):
-    return sum(1 for e in api.requests() if e["target"] == tgt)
 
 
 def image_requests(api):
