@@ -96,14 +96,19 @@ void fs_ra_free(struct fs_ra *ra)
     free(ra);
 }
 
-/* lock held. The listing of dir, or NULL; unlinked when unlink is set. */
+/* lock held. The listing of dir, or NULL; unlinked when unlink is set, else moved to
+ * the front: the stats of one directory come together, so after its first one the
+ * listing is found at once however many directories were listed. */
 static struct ra_listing *find(struct fs_ra *ra, uint64_t dir, int unlink)
 {
     for (struct ra_listing **pp = &ra->head; *pp; pp = &(*pp)->next) {
         if ((*pp)->dir == dir) {
             struct ra_listing *l = *pp;
-            if (unlink)
-                *pp = l->next;
+            *pp = l->next;
+            if (!unlink) {
+                l->next = ra->head;
+                ra->head = l;
+            }
             return l;
         }
     }
