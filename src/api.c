@@ -111,8 +111,8 @@ struct acct {
 struct api {
     struct http_client *http;
     struct acct *acct;
-    char *secret;   /* sign_secret_free wipes it */
-    char *h_domain; /* "x-ncp-dmn_cd: <code>", or NULL when the header is not sent */
+    struct sign_key *key; /* the secret, keyed once; sign_key_free cleanses it */
+    char *h_domain;       /* "x-ncp-dmn_cd: <code>", or NULL when the header is not sent */
     int timeout_ms, connect_timeout_ms, retries;
     size_t max_image_bytes;
     int64_t test_offset_ms;
@@ -350,12 +350,14 @@ struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, struct api *i
     } else {
         api->acct = acct_new(cfg);
     }
-    api->secret = sign_secret_dup(cfg->secret_key);
+    int kerr = 0;
+    api->key = sign_key_new(cfg->secret_key, &kerr);
     const char *domain = api_domain_code(cfg->endpoint, cfg->domain_code);
     if (domain && asprintf(&api->h_domain, "x-ncp-dmn_cd: %s", domain) < 0)
         api->h_domain = NULL; /* undefined after a failed asprintf */
-    if (!api->acct || !api->secret || (domain && !api->h_domain)) {
-        why = "out of memory";
+    if (!api->acct || !api->key || (domain && !api->h_domain)) {
+        why =
+            !api->key && kerr == -EIO ? "OpenSSL cannot make an HMAC-SHA256 key" : "out of memory";
         goto fail;
     }
     api->timeout_ms = cfg->timeout_ms;
@@ -381,7 +383,7 @@ void api_free(struct api *api)
         return;
     http_client_free(api->http);
     acct_unref(api->acct);
-    sign_secret_free(api->secret);
+    sign_key_free(api->key);
     free(api->h_domain);
     free(api);
 }
@@ -536,7 +538,7 @@ static struct http_verdict one_try(struct api *api, struct call *c, int64_t dead
     c->res.error_code[0] = c->res.message[0] = '\0';
     c->res.status = 0;
     snprintf(ts, sizeof(ts), "%" PRId64, now);
-    int rc = sign_v2(api->secret, "GET", c->target, ts, api->acct->access_key, sig);
+    int rc = sign_v2_key(api->key, "GET", c->target, ts, api->acct->access_key, sig);
     if (rc < 0) {
         v.err = rc;
         snprintf(c->res.message, sizeof(c->res.message), "cannot sign the request");

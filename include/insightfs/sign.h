@@ -23,6 +23,19 @@
 int sign_v2(const char *secret, const char *method, const char *target, const char *timestamp,
             const char *access_key, char out[SIGN_V2_LEN + 1]) __attribute__((warn_unused_result));
 
+/* A signing key: secret keyed into an HMAC-SHA256 context once, so that each signature
+ * costs only its message's hashing. Returns it, or NULL with *err -EINVAL (NULL or
+ * empty secret), -ENOMEM or -EIO. The key keeps no copy of the secret's text. */
+struct sign_key;
+struct sign_key *sign_key_new(const char *secret, int *err) __attribute__((warn_unused_result));
+/* Free a key; its key material is cleansed. NULL-safe. */
+void sign_key_free(struct sign_key *k);
+/* sign_v2 with a key: the same result for the same secret. Thread-safe: any number of
+ * threads may sign with one key at once. */
+int sign_v2_key(const struct sign_key *k, const char *method, const char *target,
+                const char *timestamp, const char *access_key, char out[SIGN_V2_LEN + 1])
+    __attribute__((warn_unused_result));
+
 /* A copy of a secret (malloc'd) for a module that must keep one, or NULL (ENOMEM).
  * Free it only with sign_secret_free. */
 char *sign_secret_dup(const char *secret);

@@ -4,6 +4,7 @@
 #include "insightfs/sign.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -146,6 +147,65 @@ static void test_openssl_version(void **state)
     assert_non_null(strstr(sign_openssl_version(), "OpenSSL"));
 }
 
+/* A key signs any number of messages, from several threads at once, each exactly as
+ * sign_v2 with the secret does (the image vector above): signing never changes the key. */
+#define KEY_THREADS 4
+#define KEY_ROUNDS 200
+static const char *const key_secret = "Sup3rS3cretKeyForTests0123456789abcdEFGH";
+static const char *const key_target =
+    "/cw_fea/real/cw/api/chart/dashboard/df_457958429047263232/widgets/cpu_avg__1234"
+    "?startTime=1733097600000&endTime=1733148000000&widgetResolutionMode=AUTO";
+static const char *const key_want = "VMaFUMwYxEPMSIxUFIytDHGpXv6Rx0bCX78miyyFj80=";
+
+static void *key_signer(void *arg)
+{
+    const struct sign_key *k = arg;
+    char sig[SIGN_V2_LEN + 1], other[SIGN_V2_LEN + 1];
+    for (int i = 0; i < KEY_ROUNDS; i++) {
+        if (sign_v2_key(k, "GET", "/other", "1", "AK", other) != 0)
+            return (void *)"other failed";
+        if (sign_v2_key(k, "GET", key_target, "1733148000123", "ncp_iam_BPAMKR1234567890", sig) !=
+            0)
+            return (void *)"sign failed";
+        if (strcmp(sig, key_want) != 0)
+            return (void *)"wrong signature";
+    }
+    return NULL;
+}
+
+static void test_key_reuse(void **state)
+{
+    (void)state;
+    int err = 1;
+    struct sign_key *k = sign_key_new(key_secret, &err);
+    assert_non_null(k);
+    assert_int_equal(err, 0);
+    char a[SIGN_V2_LEN + 1], b[SIGN_V2_LEN + 1];
+    assert_int_equal(sign_v2_key(k, "GET", "/a", "1", "AK", a), 0);
+    assert_int_equal(sign_v2("secret0", "GET", "/a", "1", "AK", b), 0);
+    assert_string_not_equal(a, b); /* another secret, another signature */
+    assert_int_equal(sign_v2(key_secret, "GET", "/a", "1", "AK", b), 0);
+    assert_string_equal(a, b);
+    pthread_t t[KEY_THREADS];
+    for (int i = 0; i < KEY_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, key_signer, k), 0);
+    for (int i = 0; i < KEY_THREADS; i++) {
+        void *why = NULL;
+        assert_int_equal(pthread_join(t[i], &why), 0);
+        assert_null(why);
+    }
+    sign_key_free(k);
+    sign_key_free(NULL);
+    err = 0;
+    assert_null(sign_key_new("", &err));
+    assert_int_equal(err, -EINVAL);
+    assert_null(sign_key_new(NULL, &err));
+    assert_int_equal(err, -EINVAL);
+    char sig[SIGN_V2_LEN + 1] = "x";
+    assert_int_equal(sign_v2_key(NULL, "GET", "/", "0", "AK", sig), -EINVAL);
+    assert_string_equal(sig, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_escaped_target),     cmocka_unit_test(test_public_client_vector),
         cmocka_unit_test(test_every_part_matters), cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_secret_copy),        cmocka_unit_test(test_openssl_version),
+        cmocka_unit_test(test_key_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
