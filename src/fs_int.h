@@ -242,6 +242,13 @@ void fs_drain_dropped(struct fs *fs);
  * (the session's .init, after daemonizing). */
 void fs_threads_start(struct fs *fs);
 
+/* fs_mount.c. The filesystem's state for cfg (taken, on failure too), with no mount and
+ * no thread started: fs_run's first step, and what tests/unit/test_fs.c drives its
+ * request handlers with. NULL when out of memory (a message was printed). */
+struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o);
+/* Free what fs_new made (threads stopped, or never started). NULL-safe. */
+void fs_free(struct fs *fs);
+
 /* Start and stop the housekeeping timer (idle sweep, heap trimming) and answer every
  * kept request at teardown. */
 void fs_wait_start(struct fs *fs);

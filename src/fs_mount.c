@@ -64,7 +64,7 @@ static void fs_threads_stop(struct fs *fs)
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-static void fs_free(struct fs *fs)
+void fs_free(struct fs *fs)
 {
     if (!fs)
         return;
@@ -79,7 +79,7 @@ static void fs_free(struct fs *fs)
     free(fs);
 }
 
-static struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
+struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
 {
     struct fs *fs = calloc(1, sizeof(*fs));
     if (!fs) {

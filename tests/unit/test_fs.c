@@ -1,0 +1,333 @@
+/* test_fs - the request handlers of src/fs.c and the tree state of src/fs_gen.c, driven
+ * without a mount: fs_new builds the filesystem's state from a real configuration file,
+ * and the test calls the low-level operations table itself.
+ *
+ * Seams. The test is linked with GNU ld's --wrap (Makefile: UNIT_LDFLAGS_fs), so calls
+ * that src/ makes across object files come here first:
+ *  - fuse_req_userdata, fuse_reply_entry, fuse_reply_err: a request is a pointer the
+ *    test made; its answer is recorded instead of written to /dev/fuse;
+ *  - cache_version_state: may be scripted to answer PENDING once and READY from then
+ *    on, which is what a fetch completing between two reads of the state looks like;
+ *  - disc_build_tree: may hold a rebuild between building its tree and installing it,
+ *    which is where a reload could overtake it.
+ * Both races are one instruction wide in real time; the seams make them certain.
+ *
+ * Covered: the two item-6 defects of the request engine issue that have no other test:
+ *  - LOOKUP reads a version's state once (a version becoming ready between two reads
+ *    gave size 0 with a day-long attribute timeout: an empty file for a day);
+ *  - a tree rebuild racing a reload (SIGHUP) cannot leave the old configuration's tree.
+ * Each fails on the code before its fix.
+ */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <fuse_lowlevel.h>
+
+#include "../../src/fs_int.h"
+#include "insightfs/cache.h"
+#include "insightfs/cfg.h"
+#include "insightfs/disc.h"
+#include "insightfs/http.h"
+#include "insightfs/ns.h"
+
+#define WAIT_MS 10000 /* how long the test waits for another thread before failing */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t tf(int64_t ms)
+{
+    const char *f = getenv("INSIGHTFS_TEST_TIME_FACTOR");
+    long n = f ? strtol(f, NULL, 10) : 1;
+    return ms * (n >= 1 && n <= 1000 ? n : 1);
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- the seams --------------------------------------------------------------------- */
+
+static struct fs *the_fs;
+
+struct answer {
+    int kind; /* 0 none, 1 entry, 2 error */
+    struct fuse_entry_param e;
+    int err;
+};
+
+static struct answer last;
+
+void *__wrap_fuse_req_userdata(fuse_req_t req)
+{
+    (void)req;
+    return the_fs;
+}
+
+int __wrap_fuse_reply_entry(fuse_req_t req, const struct fuse_entry_param *e)
+{
+    (void)req;
+    last.kind = 1;
+    last.e = *e;
+    return 0;
+}
+
+int __wrap_fuse_reply_err(fuse_req_t req, int err)
+{
+    (void)req;
+    last.kind = 2;
+    last.err = err;
+    return 0;
+}
+
+/* cache_version_state: scripted = 1 makes the next read PENDING and every later one
+ * READY (the fetch completed right after that first read). */
+enum cache_state __real_cache_version_state(const struct cache_version *v);
+static int scripted;
+static int state_reads;
+
+enum cache_state __wrap_cache_version_state(const struct cache_version *v)
+{
+    if (!scripted)
+        return __real_cache_version_state(v);
+    return state_reads++ == 0 ? CACHE_PENDING : CACHE_READY;
+}
+
+/* disc_build_tree: the thread named by holder stops after building, until released. */
+struct ns_tree *__real_disc_build_tree(struct disc *d, const struct cfg *cfg, uint64_t *built);
+static pthread_mutex_t hold_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
+static pthread_t holder;
+static int holding, held, released; /* protected by hold_m */
+
+struct ns_tree *__wrap_disc_build_tree(struct disc *d, const struct cfg *cfg, uint64_t *built)
+{
+    struct ns_tree *t = __real_disc_build_tree(d, cfg, built);
+    pthread_mutex_lock(&hold_m);
+    if (holding && pthread_equal(pthread_self(), holder)) {
+        held = 1;
+        pthread_cond_broadcast(&hold_cv);
+        while (!released)
+            pthread_cond_wait(&hold_cv, &hold_m);
+    }
+    pthread_mutex_unlock(&hold_m);
+    return t;
+}
+
+/* ---- fixture ------------------------------------------------------------------------ */
+
+struct fx {
+    char dir[64];
+    char conf[128];
+    struct fs *fs;
+};
+
+static void write_conf(const char *path, const char *dash_name)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    char text[1024];
+    int n = snprintf(text, sizeof(text),
+                     "api = { endpoint = \"http://127.0.0.1:9\"; access_key = \"AK\";\n"
+                     "        secret_key = \"SK\"; max_connections = 2; };\n"
+                     "log_level = \"error\";\n"
+                     "cache = { readahead = false; };\n"
+                     "dashboards = ( { name = \"%s\"; id = \"dash1\";\n"
+                     "                 widgets = ( { name = \"cpu\"; id = \"w1\"; } ); } );\n",
+                     dash_name);
+    assert_true(n > 0 && (size_t)n < sizeof(text));
+    assert_int_equal(write(fd, text, (size_t)n), n);
+    assert_int_equal(close(fd), 0);
+}
+
+static int setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/test_fs.XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->conf, sizeof(fx->conf), "%s/t.conf", fx->dir);
+    write_conf(fx->conf, "web");
+    struct cfg *cfg = NULL;
+    char *err = NULL;
+    assert_int_equal(http_global_init(), 0);
+    if (cfg_load(fx->conf, CFG_MODE_MOUNT, NULL, &cfg, &err) != 0)
+        fail_msg("cfg_load: %s", err ? err : "?");
+    struct fs_opts o = {.mountpoint = "/nonexistent", .fsname = fx->conf};
+    fx->fs = fs_new(cfg, NULL, &o);
+    assert_non_null(fx->fs);
+    the_fs = fx->fs;
+    scripted = 0;
+    state_reads = 0;
+    memset(&last, 0, sizeof(last));
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+    fs_free(fx->fs);
+    the_fs = NULL;
+    http_global_cleanup();
+    unlink(fx->conf);
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+/* LOOKUP parent/name through the operations table; the entry's inode. */
+static uint64_t lookup(uint64_t parent, const char *name)
+{
+    static char fake_req;
+    memset(&last, 0, sizeof(last));
+    fs_lowlevel_ops()->lookup((fuse_req_t)&fake_req, parent, name);
+    if (last.kind != 1)
+        fail_msg("LOOKUP %s: no entry (kind %d, errno %d)", name, last.kind, last.err);
+    return last.e.ino;
+}
+
+/* ---- tests -------------------------------------------------------------------------- */
+
+/* A version that becomes ready between two reads of its state: the LOOKUP's attributes
+ * and attribute timeout come from one read, so a size 0 is never cached for a day. */
+static void test_lookup_reads_state_once(void **state)
+{
+    (void)state;
+    uint64_t dash = lookup(FUSE_ROOT_ID, "web");
+    uint64_t widget = lookup(dash, "cpu");
+    scripted = 1;
+    lookup(widget, "1733097600000-1733184000000.png");
+    scripted = 0;
+    assert_int_equal(state_reads, 1);
+    /* The one read said PENDING: size 0, and the kernel must ask again. */
+    assert_int_equal(last.e.attr.st_size, 0);
+    assert_true(last.e.attr_timeout == 0.0);
+    assert_true(last.e.attr.st_mode == (S_IFREG | 0444));
+}
+
+struct rebuilder {
+    struct fs *fs;
+    pthread_t t;
+};
+
+static void *rebuild_main(void *arg)
+{
+    struct rebuilder *r = arg;
+    fs_tree_rebuild(r->fs);
+    return NULL;
+}
+
+/* The dashboard directory's name in the installed tree (no rebuild), or NULL. */
+static int tree_has(struct fs *fs, const char *dash_name)
+{
+    pthread_mutex_lock(&fs->st.lock);
+    struct ns_tree *t = fs->st.tree;
+    ns_ref(t);
+    pthread_mutex_unlock(&fs->st.lock);
+    int found = 0;
+    for (size_t i = 0; i < t->n_dashboards; i++)
+        if (strcmp(t->dashboards[i].name, dash_name) == 0)
+            found = 1;
+    ns_unref(t);
+    return found;
+}
+
+/* A rebuild holds the old configuration's tree while a reload swaps the new one in: the
+ * reload's own rebuild must come after it, so the tree left installed is the new one.
+ * (Before the fix the reload rebuilt and finished at once; the held rebuild then
+ * installed the old tree over it, and / kept listing the old dashboards.) */
+static void test_rebuild_racing_reload(void **state)
+{
+    struct fx *fx = *state;
+    struct fs *fs = fx->fs;
+    assert_true(tree_has(fs, "web"));
+    assert_int_equal(fs_reload_start(fs), 0);
+
+    struct rebuilder r = {fs, 0};
+    pthread_mutex_lock(&hold_m);
+    holding = 1;
+    held = released = 0;
+    assert_int_equal(pthread_create(&r.t, NULL, rebuild_main, &r), 0);
+    holder = r.t;
+    pthread_cond_broadcast(&hold_cv); /* holder is set: the wrapper may compare now */
+    int64_t until = mono_ms() + tf(WAIT_MS);
+    while (!held && mono_ms() < until) {
+        pthread_mutex_unlock(&hold_m);
+        nap_ms(1);
+        pthread_mutex_lock(&hold_m);
+    }
+    int was_held = held;
+    pthread_mutex_unlock(&hold_m);
+    assert_true(was_held); /* the rebuild has the old configuration's tree in hand */
+
+    /* SIGHUP with a renamed dashboard: the reload thread loads it and swaps it in. */
+    write_conf(fx->conf, "web2");
+    struct fs_gen *old = fs_gen_get(fs);
+    assert_int_equal(write(fs->st.hup_pipe[1], "h", 1), 1);
+    until = mono_ms() + tf(WAIT_MS);
+    for (;;) {
+        struct fs_gen *g = fs_gen_get(fs);
+        int swapped = g != old;
+        fs_gen_unref(g);
+        if (swapped)
+            break;
+        if (mono_ms() > until)
+            fail_msg("the reload never swapped the configuration in");
+        nap_ms(1);
+    }
+    fs_gen_unref(old);
+    /* Give the reload every chance to finish (it must not, while the rebuild is held):
+     * the buggy code installed the new tree within microseconds here. */
+    until = mono_ms() + tf(300);
+    while (mono_ms() < until && !tree_has(fs, "web2"))
+        nap_ms(1);
+    int early = tree_has(fs, "web2");
+
+    pthread_mutex_lock(&hold_m);
+    released = 1;
+    pthread_cond_broadcast(&hold_cv);
+    pthread_mutex_unlock(&hold_m);
+    assert_int_equal(pthread_join(r.t, NULL), 0);
+    pthread_mutex_lock(&hold_m);
+    holding = 0;
+    pthread_mutex_unlock(&hold_m);
+
+    /* The reload's rebuild runs after the held one and installs the new tree. */
+    until = mono_ms() + tf(WAIT_MS);
+    while (!tree_has(fs, "web2") && mono_ms() < until)
+        nap_ms(1);
+    fs_reload_stop(fs);
+    assert_false(early); /* serialized: no tree of the new configuration while held */
+    assert_true(tree_has(fs, "web2"));
+    assert_false(tree_has(fs, "web"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_lookup_reads_state_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
