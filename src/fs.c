@@ -477,7 +477,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 /* The slice is replied from a private copy: as soon as the kernel has the answer, a
  * RELEASEDIR or FORGET on another worker may free the source, while ASan's writev
  * interceptor still reads the iovec after the call returns (a use-after-free report
- * that stops the daemon under sanitizers). Only uncached reads and readdir get here. */
+ * that stops the daemon under sanitizers). Snapshot files and readdir come here; image
+ * READs hold a version reference instead (reply_version). */
 void fs_reply_slice(fuse_req_t req, const void *data, size_t len, size_t size, off_t off)
 {
     if (off < 0 || (size_t)off >= len) {

@@ -1250,9 +1250,9 @@ def proc_cpu(pid):
     return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def pool_read(bench, items, nthreads, what):
-    """items: [(path, target)], read by nthreads threads taking the next one in turn;
-    checks bytes; seconds from start until all are read."""
+def queue_readers(bench, items, nthreads, what):
+    """nthreads reader functions for run_parallel that share items, [(path, target)],
+    each taking the next one in turn and checking its bytes."""
     lock = threading.Lock()
     nxt = [0]
 
@@ -1266,7 +1266,13 @@ def pool_read(bench, items, nthreads, what):
             p, t = items[i]
             bench.check("%s: %s" % (what, p), read_all(p), t)
 
-    dt, res = run_parallel([reader] * nthreads)
+    return [reader] * nthreads
+
+
+def pool_read(bench, items, nthreads, what):
+    """items: [(path, target)], read by nthreads threads taking the next one in turn;
+    checks bytes; seconds from start until all are read."""
+    dt, res = run_parallel(queue_readers(bench, items, nthreads, what))
     for r in res:
         if isinstance(r, Exception):
             raise BenchError(str(r))
@@ -1505,18 +1511,7 @@ def row7g_fleet_requests(bench, row, mnts, latency=20):
     for m in FLEET_MOUNTS:
         items = [(os.path.join(mnts[m], wdir, "%d-%d.png" % (s, e)), t)
                  for (s, e), t in zip(names, targets)]
-        lock, nxt = threading.Lock(), [0]
-
-        def reader(items=items, lock=lock, nxt=nxt):
-            while True:
-                with lock:
-                    i = nxt[0]
-                    nxt[0] += 1
-                if i >= len(items):
-                    return None
-                p, t = items[i]
-                bench.check("row 7g: %s" % p, read_all(p), t)
-        readers += [reader] * 8
+        readers += queue_readers(bench, items, 8, "row 7g")
     before = [shared_stats(mnts[m]) for m in FLEET_MOUNTS]
     api.set_latency(latency)
     try:

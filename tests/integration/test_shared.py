@@ -27,7 +27,7 @@ from conftest import (SANITIZE, TIME_FACTOR, VALGRIND, free_port, is_mounted, ru
                       shared_group, wait_for)
 from client import image_target
 # The names and request counting of the engine's tests (one range per index).
-from test_engine import count, img, name, rng, target  # noqa: F401
+from test_engine import bounded, count, img, name, read_file, rng, stat_errno, target  # noqa: F401
 
 DASH, WIDGET, GONE = "df_457958429047263232", "cpu_avg__1234", "no_such_widget__404"
 BASE_MS = 1733011200000  # 2024-12-01T00:00Z: every range below is old, so final
@@ -79,39 +79,6 @@ def shared_cfg(redis, api_extra=API, cache="", top="", url=None, **shared_kw):
 
 def fleet(mount, path, n=FLEET):
     return [mount(path) for _ in range(n)]
-
-
-def stat_errno(path):
-    try:
-        os.stat(path)
-    except OSError as e:
-        return e.errno
-    return 0
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def bounded(fn, timeout, what):
-    """fn() in a daemon thread; its result, or fail once timeout (scaled) has passed."""
-    box = {}
-
-    def body():
-        try:
-            box["v"] = fn()
-        except BaseException as e:  # noqa: B902 - re-raised below
-            box["e"] = e
-
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
-    t.join(timeout * TIME_FACTOR)
-    if t.is_alive():
-        raise AssertionError("%s still blocked after %.1f s" % (what, timeout * TIME_FACTOR))
-    if "e" in box:
-        raise box["e"]
-    return box["v"]
 
 
 def timed_read(path, limit):
