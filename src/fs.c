@@ -765,6 +765,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     /* The kernel asks GETATTR before reading a file whose attributes expired. */
     if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
         conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+    /* libfuse 3.14 wants parallel LOOKUPs in one directory but forgets to say so (fs_io.c). */
+    fs_io_want_parallel(fs, (conn->want & FUSE_CAP_PARALLEL_DIROPS) != 0);
     clock_gettime(CLOCK_REALTIME, &fs->ready_at);
     clock_gettime(CLOCK_MONOTONIC, &fs->ready_mono);
     fs_threads_start(fs);

@@ -269,6 +269,20 @@ void fs_ra_sweep(struct fs *fs, int64_t now_mono);
 void fs_ra_lookup(struct fs *fs, uint64_t dir, const char *name);
 void fs_ra_getattr(struct fs *fs, const struct fs_inode *n);
 
+/* ---- fs_io.c: the daemon's reads and writes of /dev/fuse ------------------------ */
+
+/* Its state in struct fs: the INIT request's unique, and whether to send
+ * FUSE_PARALLEL_DIROPS in its reply. */
+struct fs_io_state {
+    atomic_int state;     /* before INIT, INIT read, pass-through */
+    uint64_t init_unique; /* written before state becomes "INIT read" */
+    int want_parallel;    /* set by .init, before INIT's reply is written */
+};
+/* After fuse_session_mount: route the session's reads and writes through fs_io. */
+int fs_io_install(struct fs *fs) __attribute__((warn_unused_result));
+/* .init: whether conn->want holds FUSE_CAP_PARALLEL_DIROPS (libfuse 3.14 drops it). */
+void fs_io_want_parallel(struct fs *fs, int on);
+
 /* ---- the root context ----------------------------------------------------------- */
 
 struct fs_ra; /* readahead state (fs_ra.c) */
@@ -287,6 +301,7 @@ struct fs {
     struct timespec ready_at; /* the mount became ready (CLOCK_REALTIME) */
     struct timespec ready_mono;
     struct fuse_session *se;
+    struct fs_io_state io; /* fs_io.c */
 
     atomic_uint_fast64_t waiting;   /* kept requests now */
     atomic_uint_fast64_t shed;      /* answered EAGAIN for max_pending */

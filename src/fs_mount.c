@@ -182,6 +182,10 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
         fprintf(stderr, "insightfs: %s: cannot mount (see the lines above)\n", o->mountpoint);
         goto out_signals;
     }
+    if (fs_io_install(fs) != 0) {
+        fprintf(stderr, "insightfs: cannot set up the FUSE device's I/O\n");
+        goto out_unmount;
+    }
     if (fuse_daemonize(o->foreground) != 0)
         goto out_unmount;
     if (!o->foreground)

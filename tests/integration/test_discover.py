@@ -5,10 +5,13 @@ good list, or to the configured entries with the refresh's errno for unknown nam
 Request counts come from the local API's log."""
 import errno
 import os
+import signal
+import subprocess
 import time
 
 from conftest import TIME_FACTOR, wait_for
 from client import image_target
+from test_engine import bounded
 
 LIST = "/cw_fea/real/cw/api/chart/dashboard"
 WEB = "df_457958429047263232"
@@ -110,6 +113,37 @@ def test_refresh_failure_keeps_the_last_good_list(api, config, mount):
     # The failure is remembered for error_ttl_s: no new request for an unknown name.
     assert errno_of(os.stat, m.path("nope")) == errno.ENOENT
     assert os.listdir(m.mnt) == before
+    assert targets(api) == [LIST]
+
+
+def test_lookup_kept_for_discovery_holds_up_no_other_name(api, config, mount):
+    """A LOOKUP of an unknown name in / is kept while the dashboards' list is refreshed;
+    with the API hung that lasts up to its deadline. LOOKUPs of other names in / answer
+    at once meanwhile: the daemon sends FUSE_PARALLEL_DIROPS (fs_io.c), which libfuse
+    3.14 leaves out, so the kernel does not queue them behind the kept one."""
+    deadline_s = 10 * TIME_FACTOR
+    m = mount(config(api_extra="  retries = 0;\n  timeout_ms = %d;\n" % (deadline_s * 1000),
+                     body=CONFIGURED))
+    api.fault("hang", prefix=LIST, count=-1)
+    api.clear_log()
+    waiter = subprocess.Popen(["stat", m.path("nope")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: [e for e in api.requests() if e["fault"] == "hang"], 5,
+                 "the hung refresh of the dashboards' list")
+        assert waiter.poll() is None  # its LOOKUP is kept
+        # Names of / that were never looked up: a configured dashboard, /.insightfs.
+        t0 = time.monotonic()
+        st = bounded(lambda: os.stat(m.path("web")), 2, "a LOOKUP of / beside the kept one")
+        assert st.st_mode & 0o777 == 0o555
+        with open(m.path(".insightfs", "stats"), "rb") as f:
+            assert f.read().startswith(b'{"cache":')
+        assert time.monotonic() - t0 < deadline_s / 2
+        assert waiter.poll() is None  # still kept: the others did not wait for it
+    finally:
+        waiter.send_signal(signal.SIGINT)  # an interrupted kept LOOKUP answers EINTR at once
+        waiter.communicate(timeout=5 * TIME_FACTOR)
+    assert waiter.returncode == -signal.SIGINT
     assert targets(api) == [LIST]
 
 
