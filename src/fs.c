@@ -9,6 +9,7 @@
  *   fs_meta.c   the files of /.insightfs
  *   fs_gen.c    configuration generations, the tree, SIGHUP reload
  *   fs_inval.c  the invalidation thread (the only caller of notify_inval_entry)
+ *   fs_io.c     the /dev/fuse reads and writes: sends FUSE_PARALLEL_DIROPS
  *   fs_mount.c  the mount: build, serve, tear down
  *   fs_pages.c  the pages (pages = true): index.html, built at LOOKUP as a snapshot
  * Below it: cache (versions, tickets, the byte bound), flight (single flight and failure
@@ -32,8 +33,9 @@
  *
  * No request waits in a worker (SPEC 12.4). LOOKUP answers from the name alone: the
  * cached version when it is fresh, else the key's pending version with attribute timeout
- * 0 (libfuse 3.14 never negotiates PARALLEL_DIROPS, so the kernel serializes LOOKUPs per
- * directory). GETATTR or READ of a pending version, and LOOKUP or OPENDIR of / or a
+ * 0 (the kernel merges concurrent lookups of one name, and without PARALLEL_DIROPS -
+ * which libfuse 3.14 never sends, so fs_io.c does - serializes those of a directory).
+ * GETATTR or READ of a pending version, and LOOKUP or OPENDIR of / or a
  * dashboard while its discovered list is refreshed (SPEC 4), are kept (fs_wait.c):
  * answered by the fetch thread that completes the fetch, by their deadline, or EINTR.
  * So libfuse's default workers (at most 10) always read the next request at once, and a
