@@ -31,7 +31,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "insightfs/log.h"
 
 enum { IO_BEFORE_INIT, IO_INIT_READ, IO_PASS };
 
@@ -66,10 +65,7 @@ static ssize_t write_init_reply(int fd, struct iovec *iov, int count)
     flags |= FUSE_PARALLEL_DIROPS;
     memcpy(init + flags_at, &flags, sizeof(flags));
     struct iovec v[2] = {iov[0], {init, init_len}};
-    ssize_t n = writev(fd, v, 2);
-    if (n >= 0)
-        log_debug("LOOKUPs within a directory run in parallel (FUSE_PARALLEL_DIROPS)");
-    return n;
+    return writev(fd, v, 2);
 }
 
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
