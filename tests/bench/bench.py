@@ -940,16 +940,16 @@ def row6_peers(bench, rows, reps, par_reps, cpu_row):
             for name, root in fss:
                 par_t[name].append(parallel_read(
                     bench, [(path(root, w, d), tgt(w, d)) for w, d in s], name + " parallel"))
-        cpu, cpu_n, cpu_t = {}, {}, {}
+        cpu, cpu_n, cpu_t, cpu_how = {}, {}, {}, {}
         for name, root, proc in (("insightfs", mnt, ins_proc), ("rclone", rc, rc_proc)):
             if not cpu_files:
                 break
             api.clear_log()
-            c0 = proc_cpu(proc.pid)
+            win = CpuWindow(proc.pid)
             cpu_t[name] = pool_read(bench, [(path(root, w, d), tgt(w, d)) for w, d in cpu_files],
                                     8, "row 7e %s" % name)
             time.sleep(0.2)   # work a daemon finishes after the last read returned
-            cpu[name] = proc_cpu(proc.pid) - c0
+            cpu[name], cpu_how[name] = win.stop()
             cpu_n[name] = len(api.requests("/cw_fea" if name == "insightfs" else "/static/"))
         w0, d0 = cold[0]
         exp = bench.expect(tgt(w0, d0))
@@ -978,7 +978,7 @@ def row6_peers(bench, rows, reps, par_reps, cpu_row):
                 r.notes.append("%s; insightfs %s, %s %s" % (
                     label, fmt_time(warm_t["insightfs"]), name, fmt_time(warm_t[name])))
     if cpu_files:
-        row7e_cpu(cpu_row, cpu, cpu_n, cpu_t, len(cpu_files))
+        row7e_cpu(cpu_row, cpu, cpu_n, cpu_t, cpu_how, len(cpu_files))
     for n in [x[0] for x in fss]:
         bench.unmount("insightfs-peers" if n == "insightfs" else n)
 
@@ -1250,6 +1250,42 @@ def proc_cpu(pid):
     return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def proc_cpu_ns(pid):
+    """({tid: CPU nanoseconds}) of every live thread of pid, from /proc/PID/task/*/schedstat
+    (the scheduler's own count, in ns: what /proc/PID/stat rounds to clock ticks); None
+    when the kernel has no schedstat."""
+    out = {}
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    out[tid] = int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass  # the thread ended meanwhile
+    except OSError:
+        return None
+    return out or None
+
+
+class CpuWindow:
+    """The CPU a process uses between start() and stop(): in ns from the threads' schedstat
+    when no thread that ran at the start has ended by the stop (their time would be lost),
+    else in clock ticks (/proc/PID/stat, which keeps ended threads' time)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.ticks0 = proc_cpu(pid)
+        self.ns0 = proc_cpu_ns(pid)
+
+    def stop(self):
+        """(CPU seconds, how it was counted)."""
+        ticks = proc_cpu(self.pid) - self.ticks0
+        ns1 = proc_cpu_ns(self.pid)
+        if self.ns0 is None or ns1 is None or not set(self.ns0) <= set(ns1):
+            return ticks, "clock ticks (/proc/PID/stat; a thread ended or no schedstat)"
+        return (sum(ns1.values()) - sum(self.ns0.values())) / 1e9, "ns (threads' schedstat)"
+
+
 def queue_readers(bench, items, nthreads, what):
     """nthreads reader functions for run_parallel that share items, [(path, target)],
     each taking the next one in turn and checking its bytes."""
@@ -1279,25 +1315,27 @@ def pool_read(bench, items, nthreads, what):
     return dt
 
 
-def row7e_cpu(row, cpu, n_req, secs, n_files):
-    """cpu/n_req/secs: {"insightfs"|"rclone": CPU seconds, requests logged, seconds}."""
+def row7e_cpu(row, cpu, n_req, secs, how, n_files):
+    """cpu/n_req/secs/how: {"insightfs"|"rclone": CPU seconds, requests logged, seconds,
+    how the CPU was counted (CpuWindow)}."""
     if n_req["insightfs"] == 0:
         raise BenchError("row 7e: insightfs made no upstream request")
     o, p = cpu["insightfs"] / n_req["insightfs"], cpu["rclone"] / n_files
     if p == 0:
         row.skip("rclone used less than a clock tick of CPU in %d reads" % n_files)
         return
-    tick = 1.0 / os.sysconf("SC_CLK_TCK")
     row.set(fmt_time(o), "rclone " + fmt_time(p), o / p, o / p <= 0.3)
     row.notes.append(
         "%d files (4 days of widgets %d-%d from /static/, never read before), read cold by 8 "
         "threads at latency 20 ms through insightfs (max_connections 32), then through rclone, "
-        "each in a window of its own (+0.2 s): CPU (user + system, /proc/PID/stat, %d ms "
-        "ticks) insightfs %.0f ms for %d upstream fetches (API log) in %s; rclone %.0f ms for "
-        "%d files (%d /static/ requests) in %s; one tick moves the ratio by %.3fx"
-        % (n_files, CPU_FIRST_WIDGET, N_WIDGETS - 1, tick * 1000, cpu["insightfs"] * 1000,
-           n_req["insightfs"], fmt_time(secs["insightfs"]), cpu["rclone"] * 1000, n_files,
-           n_req["rclone"], fmt_time(secs["rclone"]), (tick / n_req["insightfs"]) / p))
+        "each in a window of its own (+0.2 s): CPU (user + system) insightfs %.1f ms for %d "
+        "upstream fetches (API log) in %s, counted in %s; rclone %.1f ms for %d files (%d "
+        "/static/ requests) in %s, counted in %s"
+        % (n_files, CPU_FIRST_WIDGET, N_WIDGETS - 1, cpu["insightfs"] * 1000,
+           n_req["insightfs"], fmt_time(secs["insightfs"]), how["insightfs"],
+           cpu["rclone"] * 1000, n_files, n_req["rclone"], fmt_time(secs["rclone"]),
+           how["rclone"]))
+
 
 # ---- the fleet (SPEC 13): 3 mounts sharing one Redis -------------------------------------------
 
@@ -1660,6 +1698,10 @@ def main():
     ap.add_argument("--reps", type=int, default=11, help="repetitions of cold reads (default 11)")
     ap.add_argument("--par-reps", type=int, default=5,
                     help="repetitions of the 32-at-once runs (default 5; row 6 at most 6)")
+    ap.add_argument("--tls-reps", type=int, default=21,
+                    help="repetitions of row 7b's cold reads over HTTPS (default 21)")
+    ap.add_argument("--par32-reps", type=int, default=15,
+                    help="repetitions of row 7d's 32 reads at once (default 15, at most 23)")
     ap.add_argument("--batches", type=int, default=7,
                     help="batches of 1000 warm reads (default 7)")
     ap.add_argument("--images", type=int, default=5000, help="images read for row 5 (default 5000)")
@@ -1679,6 +1721,8 @@ def main():
     args.rounds = max(3, min(args.rounds, 201))
     args.reps = max(3, min(args.reps, 16))
     args.par_reps = max(1, min(args.par_reps, 40))
+    args.tls_reps = max(3, min(args.tls_reps, 101))
+    args.par32_reps = max(1, min(args.par32_reps, 23))   # sets 0..N: widgets 40-63
 
     def on_term(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -1745,13 +1789,13 @@ def main():
                         row.fail(str(e))
             log("row 7d: %s" % nxt["d"].what)
             try:
-                row7d_parallel32(bench, nxt["d"], args.par_reps)
+                row7d_parallel32(bench, nxt["d"], args.par32_reps)
             except BenchError as e:
                 nxt["d"].fail(str(e))
                 log("row 7d FAILED: %s" % e)
             log("rows 7b, 7c: %s" % nxt["b"].what)
             try:
-                row7b_https(bench, nxt["b"], nxt["c"], args.reps)
+                row7b_https(bench, nxt["b"], nxt["c"], args.tls_reps)
             except (BenchError, RuntimeError) as e:
                 for r in (nxt["b"], nxt["c"]):
                     r.fail(str(e))
