@@ -273,13 +273,17 @@ void fs_ra_getattr(struct fs *fs, const struct fs_inode *n);
 
 /* Its state in struct fs: the INIT request's unique, and whether to send
  * FUSE_PARALLEL_DIROPS in its reply. */
+enum fs_io_phase { FS_IO_BEFORE_INIT, FS_IO_INIT_READ, FS_IO_PASS };
 struct fs_io_state {
-    atomic_int state;     /* before INIT, INIT read, pass-through */
+    atomic_int state;     /* enum fs_io_phase */
     uint64_t init_unique; /* written before state becomes "INIT read" */
     int want_parallel;    /* set by .init, before INIT's reply is written */
 };
 /* After fuse_session_mount: route the session's reads and writes through fs_io. */
 int fs_io_install(struct fs *fs) __attribute__((warn_unused_result));
+/* The hooks fs_io_install installs (their userdata is the struct fs): for tests. */
+struct fuse_custom_io;
+const struct fuse_custom_io *fs_io_ops(void);
 /* .init: whether conn->want holds FUSE_CAP_PARALLEL_DIROPS (libfuse 3.14 drops it). */
 void fs_io_want_parallel(struct fs *fs, int on);
 

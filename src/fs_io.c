@@ -31,20 +31,17 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-
-enum { IO_BEFORE_INIT, IO_INIT_READ, IO_PASS };
-
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
     struct fs *fs = userdata;
     ssize_t n = read(fd, buf, len);
     if (n >= (ssize_t)sizeof(struct fuse_in_header) &&
-        atomic_load_explicit(&fs->io.state, memory_order_relaxed) == IO_BEFORE_INIT) {
+        atomic_load_explicit(&fs->io.state, memory_order_relaxed) == FS_IO_BEFORE_INIT) {
         struct fuse_in_header h;
         memcpy(&h, buf, sizeof(h));
         if (h.opcode == FUSE_INIT) {
             fs->io.init_unique = h.unique;
-            atomic_store(&fs->io.state, IO_INIT_READ);
+            atomic_store(&fs->io.state, FS_IO_INIT_READ);
         }
     }
     return n;
@@ -71,24 +68,30 @@ static ssize_t write_init_reply(int fd, struct iovec *iov, int count)
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     struct fs *fs = userdata;
-    if (atomic_load_explicit(&fs->io.state, memory_order_acquire) != IO_INIT_READ || count < 1 ||
+    if (atomic_load_explicit(&fs->io.state, memory_order_acquire) != FS_IO_INIT_READ || count < 1 ||
         iov[0].iov_len != sizeof(struct fuse_out_header))
         return writev(fd, iov, count);
     struct fuse_out_header out;
     memcpy(&out, iov[0].iov_base, sizeof(out));
     if (out.unique != fs->io.init_unique)
         return writev(fd, iov, count);
-    atomic_store(&fs->io.state, IO_PASS);
+    atomic_store(&fs->io.state, FS_IO_PASS);
     if (out.error != 0 || !fs->io.want_parallel)
         return writev(fd, iov, count);
     return write_init_reply(fd, iov, count);
 }
 
+static const struct fuse_custom_io fs_io_hooks = {.read = io_read, .writev = io_writev};
+
+const struct fuse_custom_io *fs_io_ops(void)
+{
+    return &fs_io_hooks;
+}
+
 int fs_io_install(struct fs *fs)
 {
-    static const struct fuse_custom_io io = {.read = io_read, .writev = io_writev};
-    atomic_store(&fs->io.state, IO_BEFORE_INIT);
-    return fuse_session_custom_io(fs->se, &io, fuse_session_fd(fs->se));
+    atomic_store(&fs->io.state, FS_IO_BEFORE_INIT);
+    return fuse_session_custom_io(fs->se, &fs_io_hooks, fuse_session_fd(fs->se));
 }
 
 void fs_io_want_parallel(struct fs *fs, int on)

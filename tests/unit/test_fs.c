@@ -19,7 +19,9 @@
  *  - LOOKUP reads a version's state once (a version becoming ready between two reads
  *    gave size 0 with a day-long attribute timeout: an empty file for a day);
  *  - a tree rebuild racing a reload (SIGHUP) cannot leave the old configuration's tree.
- * Each fails on the code before its fix.
+ * Each fails on the code before its fix. And src/fs_io.c's hooks on a pipe: INIT's reply
+ * gains FUSE_PARALLEL_DIROPS (which libfuse 3.14 leaves out) only when .init wanted it,
+ * and every other write passes byte for byte.
  */
 #define FUSE_USE_VERSION 312
 
@@ -39,6 +41,8 @@
 
 #include <cmocka.h>
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <sys/uio.h>
 
 #include "../../src/fs_int.h"
 #include "insightfs/cache.h"
@@ -324,6 +328,87 @@ static void test_rebuild_racing_reload(void **state)
     assert_false(tree_has(fs, "web"));
 }
 
+/* fs_io's hooks on a pipe: the INIT reply gains FUSE_PARALLEL_DIROPS (from a copy: the
+ * caller's buffer is untouched) only when .init wanted it; every other write, and INIT's
+ * reply when not wanted, passes byte for byte. */
+static void write_frames(int fd, uint64_t unique, int32_t error, const void *body, size_t len)
+{
+    struct fuse_out_header out = {
+        .len = (uint32_t)(sizeof(out) + len), .error = error, .unique = unique};
+    struct iovec iov[2] = {{&out, sizeof(out)}, {(void *)body, len}};
+    ssize_t n = fs_io_ops()->writev(fd, iov, len ? 2 : 1, the_fs);
+    assert_int_equal(n, (ssize_t)(sizeof(out) + len));
+}
+
+static void read_back(int fd, struct fuse_out_header *out, void *body, size_t len)
+{
+    assert_int_equal(read(fd, out, sizeof(*out)), (ssize_t)sizeof(*out));
+    if (len)
+        assert_int_equal(read(fd, body, len), (ssize_t)len);
+}
+
+static void init_request(int fd[2], uint64_t unique)
+{
+    struct fuse_in_header in = {
+        .len = sizeof(in) + sizeof(struct fuse_init_in), .opcode = FUSE_INIT, .unique = unique};
+    struct fuse_init_in init = {.major = 7, .minor = 38, .flags = FUSE_PARALLEL_DIROPS};
+    char buf[sizeof(in) + sizeof(init)];
+    memcpy(buf, &in, sizeof(in));
+    memcpy(buf + sizeof(in), &init, sizeof(init));
+    assert_int_equal(write(fd[1], buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    char got[256];
+    assert_int_equal(fs_io_ops()->read(fd[0], got, sizeof(got), the_fs), (ssize_t)sizeof(buf));
+    assert_memory_equal(got, buf, sizeof(buf));
+}
+
+static void check_init_reply(int want, uint32_t expect_flags)
+{
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    atomic_store(&the_fs->io.state, FS_IO_BEFORE_INIT); /* as fs_io_install leaves it */
+    fs_io_want_parallel(the_fs, want);
+    init_request(fd, 42);
+    struct fuse_init_out init = {.major = 7,
+                                 .minor = 38,
+                                 .max_readahead = 131072,
+                                 .flags = FUSE_ASYNC_READ | FUSE_BIG_WRITES,
+                                 .max_write = 4096};
+    struct fuse_init_out before = init;
+    /* Another unique (a notify has unique 0) is not INIT's reply: unchanged. */
+    write_frames(fd[1], 0, 0, &init, sizeof(init));
+    struct fuse_out_header out;
+    struct fuse_init_out got;
+    read_back(fd[0], &out, &got, sizeof(got));
+    assert_int_equal(out.unique, 0);
+    assert_memory_equal(&got, &init, sizeof(got));
+    /* INIT's reply. */
+    write_frames(fd[1], 42, 0, &init, sizeof(init));
+    read_back(fd[0], &out, &got, sizeof(got));
+    assert_int_equal(out.unique, 42);
+    assert_int_equal(out.len, sizeof(out) + sizeof(got));
+    assert_int_equal(got.flags, expect_flags);
+    got.flags = init.flags;
+    assert_memory_equal(&got, &init, sizeof(got));     /* nothing else changed */
+    assert_memory_equal(&init, &before, sizeof(init)); /* the caller's buffer untouched */
+    /* After it, everything passes as it is, even the same unique again. */
+    write_frames(fd[1], 42, 0, &init, sizeof(init));
+    read_back(fd[0], &out, &got, sizeof(got));
+    assert_int_equal(got.flags, init.flags);
+    write_frames(fd[1], 43, -ENOSYS, NULL, 0);
+    read_back(fd[0], &out, NULL, 0);
+    assert_int_equal(out.unique, 43);
+    assert_int_equal(out.error, -ENOSYS);
+    close(fd[0]);
+    close(fd[1]);
+}
+
+static void test_io_init_reply_gains_parallel_dirops(void **state)
+{
+    (void)state;
+    check_init_reply(1, FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_PARALLEL_DIROPS);
+    check_init_reply(0, FUSE_ASYNC_READ | FUSE_BIG_WRITES);
+}
+
 int main(void)
 {
     pthread_condattr_t ca;
@@ -334,6 +419,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lookup_reads_state_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
