@@ -15,10 +15,17 @@
  * How: .init (fs.c) records whether conn->want still holds FUSE_CAP_PARALLEL_DIROPS
  * (fs_io_want_parallel). The read hook notes the INIT request's unique; the writev hook
  * sends that request's reply with FUSE_PARALLEL_DIROPS added to its flags, from a copy
- * (libfuse's buffer is left alone). Everything else passes through unchanged: read(2)
- * and writev(2) with the errno libfuse expects. The kernel sends nothing before INIT is
- * answered, so the INIT reply is the first write; after it, each hook costs one relaxed
- * atomic load.
+ * (libfuse's buffer is left alone). It is told by its unique, not by its order: .init
+ * starts our threads before libfuse writes the reply, so a notify (unique 0) may come
+ * first. Everything else passes through unchanged: read(2) and writev(2) with the errno
+ * libfuse expects. Once the reply is out, each hook costs one atomic load. (A second
+ * INIT, which libfuse would await after answering a kernel with a newer major version,
+ * is not watched for: Linux sends one. libfuse sends the flag itself from 3.17.1 on;
+ * adding it again is harmless.)
+ *
+ * What it does not remove: fuse_lowlevel_notify_inval_entry takes the directory's lock
+ * exclusively, so while the invalidation thread waits behind a kept LOOKUP of / or a
+ * dashboard (a reload's invalidations), new LOOKUPs there queue behind it as before.
  */
 #define FUSE_USE_VERSION 312
 
@@ -52,9 +59,11 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 static ssize_t write_init_reply(int fd, struct iovec *iov, int count)
 {
     unsigned char init[256];
-    size_t init_len = iov[1].iov_len;
     size_t flags_at = offsetof(struct fuse_init_out, flags);
-    if (count != 2 || init_len < flags_at + sizeof(uint32_t) || init_len > sizeof(init))
+    if (count != 2)
+        return writev(fd, iov, count);
+    size_t init_len = iov[1].iov_len;
+    if (init_len < flags_at + sizeof(uint32_t) || init_len > sizeof(init))
         return writev(fd, iov, count);
     memcpy(init, iov[1].iov_base, init_len);
     uint32_t flags;
