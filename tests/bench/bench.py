@@ -1251,7 +1251,7 @@ def proc_cpu(pid):
 
 
 def proc_cpu_ns(pid):
-    """({tid: CPU nanoseconds}) of every live thread of pid, from /proc/PID/task/*/schedstat
+    """{tid: CPU nanoseconds} of every live thread of pid, from /proc/PID/task/*/schedstat
     (the scheduler's own count, in ns: what /proc/PID/stat rounds to clock ticks); None
     when the kernel has no schedstat."""
     out = {}
@@ -1268,9 +1268,9 @@ def proc_cpu_ns(pid):
 
 
 class CpuWindow:
-    """The CPU a process uses between start() and stop(): in ns from the threads' schedstat
-    when no thread that ran at the start has ended by the stop (their time would be lost),
-    else in clock ticks (/proc/PID/stat, which keeps ended threads' time)."""
+    """The CPU a process uses from construction to stop(): in ns from the threads'
+    schedstat when no thread that ran at the start has ended by the stop (their time would
+    be lost), else in clock ticks (/proc/PID/stat, which keeps ended threads' time)."""
 
     def __init__(self, pid):
         self.pid = pid

@@ -11,7 +11,7 @@ import time
 
 from conftest import TIME_FACTOR, wait_for
 from client import image_target
-from test_engine import bounded
+from test_engine import bounded, hung
 
 LIST = "/cw_fea/real/cw/api/chart/dashboard"
 WEB = "df_457958429047263232"
@@ -127,10 +127,9 @@ def test_lookup_kept_for_discovery_holds_up_no_other_name(api, config, mount):
     api.fault("hang", prefix=LIST, count=-1)
     api.clear_log()
     waiter = subprocess.Popen(["stat", m.path("nope")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
+                              stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: [e for e in api.requests() if e["fault"] == "hang"], 5,
-                 "the hung refresh of the dashboards' list")
+        wait_for(lambda: hung(api), 5, "the hung refresh of the dashboards' list")
         assert waiter.poll() is None  # its LOOKUP is kept
         # Names of / that were never looked up: a configured dashboard, /.insightfs.
         t0 = time.monotonic()
