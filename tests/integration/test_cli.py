@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import (DEFAULT_DASHBOARDS, ROOT, TIME_FACTOR, VALGRIND, bin_cmd, clean_env,
-                      make_config, run, wait_for)
+                      check_stderr, make_config, run, wait_for)
 from client import API_PREFIX, DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, LocalAPI, image_target, now_ms
 import certs
 
@@ -74,6 +74,7 @@ def cli(*args, env=None, full_env=None, cwd=None, timeout=60):
                            env=clean_env(env), cwd=cwd, timeout=timeout * TIME_FACTOR)
     else:
         p = run(list(args), env=env, timeout=timeout)
+    check_stderr(p.stderr.decode(errors="replace"))
     _outputs.append((args, p.stdout, p.stderr))
     return p
 
