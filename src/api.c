@@ -45,10 +45,11 @@
  * Circuit breaker (SPEC 6): its rules - what counts as a failed try, when it opens,
  * the probe, closing - are api_breaker.c's. Here: every try is noted (breaker_note) and
  * a transition logged once. Opening bumps down_total, sets the atomic `down`
- * (api_is_down) and broadcasts acct.cv, so every retry sleeping in its backoff wakes and
- * fails at once with the errno that opened it, as does a call about to retry; tries
- * already sent run to their end. Those calls, and the calls refused while open, end
- * with result.fast_fail = 1, the outcome of the opening try, and no warn line.
+ * (api_is_down), broadcasts acct.cv and wakes the http client's waits, so every retry
+ * sleeping in its backoff, and every try waiting for a connection slot or a rate turn
+ * (http_request.cancel), fails at once with the errno that opened it, as does a call
+ * about to retry; tries already sent run to their end. Those calls, and the calls refused while
+ * open, end with result.fast_fail = 1, the outcome of the opening try, and no warn line.
  *
  * Locking: acct.mu protects the retry budget, the skew bookkeeping and the breaker; it
  * is held only for arithmetic and for the backoff wait on acct.cv (no I/O, no logging,
@@ -100,7 +101,8 @@ struct acct {
     pthread_cond_t cv;             /* CLOCK_MONOTONIC; broadcast when the breaker opens */
     struct api_budget budget;      /* protected by mu */
     struct api_breaker br;         /* protected by mu */
-    uint64_t opened;               /* protected by mu: times opened (wakes backoff sleeps) */
+    atomic_uint_fast64_t opened;   /* bumped under mu: times opened (calls off backoff
+                                      sleeps and tries waiting for a slot or a turn) */
     enum api_outcome down_outcome; /* protected by mu: the outcome of the try that opened it */
     bool skew_known;               /* protected by mu */
     int64_t skew_ms;               /* protected by mu: gateway - local at the last Date */
@@ -488,6 +490,7 @@ struct call {
     size_t n_items;
     int64_t signed_at_ms;
     struct api_result res;
+    uint64_t opened_at; /* acct.opened when the call was admitted */
 };
 
 static enum api_outcome outcome_of(enum http_kind k)
@@ -560,6 +563,8 @@ static struct http_verdict one_try(struct api *api, struct call *c, int64_t dead
         .connect_timeout_ms = api->connect_timeout_ms,
         .max_body = c->max_body,
         .mem = c->mem,
+        .cancel = &api->acct->opened, /* an opening breaker calls off unsent tries */
+        .cancel_at = c->opened_at,
     };
     rc = http_get(api->http, &req, &c->resp);
     v = c->resp.verdict; /* v.err == rc; retryable and kind come with it */
@@ -647,9 +652,10 @@ static void breaker_note(struct api *api, const struct call *c, struct http_verd
         atomic_store(&a->down, 0);
     }
     pthread_mutex_unlock(&a->mu);
-    if (t == API_BREAKER_OPENED)
+    if (t == API_BREAKER_OPENED) {
+        http_client_wake(api->http); /* tries waiting for a slot or a turn: called off */
         log_warn("upstream down: %s", api_errno_name(v.err));
-    else if (t == API_BREAKER_CLOSED)
+    } else if (t == API_BREAKER_CLOSED)
         log_info("upstream up after %" PRId64 " s", (down_ms + 500) / 1000);
 }
 
@@ -665,6 +671,7 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
 
     pthread_mutex_lock(&a->mu);
     enum api_admit admit = api_breaker_admit(&a->br, start);
+    c->opened_at = a->opened;
     if (admit == API_ADMIT_REFUSE) {
         down_err = a->br.err;
         c->res.outcome = a->down_outcome;
@@ -679,6 +686,11 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
         /* The fleet's pacer first (SPEC 13): its wait counts against D; no slot before D
          * means no try, and the call ends with the last try's errno (ETIMEDOUT if none). */
         if (api->pacer.wait_turn && api->pacer.wait_turn(api->pacer.arg, deadline) < 0) {
+            if (admit == API_ADMIT_PROBE) {
+                pthread_mutex_lock(&a->mu);
+                api_breaker_probe_unsent(&a->br);
+                pthread_mutex_unlock(&a->mu);
+            }
             if (tries == 0) {
                 v = (struct http_verdict){
                     .err = -ETIMEDOUT, .retryable = false, .kind = HTTP_KIND_TIMEOUT};
@@ -689,13 +701,43 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
             break;
         }
         int64_t ts, try_start = http_mono_ms();
+        struct http_verdict v_last = v;
+        struct api_result res_last = c->res;
         http_response_cleanup(&c->resp, c->mem);
         memset(&c->resp, 0, sizeof(c->resp)); /* nothing of the last try leaks into this */
         v = one_try(api, c, deadline, &ts, &rejected);
-        if (++tries > 1 && c->resp.sent)
+        breaker_note(api, c, v, admit == API_ADMIT_PROBE, try_start);
+        if (!c->resp.sent && atomic_load(&a->opened) != c->opened_at) {
+            /* Called off while it waited for a slot or a turn: the breaker opened. A
+             * first try ends as a refused call would; a retry keeps the last try's
+             * description, as one cancelled in its backoff does. */
+            pthread_mutex_lock(&a->mu);
+            down_err = a->br.err;
+            enum api_outcome down_outcome = a->down_outcome;
+            pthread_mutex_unlock(&a->mu);
+            if (tries > 0) {
+                v = v_last;
+                c->res = res_last;
+            } else {
+                c->res.outcome = down_outcome;
+                c->res.status = 0;
+                c->res.error_code[0] = '\0';
+                snprintf(c->res.message, sizeof(c->res.message),
+                         "upstream down (circuit breaker open)");
+            }
+            break;
+        }
+        if (tries > 0 && !c->resp.sent) {
+            /* A retry that found no slot or rate turn before D was not a try: the call
+             * ends with the last try's errno and description (SPEC 6), as when the
+             * fleet's pacer has no turn for it. */
+            v = v_last;
+            c->res = res_last;
+            break;
+        }
+        if (++tries > 1)
             atomic_fetch_add(&a->retries_done, 1);
         c->signed_at_ms = ts;
-        breaker_note(api, c, v, admit == API_ADMIT_PROBE, try_start);
         if (v.err == 0 || admit == API_ADMIT_PROBE)
             break; /* the probe is one try, with no retry */
 

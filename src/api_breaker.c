@@ -22,7 +22,9 @@
  *   - Fast-fail: while open, api_breaker_admit refuses every call (API_ADMIT_REFUSE:
  *     fail at once with b->err, no request), except the probe.
  *   - Probe: the first call after the probe interval, counted from the last failed try,
- *     is one try with no retry; only one is out at a time. The interval starts at 1 s
+ *     is one try with no retry; only one is out at a time. A probe that could not be
+ *     sent (api_breaker_probe_unsent) frees the place for the next call: the breaker
+ *     must not wait for an answer to a request that never went out. The interval starts at 1 s
  *     and doubles, up to 30 s, each time a probe fails.
  *   - Closing: any answer, from the probe or from a try that was already out when it
  *     opened, closes it and resets the count.
@@ -104,6 +106,11 @@ enum api_admit api_breaker_admit(struct api_breaker *b, int64_t now)
         return API_ADMIT_REFUSE;
     b->probing = true;
     return API_ADMIT_PROBE;
+}
+
+void api_breaker_probe_unsent(struct api_breaker *b)
+{
+    b->probing = false;
 }
 
 enum api_transition api_breaker_note(struct api_breaker *b, enum api_try_class cls, bool probe,

@@ -119,6 +119,9 @@ enum api_transition { API_BREAKER_SAME, API_BREAKER_OPENED, API_BREAKER_CLOSED }
 void api_breaker_init(struct api_breaker *b, int64_t now);
 /* A new logical call at now: may it send? Marks the probe as out when it is one. */
 enum api_admit api_breaker_admit(struct api_breaker *b, int64_t now);
+/* The admitted probe was never sent (no turn of the fleet's pacer before its deadline):
+ * the next call after the interval may probe. */
+void api_breaker_probe_unsent(struct api_breaker *b);
 /* A try of class cls, started at try_start, ended at now with errno err (negative),
  * probe when it was the probe's. The breaker opens when the last API_BREAKER_FAILS
  * tries failed and no answer came for at least timeout_ms; any answer closes it. */

@@ -22,9 +22,14 @@
  *    with one connection per slot. The share handle holds the DNS cache and TLS
  *    sessions, with one mutex per curl_lock_data.
  *  - Rate limit. max_requests_per_second spaces request starts 1/N s apart: a request
- *    books the next free turn under the client mutex and sleeps until it (outside the
- *    lock); a turn after the deadline is not booked and the request fails ETIMEDOUT.
- *    The slot is taken first, so the spacing holds on the wire.
+ *    books the next free turn under the client mutex and waits for it on turn_wake; a
+ *    turn after the deadline is not booked and the request fails ETIMEDOUT. The slot is
+ *    taken first, so the spacing holds on the wire.
+ *  - Calling off (SPEC 6: an opening circuit breaker fails every try not yet sent, at
+ *    once): a request carries its caller's cancel counter; the waits for a slot and for
+ *    a turn end when it moves (http_client_wake broadcasts both conditions), and the
+ *    counter is read once more after them, so nothing is sent after it moved. A turn
+ *    booked by a request called off stays used: the spacing only errs on the safe side.
  *  - Timeouts. Each try: total min(timeout_ms, left), connect min(connect_timeout_ms,
  *    left), where left is what remains of the deadline after the waits; and a low-speed
  *    abort below 1 byte/s over min(5000, timeout_ms) ms, which curl takes in whole
@@ -49,9 +54,9 @@
  *    HTTP status into errno and retryability.
  *
  * Locking: client.mu protects the slot count, the idle handle stack and the rate turn;
- * it is never held across a transfer or a sleep. share_locks[i] serialize curl's use of
- * shared data i. in_flight is an atomic. The certificate store is read-only once built
- * (http_tls.c says why concurrent handshakes may share it).
+ * it is never held across a transfer (the waits for a slot or a turn release it). share_locks[i]
+ * serialize curl's use of shared data i. in_flight is an atomic. The certificate store is read-only
+ * once built (http_tls.c says why concurrent handshakes may share it).
  */
 #include "insightfs/http.h"
 
@@ -92,10 +97,11 @@ struct http_client {
 
     pthread_mutex_t mu;
     pthread_cond_t slot_free;
-    int in_use;           /* protected by mu */
-    struct conn **idle;   /* protected by mu: max_connections entries */
-    int n_idle;           /* protected by mu */
-    int64_t next_turn_ns; /* protected by mu: earliest start of the next request */
+    pthread_cond_t turn_wake; /* broadcast by http_client_wake: rate waits look again */
+    int in_use;               /* protected by mu */
+    struct conn **idle;       /* protected by mu: max_connections entries */
+    int n_idle;               /* protected by mu */
+    int64_t next_turn_ns;     /* protected by mu: earliest start of the next request */
 
     atomic_uint_fast64_t in_flight;
 };
@@ -146,13 +152,6 @@ static struct timespec mono_ts(int64_t ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
     return ts;
-}
-
-static void sleep_until_ns(int64_t t_ns)
-{
-    struct timespec ts = {.tv_sec = t_ns / 1000000000, .tv_nsec = t_ns % 1000000000};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-        ;
 }
 
 /* ---- global ---- */
@@ -355,6 +354,8 @@ int http_client_new(const struct http_client_opts *opts, struct http_client **ou
     }
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int crc = pthread_cond_init(&c->slot_free, &ca);
+    if (crc == 0 && (crc = pthread_cond_init(&c->turn_wake, &ca)) != 0)
+        pthread_cond_destroy(&c->slot_free);
     pthread_condattr_destroy(&ca);
     if (crc != 0) {
         rc = http_set_err(err, -ENOMEM, "out of memory");
@@ -362,6 +363,7 @@ int http_client_new(const struct http_client_opts *opts, struct http_client **ou
     }
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
         pthread_cond_destroy(&c->slot_free);
+        pthread_cond_destroy(&c->turn_wake);
         rc = http_set_err(err, -ENOMEM, "out of memory");
         goto fail_free;
     }
@@ -407,6 +409,7 @@ void http_client_free(struct http_client *c)
             pthread_mutex_destroy(&c->share_locks[i]);
         pthread_mutex_destroy(&c->mu);
         pthread_cond_destroy(&c->slot_free);
+        pthread_cond_destroy(&c->turn_wake);
     }
     http_tls_free(c->tls); /* connections closed above held their own references */
     free(c->idle);
@@ -425,14 +428,23 @@ uint64_t http_client_in_flight(struct http_client *c)
     return c ? (uint64_t)atomic_load(&c->in_flight) : 0;
 }
 
-/* Take a slot and a connection by the deadline. Returns 0 and *h (NULL: make one), or
- * -ETIMEDOUT. */
-static int slot_take(struct http_client *c, int64_t deadline_ms, struct conn **h)
+static bool called_off(const struct http_request *req)
 {
-    struct timespec until = mono_ts(deadline_ms);
+    return req->cancel && atomic_load(req->cancel) != req->cancel_at;
+}
+
+/* Take a slot and a connection by the deadline. Returns 0 and *h (NULL: make one),
+ * -ETIMEDOUT, or -ECANCELED when req was called off while it waited. */
+static int slot_take(struct http_client *c, const struct http_request *req, struct conn **h)
+{
+    struct timespec until = mono_ts(req->deadline_ms);
     int rc = 0;
     pthread_mutex_lock(&c->mu);
     while (c->in_use >= c->max_connections) {
+        if (called_off(req)) {
+            rc = -ECANCELED;
+            goto out;
+        }
         int w = pthread_cond_timedwait(&c->slot_free, &c->mu, &until);
         if (w == ETIMEDOUT && c->in_use >= c->max_connections) {
             rc = -ETIMEDOUT;
@@ -465,24 +477,44 @@ static void slot_give(struct http_client *c, struct conn *h)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Book the next request start under the rate limit. Returns 0 after sleeping until the
- * turn, or -ETIMEDOUT (nothing booked) when the turn would come after the deadline. */
-static int rate_wait(struct http_client *c, int64_t deadline_ms)
+/* Book the next request start under the rate limit. Returns 0 once the turn has come,
+ * -ETIMEDOUT (nothing booked) when it would come after the deadline, or -ECANCELED when
+ * req was called off while it waited. */
+static int rate_wait(struct http_client *c, const struct http_request *req)
 {
     if (c->spacing_ns == 0)
         return 0;
     int64_t now = clock_ns(CLOCK_MONOTONIC);
+    int rc = 0;
     pthread_mutex_lock(&c->mu);
     int64_t turn = c->next_turn_ns > now ? c->next_turn_ns : now;
-    bool ok = turn <= deadline_ms * 1000000;
-    if (ok)
-        c->next_turn_ns = turn + c->spacing_ns;
+    if (turn > req->deadline_ms * 1000000) {
+        rc = -ETIMEDOUT;
+        goto out;
+    }
+    c->next_turn_ns = turn + c->spacing_ns;
+    struct timespec until = {.tv_sec = (time_t)(turn / 1000000000),
+                             .tv_nsec = (long)(turn % 1000000000)};
+    while (clock_ns(CLOCK_MONOTONIC) < turn) {
+        if (called_off(req)) {
+            rc = -ECANCELED;
+            goto out;
+        }
+        pthread_cond_timedwait(&c->turn_wake, &c->mu, &until);
+    }
+out:
     pthread_mutex_unlock(&c->mu);
-    if (!ok)
-        return -ETIMEDOUT;
-    if (turn > now)
-        sleep_until_ns(turn);
-    return 0;
+    return rc;
+}
+
+void http_client_wake(struct http_client *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_broadcast(&c->slot_free);
+    pthread_cond_broadcast(&c->turn_wake);
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- one transfer ---- */
@@ -703,10 +735,13 @@ int http_get(struct http_client *c, const struct http_request *req, struct http_
     resp->content_length = -1;
     resp->retry_after_ms = -1;
 
-    if (slot_take(c, req->deadline_ms, &h) < 0) {
+    int wrc = slot_take(c, req, &h);
+    if (wrc < 0) {
         resp->flags |= HTTP_F_NOT_SENT;
-        snprintf(resp->error, sizeof(resp->error),
-                 "no free connection slot (api.max_connections) before the deadline");
+        snprintf(resp->error, sizeof(resp->error), "%s",
+                 wrc == -ECANCELED
+                     ? "called off before sending"
+                     : "no free connection slot (api.max_connections) before the deadline");
         goto classify;
     }
     if (!h && !(h = conn_new(c, &failed_opt))) {
@@ -720,10 +755,12 @@ int http_get(struct http_client *c, const struct http_request *req, struct http_
         }
         goto classify;
     }
-    if (rate_wait(c, req->deadline_ms) < 0) {
+    wrc = rate_wait(c, req);
+    if (wrc < 0 || called_off(req)) {
         resp->flags |= HTTP_F_NOT_SENT;
-        snprintf(resp->error, sizeof(resp->error),
-                 "no turn under api.max_requests_per_second before the deadline");
+        snprintf(resp->error, sizeof(resp->error), "%s",
+                 wrc == -ETIMEDOUT ? "no turn under api.max_requests_per_second before the deadline"
+                                   : "called off before sending");
         goto release;
     }
     int64_t left = req->deadline_ms - http_mono_ms();

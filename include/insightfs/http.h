@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct http_client;
@@ -56,6 +57,10 @@ int http_client_new(const struct http_client_opts *opts, struct http_client **ou
 /* NULL-safe. No http_get may be running. */
 void http_client_free(struct http_client *c);
 
+/* Wake every request of c waiting for a slot or a rate turn, so that one whose cancel
+ * counter moved stops waiting now. Thread-safe. */
+void http_client_wake(struct http_client *c);
+
 /* Requests being transferred now (slot held), for the in_flight gauge. Thread-safe. */
 uint64_t http_client_in_flight(struct http_client *c);
 
@@ -78,6 +83,12 @@ struct http_request {
     int connect_timeout_ms;     /* connect + TLS: min(connect_timeout_ms, time left) */
     size_t max_body;            /* hard cap on body bytes (over it: aborted, EIO) */
     const struct http_mem *mem; /* body accounting, or NULL */
+    /* NULL, or a counter the caller bumps to call off requests not yet sent: once
+     * *cancel differs from cancel_at, the request is not sent, and a wait for a slot or
+     * a rate turn ends at the next http_client_wake (HTTP_F_NOT_SENT, error "called
+     * off"). */
+    const atomic_uint_fast64_t *cancel;
+    uint64_t cancel_at;
 };
 
 /* What a try's outcome means (SPEC 6). */

@@ -493,7 +493,9 @@ struct fx {
     char endpoint[64];
 };
 
-static struct fx *fx_new(int timeout_ms, int retries)
+/* A client of a new loopback server, with max_connections and max_requests_per_second
+ * as given (fx_new: 4 and no rate limit). */
+static struct fx *fx_new_limits(int timeout_ms, int retries, int max_connections, int per_second)
 {
     struct fx *f = calloc(1, sizeof(*f));
     f->s = srv_start(NULL);
@@ -504,13 +506,19 @@ static struct fx *fx_new(int timeout_ms, int retries)
     f->cfg.timeout_ms = timeout_ms;
     f->cfg.connect_timeout_ms = timeout_ms < 1000 ? timeout_ms : 1000;
     f->cfg.retries = retries;
-    f->cfg.max_connections = 4;
+    f->cfg.max_connections = max_connections;
+    f->cfg.max_requests_per_second = per_second;
     f->cfg.max_image_bytes = 1 << 20;
     char *err = NULL;
     f->api = api_new(&f->cfg, 0, NULL, &err);
     if (!f->api)
         fail_msg("api_new: %s", err);
     return f;
+}
+
+static struct fx *fx_new(int timeout_ms, int retries)
+{
+    return fx_new_limits(timeout_ms, retries, 4, 0);
 }
 
 static void fx_free(struct fx *f)
@@ -1589,6 +1597,121 @@ static void test_breaker_cancels_backoff(void **state)
     fx_free(f);
 }
 
+/* A fleet pacer that refuses its first turn and grants every later one. */
+struct pacer_once {
+    atomic_int calls;
+};
+
+static int pacer_refuse_first(void *arg, int64_t deadline_ms)
+{
+    (void)deadline_ms;
+    struct pacer_once *p = arg;
+    return atomic_fetch_add(&p->calls, 1) == 0 ? -ETIMEDOUT : 0;
+}
+
+/* The probe gets no turn from the fleet's pacer: it was never sent, so the next call
+ * probes (and closes the breaker when the API answers). Before, the breaker waited
+ * for that probe's answer forever and refused every call until a restart. */
+static void test_breaker_probe_without_turn(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(200, 0);
+    srv_set_default(f->s, hang_reply());
+    struct pacer_once once = {0};
+    api_set_pacer(f->api, &(struct api_pacer){pacer_refuse_first, &once});
+    atomic_store(&once.calls, 1); /* open_breaker's three calls get their turns */
+    (void)open_breaker(f);
+    atomic_store(&once.calls, 0); /* the next turn asked for is refused: the probe's */
+    struct api_result r;
+    int64_t start;
+    struct cap c;
+    cap_start(&c);
+    assert_int_equal(until_probe(f, srv_tf(3000), &r, &start), -ETIMEDOUT);
+    char *log = cap_stop(&c);
+    assert_int_equal(r.tries, 0);
+    assert_int_equal(srv_requests(f->s), 3);
+    assert_int_equal(atomic_load(&once.calls), 1);
+    assert_non_null(strstr(log, "no slot of the fleet rate limit before the deadline"));
+    free(log);
+    srv_set_default(f->s, png_reply(""));
+    assert_int_equal(until_probe(f, srv_tf(3000), &r, &start), 0);
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(api_is_down(f->api), 0);
+    assert_int_equal(srv_requests(f->s), 4);
+    fx_free(f);
+}
+
+/* A retry whose max_requests_per_second turn comes after D is not a try: the call ends
+ * with the 503 it got (EIO, one try, one request), not ETIMEDOUT for a try never sent. */
+static void test_unsent_retry_keeps_last_errno(void **state)
+{
+    (void)state;
+    /* D = 400 ms x 2; the retry's turn is 1 s after the first request. */
+    struct fx *f = fx_new_limits(400, 1, 4, 1);
+    srv_push(f->s, json_reply("503 Service Unavailable", "", "{}"));
+    struct api_image img;
+    struct api_result r;
+    struct cap c;
+    cap_start(&c);
+    int rc = fetch(f, &img, &r, NULL);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -EIO);
+    assert_int_equal(r.status, 503);
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(r.fast_fail, 0);
+    assert_int_equal(r.outcome, API_HTTP);
+    assert_int_equal(srv_requests(f->s), 1);
+    assert_non_null(strstr(log, "HTTP 503 errorCode=- \"\" after 1 tries: EIO\n"));
+    free(log);
+    fx_free(f);
+}
+
+/* One request per second, four calls at once, a hung API (timeout 300 ms): the tries at
+ * 0, 1 and 2 s fail and the third opens the breaker at about 2.3 s; the fourth call,
+ * waiting for its turn at 3 s, is called off then (SPEC 6: opening fails every try not
+ * yet sent, at once) - no fourth request, and it ends as a refused call. */
+static void test_breaker_calls_off_rate_waits(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new_limits(300, 10, 4, 1);
+    srv_set_default(f->s, hang_reply());
+    struct bg_fetch b[4];
+    pthread_t th[4];
+    struct cap c;
+    cap_start(&c);
+    for (int i = 0; i < 4; i++) {
+        b[i] = (struct bg_fetch){.f = f};
+        assert_int_equal(pthread_create(&th[i], NULL, bg_fetch_main, &b[i]), 0);
+    }
+    int64_t until = http_mono_ms() + srv_tf(5000), opened = 0;
+    while (!opened && http_mono_ms() < until) {
+        if (api_is_down(f->api))
+            opened = http_mono_ms();
+        else
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    char *log = cap_stop(&c);
+    assert_true(opened > 0);
+    assert_int_equal(srv_requests(f->s), 3);
+    int waiting = -1;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(b[i].rc, -ETIMEDOUT);
+        if (b[i].r.tries == 0)
+            waiting = i;
+        else
+            assert_int_equal(b[i].r.tries, 1);
+    }
+    assert_true(waiting >= 0);
+    assert_int_equal(b[waiting].r.fast_fail, 1);
+    assert_int_equal(b[waiting].r.status, 0);
+    assert_true(b[waiting].end <= opened + srv_tf(100));
+    assert_non_null(strstr(log, "insightfs: warn: upstream down: ETIMEDOUT\n"));
+    free(log);
+    fx_free(f);
+}
+
 /* A client built with inherit (a reload that changed timeout_ms and max_connections)
  * keeps the counters, the retry budget and the breaker, even after the old client is
  * freed; another access key starts fresh. */
@@ -1711,6 +1834,9 @@ int main(void)
         cmocka_unit_test(test_breaker_hung_api),
         cmocka_unit_test(test_breaker_failures_amid_answers),
         cmocka_unit_test(test_breaker_cancels_backoff),
+        cmocka_unit_test(test_breaker_probe_without_turn),
+        cmocka_unit_test(test_unsent_retry_keeps_last_errno),
+        cmocka_unit_test(test_breaker_calls_off_rate_waits),
         cmocka_unit_test(test_inherit_account_state),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
