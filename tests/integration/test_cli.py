@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import (DEFAULT_DASHBOARDS, ROOT, TIME_FACTOR, VALGRIND, bin_cmd, clean_env,
-                      check_stderr, make_config, run, wait_for)
+                      check_stderr, is_mounted, make_config, run, wait_for)
 from client import API_PREFIX, DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, LocalAPI, image_target, now_ms
 import certs
 
@@ -1310,6 +1310,67 @@ def test_secret_never_printed_at_debug_level(api, config, tmp_path):
     assert not any(api.access_key[:-4].encode() in out + err for _, out, err in _outputs)
     for _, _, err in _outputs:
         assert not re.search(rb"[A-Za-z0-9+/]{43}=", err), err
+
+
+def children_of(pid):
+    """Pids whose parent is pid, from /proc/*/stat."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(rest[1]) == pid:
+            out.append(int(d))
+    return out
+
+
+# A mount with credentials in its environment and -o auto_unmount: libfuse runs
+# fusermount3 with the whole environment, and that child lives as long as the mount
+# (SPEC 12.6, RELIABILITY P8). Neither it nor the daemon may show the credentials.
+@pytest.mark.skipif(VALGRIND, reason="/proc/PID/environ is valgrind's copy, not insightfs's")
+def test_mount_environment_credentials_reach_no_child(tmp_path):
+    secret = forbid("mount-environ-secret-fedcba9876")
+    access = forbid("MOUNTENVIRONACCESSKEY5")
+    server = LocalAPI().start(str(tmp_path / "envapi"), access_key=access, secret_key=secret)
+    mnt = str(tmp_path / "mnt")
+    os.mkdir(mnt)
+    try:
+        cfg = write_file(tmp_path / "env.conf", api_group(server, credentials=False)
+                         + DEFAULT_DASHBOARDS, 0o644)
+        env = clean_env({"NCLOUD_ACCESS_KEY": access, "NCLOUD_SECRET_KEY": secret})
+        proc = subprocess.Popen(bin_cmd(["-f", "-o", "auto_unmount", cfg, mnt]), env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: is_mounted(mnt), 10, "the mount")
+            # The credentials work: a read through the mount makes a signed request.
+            with open(os.path.join(mnt, "web", "cpu", RANGE), "rb") as f:
+                assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+            kids = children_of(proc.pid)
+            assert kids, "no fusermount3 child with -o auto_unmount"
+            for pid in [proc.pid] + kids:
+                with open("/proc/%d/environ" % pid, "rb") as f:
+                    environ = f.read()
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    cmdline = f.read()
+                assert b"PATH=" in environ, pid  # the environment itself is readable
+                assert secret.encode() not in environ, (pid, cmdline)
+                assert access.encode() not in environ, (pid, cmdline)
+                assert secret.encode() not in cmdline, (pid, cmdline)
+            assert any(b"fusermount3" in open("/proc/%d/cmdline" % k, "rb").read()
+                       for k in kids)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20 * TIME_FACTOR)
+        assert proc.returncode == 0, err
+        check_stderr(err.decode(errors="replace"))
+        _outputs.append(("mount (environ)", out, err))
+        wait_for(lambda: not is_mounted(mnt), 10, "the mount to go away")
+    finally:
+        server.stop()
 
 
 # Valgrind builds the client's environment block itself: /proc/PID/environ shows
