@@ -763,6 +763,9 @@ def test_sigterm_with_waiting_stats(api, config, mount):
     crowd.release()
     wait_for(lambda: len(hung(api)) >= 2, 5, "two hung fetches")
     wait_for(lambda: stats(m)["upstream"]["waiting"] == 20, 5, "20 waiting stats")
+    # Two fetches hold the two connections; the other 18 wait for one (SPEC 5: queued).
+    up = stats(m)["upstream"]
+    assert (up["in_flight"], up["queued"], up["waiting"]) == (2, 18, 20), up
     t0 = time.monotonic()
     m.proc.send_signal(signal.SIGTERM)
     try:
