@@ -15,7 +15,9 @@
  *  - its deadline timer (the call's D + 500 ms: the fetch's own ETIMEDOUT at D normally
  *    comes first) - ETIMEDOUT;
  *  - an INTERRUPT from the kernel (fuse_req_interrupt_func) - EINTR at once; the fetch
- *    goes on for the others;
+ *    goes on for the others. One that came before the request was kept is reported by
+ *    libfuse from inside the registration, where a reply would free the request under
+ *    libfuse's feet: wait_new answers it after registering (on_interrupt says why);
  *  - teardown (fs_wait_stop, before unmount) - EIO.
  * The atomic `answered` flag decides who; the winner first unregisters the interrupt
  * callback (which takes the request's lock, so a callback already running has finished),
@@ -76,8 +78,23 @@ struct fs_wait {
     struct fuse_file_info fi; /* FW_OPENDIR */
     size_t charge;
     atomic_int answered;
+    atomic_int registering; /* REG_*: an interrupt libfuse reports while registering */
     atomic_int refs;
     char name[]; /* FW_LOOKUP */
+};
+
+/* What a kept request is told while wait_new registers it for interrupts. */
+enum { REG_DONE, REG_BUSY, REG_INTERRUPTED };
+
+/* What a kept request needs to be answered later: copies of the operation's arguments. */
+struct wait_args {
+    enum fs_wait_op op;
+    struct fs_inode *n; /* FW_GETATTR, FW_READ */
+    size_t size;        /* FW_READ */
+    off_t off;
+    uint64_t parent;                 /* FW_LOOKUP, FW_OPENDIR */
+    const struct fuse_file_info *fi; /* FW_OPENDIR, or NULL */
+    const char *name;                /* FW_LOOKUP, or NULL */
 };
 
 struct fetch_job {
@@ -148,11 +165,18 @@ static int wait_answer(struct fs_wait *w, int rc)
     return 1;
 }
 
-/* libfuse calls this with the request's lock held, from the thread that read the
- * INTERRUPT (or from fuse_req_interrupt_func when it came first). */
+/* libfuse calls this with the request's lock held: from the thread that read the
+ * INTERRUPT, which holds a reference of its own on the request, so replying here is
+ * safe; or from fuse_req_interrupt_func in wait_new when the INTERRUPT came first,
+ * where it is not - libfuse unlocks the request after we return, and our reply would
+ * have freed it. So while wait_new registers, an interrupt is only noted; wait_new
+ * answers it once libfuse has let go of the request. */
 static void on_interrupt(fuse_req_t req, void *data)
 {
     struct fs_wait *w = data;
+    int busy = REG_BUSY;
+    if (atomic_compare_exchange_strong(&w->registering, &busy, REG_INTERRUPTED))
+        return;
     int expected = 0;
     if (!atomic_compare_exchange_strong(&w->answered, &expected, 1))
         return; /* being answered: that thread waits for our return to unregister */
@@ -181,11 +205,13 @@ static void answer_all(struct fs *fs, struct flight_waiter *list, int rc)
     }
 }
 
-/* A new kept request for req, registered for interrupts, with its deadline timer set;
+/* A new kept request for req with a's arguments, registered for interrupts, then its
+ * deadline timer set (last: a timer that fires at once finds everything in place);
  * NULL when it was shed (EAGAIN), interrupted already (EINTR) or out of memory (ENOMEM):
  * req is then answered. */
-static struct fs_wait *wait_new(struct fs *fs, fuse_req_t req, enum fs_wait_op op, const char *name)
+static struct fs_wait *wait_new(struct fs *fs, fuse_req_t req, const struct wait_args *a)
 {
+    const char *name = a->name;
     struct fs_gen *g = fs_gen_get(fs);
     uint64_t max_pending = (uint64_t)g->cfg->max_pending;
     fs_gen_unref(g);
@@ -210,17 +236,32 @@ static struct fs_wait *wait_new(struct fs *fs, fuse_req_t req, enum fs_wait_op o
     }
     w->fs = fs;
     w->req = req;
-    w->op = op;
+    w->op = a->op;
+    w->n = a->n;
+    w->size = a->size;
+    w->off = a->off;
+    w->parent = a->parent;
+    if (a->fi)
+        w->fi = *a->fi;
     if (name)
         memcpy(w->name, name, nlen);
     w->charge = sizeof(*w) + nlen;
     cache_charge(fs->cache, w->charge);
     atomic_init(&w->answered, 0);
+    atomic_init(&w->registering, REG_BUSY);
     atomic_init(&w->refs, 3); /* creator, interrupt registration, timer */
     w->timer.fire = on_deadline;
     w->timer.when = deadline_from(fs, mono_ms()) + WAIT_MARGIN_MS;
-    engine_timer_set(fs->engine, &w->timer);
     fuse_req_interrupt_func(req, on_interrupt, w);
+    int busy = REG_BUSY;
+    if (!atomic_compare_exchange_strong(&w->registering, &busy, REG_DONE)) {
+        /* Interrupted before it was kept (on_interrupt only noted it): EINTR now. */
+        wait_answer(w, -EINTR);
+        wait_put(w); /* the timer's: never set */
+        wait_put(w); /* the creator's */
+        return NULL;
+    }
+    engine_timer_set(fs->engine, &w->timer);
     return w;
 }
 
@@ -442,13 +483,11 @@ static void submit(struct fs *fs, struct cache_version *v, int disc, const char 
 void fs_wait_image(struct fs *fs, fuse_req_t req, enum fs_wait_op op, struct fs_inode *n,
                    size_t size, off_t off)
 {
-    struct fs_wait *w = wait_new(fs, req, op, NULL);
+    struct fs_wait *w =
+        wait_new(fs, req, &(struct wait_args){.op = op, .n = n, .size = size, .off = off});
     if (!w)
         return;
-    w->n = n;
-    w->size = size;
-    w->off = off;
-    if (atomic_load(&w->answered)) { /* interrupted before it was kept */
+    if (atomic_load(&w->answered)) { /* interrupted (or timed out) before it was kept */
         wait_finish_now(fs, w, -EINTR);
         return;
     }
@@ -499,13 +538,11 @@ int fs_disc_check(struct fs *fs, const char *dash_id)
 void fs_wait_disc(struct fs *fs, fuse_req_t req, enum fs_wait_op op, uint64_t parent,
                   const char *name, struct fuse_file_info *fi, const char *dash_id)
 {
-    struct fs_wait *w = wait_new(fs, req, op, name);
+    struct fs_wait *w =
+        wait_new(fs, req, &(struct wait_args){.op = op, .parent = parent, .fi = fi, .name = name});
     if (!w)
         return;
-    w->parent = parent;
-    if (fi)
-        w->fi = *fi;
-    if (atomic_load(&w->answered)) {
+    if (atomic_load(&w->answered)) { /* interrupted (or timed out) before it was kept */
         wait_finish_now(fs, w, -EINTR);
         return;
     }

@@ -6,6 +6,9 @@
  * that src/ makes across object files come here first:
  *  - fuse_req_userdata, fuse_reply_entry, fuse_reply_err: a request is a pointer the
  *    test made; its answer is recorded instead of written to /dev/fuse;
+ *  - fuse_req_interrupt_func: does what libfuse 3.14's does for a request whose
+ *    INTERRUPT came first - calls the callback at once, inside the registration, with
+ *    the request's lock held - and records any answer given from there;
  *  - cache_version_state: may be scripted to answer PENDING once and READY from then
  *    on, which is what a fetch completing between two reads of the state looks like;
  *  - disc_build_tree: may hold a rebuild between building its tree and installing it,
@@ -19,7 +22,9 @@
  *  - LOOKUP reads a version's state once (a version becoming ready between two reads
  *    gave size 0 with a day-long attribute timeout: an empty file for a day);
  *  - a tree rebuild racing a reload (SIGHUP) cannot leave the old configuration's tree.
- * Each fails on the code before its fix. And src/fs_io.c's hooks on a pipe: INIT's reply
+ * Each fails on the code before its fix. A GETATTR interrupted before it was kept is
+ * answered EINTR once, after the registration (replying inside it freed the request
+ * that libfuse then unlocked). And src/fs_io.c's hooks on a pipe: INIT's reply
  * gains FUSE_PARALLEL_DIROPS (which libfuse 3.14 leaves out) only when .init wanted it,
  * and every other write passes byte for byte.
  */
@@ -99,12 +104,28 @@ int __wrap_fuse_reply_entry(fuse_req_t req, const struct fuse_entry_param *e)
     return 0;
 }
 
+static int registering;         /* inside the fake fuse_req_interrupt_func's callback */
+static int replies_registering; /* answers given from there */
+static int replies;             /* answers of any kind (fuse_reply_err) */
+static int interrupted_first;   /* the next registration finds the INTERRUPT already in */
+
 int __wrap_fuse_reply_err(fuse_req_t req, int err)
 {
     (void)req;
     last.kind = 2;
     last.err = err;
+    replies++;
+    replies_registering += registering;
     return 0;
+}
+
+void __wrap_fuse_req_interrupt_func(fuse_req_t req, fuse_interrupt_func_t func, void *data)
+{
+    if (interrupted_first && func) {
+        registering = 1; /* libfuse holds req->lock here and unlocks it afterwards */
+        func(req, data);
+        registering = 0;
+    }
 }
 
 /* cache_version_state: scripted = 1 makes the next read PENDING and every later one
@@ -186,6 +207,7 @@ static int setup(void **state)
     the_fs = fx->fs;
     scripted = 0;
     state_reads = 0;
+    registering = replies_registering = replies = interrupted_first = 0;
     memset(&last, 0, sizeof(last));
     *state = fx;
     return 0;
@@ -231,6 +253,29 @@ static void test_lookup_reads_state_once(void **state)
     assert_int_equal(last.e.attr.st_size, 0);
     assert_true(last.e.attr_timeout == 0.0);
     assert_true(last.e.attr.st_mode == (S_IFREG | 0444));
+}
+
+/* A GETATTR of a pending image whose INTERRUPT came before it was kept: libfuse reports
+ * it from inside the registration, holding the request's lock and no reference of its
+ * own, so an answer there frees the request it is about to unlock. The answer, EINTR,
+ * must come once, after the registration; nothing is fetched. */
+static void test_interrupt_before_kept(void **state)
+{
+    (void)state;
+    uint64_t dash = lookup(FUSE_ROOT_ID, "web");
+    uint64_t widget = lookup(dash, "cpu");
+    uint64_t ino = lookup(widget, "1733097600000-1733184000000.png");
+    assert_true(last.e.attr_timeout == 0.0); /* pending: the GETATTR must wait */
+    static char fake_req;
+    memset(&last, 0, sizeof(last));
+    interrupted_first = 1;
+    fs_lowlevel_ops()->getattr((fuse_req_t)&fake_req, ino, NULL);
+    interrupted_first = 0;
+    assert_int_equal(replies_registering, 0);
+    assert_int_equal(replies, 1);
+    assert_int_equal(last.kind, 2);
+    assert_int_equal(last.err, EINTR);
+    assert_int_equal(atomic_load(&the_fs->waiting), 0);
 }
 
 struct rebuilder {
@@ -418,6 +463,7 @@ int main(void)
     pthread_condattr_destroy(&ca);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lookup_reads_state_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupt_before_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
     };
