@@ -32,8 +32,12 @@
  *    booked by a request called off stays used: the spacing only errs on the safe side.
  *  - Timeouts. Each try: total min(timeout_ms, left), connect min(connect_timeout_ms,
  *    left), where left is what remains of the deadline after the waits; and a low-speed
- *    abort below 1 byte/s over min(5000, timeout_ms) ms, which curl takes in whole
- *    seconds: rounded up, at least 1 s (the total timeout bounds shorter tries anyway).
+ *    abort below 1 byte/s over min(5000, timeout_ms) ms. Until the answer's first byte
+ *    that is libcurl's LOW_SPEED limit, which it takes in whole seconds (rounded up, at
+ *    least 1 s: the total timeout bounds shorter tries anyway). From the first byte on,
+ *    transfer() checks it itself from the chunks' arrival times (pace_limit): libcurl
+ *    judges a moving average over about 6 s, so a body that stops after a burst would
+ *    be given some 11 s, and the try's whole timeout_ms when that is shorter.
  *  - Bodies grow in one malloc'd buffer: sized to Content-Length when one came (and is
  *    within the cap), else doubling from 16 KiB, never beyond max_body. Each growth step
  *    is reserved through http_mem first; over the cap, a refused reservation or a failed
@@ -113,6 +117,10 @@ struct conn {
     CURLM *multi;
 };
 
+/* The low-speed window holds at most 5 s, so 5 bytes are the most it ever asks for: the
+ * arrival times of the last 5 chunks tell when the last k <= 5 bytes came. */
+#define PACE_CHUNKS 5
+
 /* One transfer's receiving state (write and header callbacks). */
 struct sink {
     CURL *h;
@@ -123,6 +131,11 @@ struct sink {
     uint64_t received;
     unsigned flags;
     int64_t headers_end_ms;
+    /* The last chunks of the answer (headers and body), newest at pace_head - 1:
+     * CLOCK_MONOTONIC ms and bytes; pace_count of them are set. */
+    int64_t pace_ms[PACE_CHUNKS];
+    size_t pace_bytes[PACE_CHUNKS];
+    unsigned pace_head, pace_count;
 };
 
 static void conn_free(struct conn *h);
@@ -519,10 +532,43 @@ void http_client_wake(struct http_client *c)
 
 /* ---- one transfer ---- */
 
+static void pace_note(struct sink *s, size_t n)
+{
+    if (n == 0)
+        return;
+    s->pace_ms[s->pace_head] = clock_ms(CLOCK_MONOTONIC);
+    s->pace_bytes[s->pace_head] = n;
+    s->pace_head = (s->pace_head + 1) % PACE_CHUNKS;
+    if (s->pace_count < PACE_CHUNKS)
+        s->pace_count++;
+}
+
+/* When the answer falls under 1 byte/s over window_ms: once some bytes came, the time by
+ * which the next ones must come (the window counted from when the last k = window_ms /
+ * 1000 bytes, rounded up, had come, or from the first byte when fewer came); INT64_MAX
+ * before any byte, where libcurl's own low-speed limit applies (it averages over about
+ * 6 s, so after a burst it would notice a stall only some 11 s later). */
+static int64_t pace_limit(const struct sink *s, int window_ms)
+{
+    if (s->pace_count == 0)
+        return INT64_MAX;
+    size_t k = (size_t)(window_ms + 999) / 1000, got = 0;
+    unsigned i = 0, at = s->pace_head;
+    int64_t since = 0;
+    while (i < s->pace_count && got < k) {
+        at = (at + PACE_CHUNKS - 1) % PACE_CHUNKS;
+        got += s->pace_bytes[at];
+        since = s->pace_ms[at];
+        i++;
+    }
+    return since + window_ms;
+}
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     struct sink *s = arg;
     size_t n = size * nmemb;
+    pace_note(s, n);
     s->received += n;
     if (n > s->max - s->len) {
         s->flags |= HTTP_F_OVERSIZE;
@@ -564,6 +610,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 {
     struct sink *s = arg;
     size_t n = size * nmemb;
+    pace_note(s, n);
     /* The blank line that ends a header block: the answer's time, for the Date skew. */
     if ((n == 2 && ptr[0] == '\r' && ptr[1] == '\n') || (n == 1 && ptr[0] == '\n'))
         s->headers_end_ms = clock_ms(CLOCK_REALTIME);
@@ -698,10 +745,14 @@ fail:
 }
 
 /* Run one transfer on h to its end: perform, then wait for its sockets (curl_multi_wait
- * shortens the wait to curl's own timers, so its timeouts hold), until it is done.
- * Returns the transfer's CURLcode, or -1 when the multi interface itself failed. */
-static int transfer(struct conn *h)
+ * shortens the wait to curl's own timers, so its timeouts hold), until it is done or the
+ * answer falls under 1 byte/s over window_ms (pace_limit; the transfer is then stopped,
+ * which closes its connection, and reported as libcurl reports its own low-speed abort,
+ * CURLE_OPERATION_TIMEDOUT, with *too_slow set). Returns the transfer's CURLcode, or -1
+ * when the multi interface itself failed. */
+static int transfer(struct conn *h, const struct sink *s, int window_ms, bool *too_slow)
 {
+    *too_slow = false;
     if (curl_multi_add_handle(h->multi, h->easy) != CURLM_OK)
         return -1;
     int running = 1, code = -1;
@@ -716,7 +767,18 @@ static int transfer(struct conn *h)
                     code = (int)m->data.result;
             break;
         }
-        if (curl_multi_wait(h->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+        int64_t wait = 1000, until = pace_limit(s, window_ms);
+        if (until != INT64_MAX) {
+            int64_t left = until - clock_ms(CLOCK_MONOTONIC);
+            if (left <= 0) {
+                *too_slow = true;
+                code = (int)CURLE_OPERATION_TIMEDOUT;
+                break;
+            }
+            if (left < wait)
+                wait = left;
+        }
+        if (curl_multi_wait(h->multi, NULL, 0, (int)wait, NULL) != CURLM_OK)
             break;
     }
     curl_multi_remove_handle(h->multi, h->easy);
@@ -810,8 +872,13 @@ int http_get(struct http_client *c, const struct http_request *req, struct http_
     resp->error[0] = '\0';
     resp->sent = true;
     atomic_fetch_add(&c->in_flight, 1);
-    int code = transfer(h);
+    bool too_slow;
+    int code = transfer(h, &s, low_window_ms, &too_slow);
     atomic_fetch_sub(&c->in_flight, 1);
+    if (too_slow)
+        snprintf(resp->error, sizeof(resp->error),
+                 "Operation too slow. Less than 1 bytes/sec transferred the last %d ms",
+                 low_window_ms);
     if (code < 0) {
         /* The multi interface failed (out of memory): say so as curl would. */
         code = (int)CURLE_OUT_OF_MEMORY;

@@ -260,6 +260,21 @@ def test_hostile_retry_after(api, config, mount, value, retried):
     assert count(api, target(0)) == (2 if retried else 1)
 
 
+def test_stalled_body_ends_at_the_low_speed_window(api, config, mount):
+    """A 200 whose body stops after 100 bytes, with timeout_ms = 10000: the try is
+    aborted by the low-speed limit (under 1 byte/s over min(5000, timeout_ms) ms, SPEC 6)
+    after about 5 s, not by the 10 s timeout; EIO, one request."""
+    extra = "  timeout_ms = 10000;\n  retries = 0;\n"
+    m = mount(config(*cfg_text(extra)))
+    api.fault("stall", count=-1, bytes=100)
+    t0 = time.monotonic()
+    assert stat_errno(img(m, 0)) == errno.EIO
+    took = time.monotonic() - t0
+    assert 4.5 <= took <= 9.0, took
+    assert count(api, target(0)) == 1
+    assert len(api.requests()) == 1
+
+
 def test_redirect_not_followed(api, config, mount, tmp_path):
     """T11: a 302 to another loopback server is EIO and that server receives nothing."""
     other = LocalAPI().start(str(tmp_path / "other"))
