@@ -22,7 +22,8 @@
  *  - LOOKUP reads a version's state once (a version becoming ready between two reads
  *    gave size 0 with a day-long attribute timeout: an empty file for a day);
  *  - a tree rebuild racing a reload (SIGHUP) cannot leave the old configuration's tree.
- * Each fails on the code before its fix. A GETATTR interrupted before it was kept is
+ * Each fails on the code before its fix. Every mutating operation answers EROFS itself.
+ * A GETATTR interrupted before it was kept is
  * answered EINTR once, after the registration (replying inside it freed the request
  * that libfuse then unlocked). And src/fs_io.c's hooks on a pipe: INIT's reply
  * gains FUSE_PARALLEL_DIROPS (which libfuse 3.14 leaves out) only when .init wanted it,
@@ -278,6 +279,72 @@ static void test_interrupt_before_kept(void **state)
     assert_int_equal(atomic_load(&the_fs->waiting), 0);
 }
 
+/* SPEC 4, "read-only, twice": besides the ro mount, which makes the kernel refuse them
+ * first, every mutating operation is implemented and answers EROFS itself (a table entry
+ * left NULL would have libfuse answer ENOSYS). And an OPEN for writing or truncating. */
+static void test_every_mutation_is_erofs(void **state)
+{
+    (void)state;
+    const struct fuse_lowlevel_ops *ops = fs_lowlevel_ops();
+    static char fake_req;
+    fuse_req_t r = (fuse_req_t)&fake_req;
+    uint64_t dash = lookup(FUSE_ROOT_ID, "web");
+    uint64_t widget = lookup(dash, "cpu");
+    uint64_t img = lookup(widget, "1733097600000-1733184000000.png");
+    struct stat st = {0};
+    struct fuse_file_info fi = {0};
+    int calls = 0;
+#define EXPECT_EROFS(call)                                                                         \
+    do {                                                                                           \
+        memset(&last, 0, sizeof(last));                                                            \
+        call;                                                                                      \
+        calls++;                                                                                   \
+        if (last.kind != 2 || last.err != EROFS)                                                   \
+            fail_msg("%s: answer kind %d errno %d, not EROFS", #call, last.kind, last.err);        \
+    } while (0)
+    assert_non_null(ops->setattr);
+    EXPECT_EROFS(ops->setattr(r, img, &st, FUSE_SET_ATTR_SIZE, NULL));
+    assert_non_null(ops->mknod);
+    EXPECT_EROFS(ops->mknod(r, widget, "n", S_IFREG | 0644, 0));
+    assert_non_null(ops->mkdir);
+    EXPECT_EROFS(ops->mkdir(r, widget, "d", 0755));
+    assert_non_null(ops->unlink);
+    EXPECT_EROFS(ops->unlink(r, widget, "1733097600000-1733184000000.png"));
+    assert_non_null(ops->rmdir);
+    EXPECT_EROFS(ops->rmdir(r, dash, "cpu"));
+    assert_non_null(ops->symlink);
+    EXPECT_EROFS(ops->symlink(r, "/etc/passwd", widget, "s"));
+    assert_non_null(ops->rename);
+    EXPECT_EROFS(ops->rename(r, dash, "cpu", dash, "cpu2", 0));
+    assert_non_null(ops->link);
+    EXPECT_EROFS(ops->link(r, img, widget, "l.png"));
+    assert_non_null(ops->create);
+    fi.flags = O_WRONLY | O_CREAT;
+    EXPECT_EROFS(ops->create(r, widget, "c.png", 0644, &fi));
+    assert_non_null(ops->write);
+    EXPECT_EROFS(ops->write(r, img, "x", 1, 0, &fi));
+    assert_non_null(ops->setxattr);
+    EXPECT_EROFS(ops->setxattr(r, img, "user.x", "1", 1, 0));
+    assert_non_null(ops->removexattr);
+    EXPECT_EROFS(ops->removexattr(r, img, "user.x"));
+    assert_non_null(ops->fallocate);
+    EXPECT_EROFS(ops->fallocate(r, img, 0, 0, 4096, &fi));
+    assert_non_null(ops->copy_file_range);
+    EXPECT_EROFS(ops->copy_file_range(r, img, 0, &fi, img, 0, &fi, 1, 0));
+    fi.flags = O_WRONLY;
+    EXPECT_EROFS(ops->open(r, img, &fi));
+    fi.flags = O_RDONLY | O_TRUNC;
+    EXPECT_EROFS(ops->open(r, img, &fi));
+#undef EXPECT_EROFS
+    assert_int_equal(calls, 16);
+    /* A read-only OPEN is the one the kernel must serve itself: ENOSYS on purpose. */
+    memset(&last, 0, sizeof(last));
+    fi.flags = O_RDONLY;
+    ops->open(r, img, &fi);
+    assert_int_equal(last.kind, 2);
+    assert_int_equal(last.err, ENOSYS);
+}
+
 struct rebuilder {
     struct fs *fs;
     pthread_t t;
@@ -464,6 +531,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lookup_reads_state_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt_before_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_mutation_is_erofs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
     };
