@@ -275,6 +275,26 @@ def test_stalled_body_ends_at_the_low_speed_window(api, config, mount):
     assert len(api.requests()) == 1
 
 
+@pytest.mark.parametrize("first,then,want", [
+    (("status", {"status": 503}), ("hang", {}), errno.ETIMEDOUT),
+    (("hang", {}), ("status", {"status": 503}), errno.EIO),
+    (("status", {"status": 429}), ("status", {"status": 404}), errno.ENOENT),
+], ids=["503-then-hang", "hang-then-503", "429-then-404"])
+def test_errno_is_the_last_tries(api, config, mount, first, then, want):
+    """SPEC 6: the errno of a logical fetch is that of its last try, whatever the
+    first one was. Two tries (retries = 1, timeout_ms = 1000), two requests."""
+    m = mount(config(*cfg_text("  timeout_ms = 1000;\n  retries = 1;\n")))
+    api.fault(first[0], count=1, **first[1])
+    api.fault(then[0], count=-1, **then[1])
+    t0 = time.monotonic()
+    assert stat_errno(img(m, 0)) == want
+    assert time.monotonic() - t0 <= (2.0 + 1) * TIME_FACTOR
+    assert count(api, target(0)) == 2
+    err = m.stderr()
+    assert err.count("insightfs: warn: upstream: GET %s: " % target(0)) == 1, err
+    assert ("after 2 tries: %s" % errno.errorcode[want]) in err, err
+
+
 def test_redirect_not_followed(api, config, mount, tmp_path):
     """T11: a 302 to another loopback server is EIO and that server receives nothing."""
     other = LocalAPI().start(str(tmp_path / "other"))
