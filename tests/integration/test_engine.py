@@ -540,6 +540,25 @@ def test_t23_clock_jump_keeps_ttls(api, config, mount, jump_s):
         assert gaps[what] is not None and ttl - 1 <= gaps[what] <= ttl + 1.0 * TIME_FACTOR, gaps
 
 
+@pytest.mark.parametrize("jump_s", [600, -600])
+def test_t23_clock_jump_keeps_deadlines(api, config, mount, jump_s):
+    """T23's deadlines: after the gateway clock jumped by +-600 s and the daemon applied
+    the offset, a fetch against a hung API still ends ETIMEDOUT at D (timeout_ms 1000,
+    no retry: D = 1 s), to within 0.1 s early and 1 s late - D runs on CLOCK_MONOTONIC,
+    not on the corrected wall clock."""
+    m = mount(config(*cfg(api_settings(timeout_ms=1000, connect_timeout_ms=500, retries=0))))
+    api.set_clock(jump_s * 1000)
+    assert len(read_file(img(m, 1))) > 0  # a 401 for the old clock, then the retry
+    assert [e["status"] for e in api.requests() if e["target"] == target(1)] == [401, 200]
+    wait_for(lambda: re.search(r"insightfs: warn: local clock is (599|600|601) s",
+                               m.stderr()), 5, "the daemon to apply the new offset")
+    api.fault("hang", count=-1)
+    e, t0, t1 = timed_stat(img(m, 0))
+    assert e == errno.ETIMEDOUT
+    assert 1.0 - 0.1 <= t1 - t0 <= (1.0 + 1) * TIME_FACTOR, t1 - t0
+    assert count(api, target(0)) == 1
+
+
 # ---- T24: the circuit breaker (SPEC 6) ----------------------------------------------------
 
 T24_API = api_settings(timeout_ms=1000, connect_timeout_ms=500, retries=2)
