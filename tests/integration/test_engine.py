@@ -197,12 +197,17 @@ def thread_count(pid):
     return len(os.listdir("/proc/%d/task" % pid))
 
 
-def vm_rss_kib(pid):
+def vm_kib(pid, field):
+    """A KiB figure of /proc/PID/status (VmRSS, VmHWM, ...)."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS for pid %d" % pid)
+    raise AssertionError("no %s for pid %d" % (field, pid))
+
+
+def vm_rss_kib(pid):
+    return vm_kib(pid, "VmRSS")
 
 
 def wait_monotonic(until):
@@ -443,6 +448,12 @@ def test_t22_memory_bound_many_names(api, config, mount):
         done += chunk
         sample("failed %d" % (done * 8))
     assert len(api.requests()) == T22_FAILED  # one request per failed name
+    if check_rss:
+        # The peak between samples too (VmHWM: the most RSS the daemon ever had), against
+        # the bound with the most pinned bytes any sample saw.
+        hwm = vm_kib(pid, "VmHWM")
+        print("T22 VmHWM %d KiB" % hwm)
+        assert hwm <= T22_RSS_KIB + max(x[5] for x in samples) // 1024, (hwm, samples[-1])
 
     # The names have stopped: keys (pending versions, remembered failures) and the
     # kernel's inodes fall back (pending versions nobody reads go after 10 s).
