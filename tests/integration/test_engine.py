@@ -710,6 +710,36 @@ def test_readahead_counts(api, config, mount):
     assert stats(m)["cache"]["readahead"] > 0
 
 
+def test_readahead_skips_remembered_failures(api, config, mount):
+    """SPEC 5: readahead never fetches an entry remembered as failed. Five days of a
+    listing fail (404) before `ls -l`; during it each is answered from memory (ENOENT)
+    with no second request, and the other 25 are fetched once each: 30 requests in all."""
+    avoid_midnight()
+    m = mount(config(*cfg(api_settings(max_connections=8), cache="  readahead = true;")))
+    api.set_latency(20)
+    days = m.path("web", "memory", "days")
+    names = ls_plain(days)
+    assert len(names) == 30
+    failing = [names[i] for i in (3, 10, 17, 24, 29)]  # never two in a row: no readahead
+    api.fault("status", count=len(failing), status=404)
+    for n in failing:
+        assert stat_errno(os.path.join(days, n)) == errno.ENOENT
+    failed = [e["target"] for e in day_requests(api, "mem_used__5678")]
+    assert len(failed) == 5 and len(set(failed)) == 5
+    api.clear_faults()
+    p = subprocess.run(["ls", "-l", "--color=never", days], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=dict(os.environ, LC_ALL="C"),
+                       timeout=60 * TIME_FACTOR)
+    assert p.returncode != 0  # ls reports the five it cannot stat
+    assert sorted(re.findall(r"cannot access '[^']*/([^/']+)': No such file or directory",
+                             p.stderr.decode())) == sorted(failing), p.stderr
+    wait_for(lambda: stats(m)["upstream"]["in_flight"] == 0, 5, "fetches to finish")
+    reqs = [e["target"] for e in day_requests(api, "mem_used__5678")]
+    assert all(reqs.count(t) == 1 for t in failed), reqs
+    assert len(reqs) == 30 and len(set(reqs)) == 30, len(reqs)
+    assert stats(m)["cache"]["readahead"] > 0
+
+
 def test_readahead_off_stays_sequential(api, config, mount):
     """cache.readahead = false: `ls -l days/` still makes exactly 30 requests, none
     started ahead."""
