@@ -666,7 +666,7 @@ static struct flight_waiter *complete(struct cache *c, struct cache_version *v, 
     (void)make_room(c, 0, 0, &free_list);
     pthread_mutex_unlock(&c->lock);
     free_list_release(free_list);
-    if (stale_err)
+    if (stale_err && remember) /* a fast-fail: served silently (SPEC 6) */
         log_stale(v, stale_err, age);
     return w;
 }

@@ -123,7 +123,8 @@ enum cache_need cache_need(struct cache *c, struct cache_version *v, const struc
  * remember: 0 for a failure that must not be remembered (the circuit breaker's
  * fast-fail). On EAGAIN, ETIMEDOUT or EIO a previous ready version still inside its
  * stale window is served instead (v becomes ready with its bytes; a warn line is
- * logged). Stores *result: 0 (v is ready) or the negative errno the waiters get. Returns
+ * logged, except for a failure not remembered: the breaker's own `upstream down` line
+ * speaks for those, and SPEC 6 serves stale silently while it is open). Stores *result: 0 (v is ready) or the negative errno the waiters get. Returns
  * the waiters (flight.h), detached, for the caller to answer with *result. */
 struct flight_waiter *cache_complete(struct cache *c, struct cache_version *v, int rc,
                                      unsigned char *data, size_t len, int64_t signed_at,

@@ -408,6 +408,29 @@ def test_stale_if_error_serves_old_bytes(api, config, mount, how):
     assert len(stale_lines(m.stderr())) == 1
 
 
+def test_stale_served_silently_while_upstream_down(api, config, mount):
+    """SPEC 6: while the circuit breaker is open, a live image past live_ttl_s is served
+    stale at once - no request for it, and no stale warning (the one `upstream down`
+    line speaks for the outage)."""
+    m = mount(config(*cfg_text("  timeout_ms = 500;\n  connect_timeout_ms = 250;\n"
+                               "  retries = 0;\n", cache=STALE_CACHE % (3600, 10),
+                               time_group=STALE_TIME)))
+    p, tgt, old, done = read_live(api, m)
+    api.fault("hang", count=-1)
+    for i in range(3):  # three failed tries, 0.5 s each, no answer since: down
+        assert stat_errno(img(m, i)) == errno.ETIMEDOUT
+    wait_for(lambda: stats(m)["upstream"]["down"] == 1, 5, "the breaker to open")
+    wait_monotonic(done + 1.05)  # live_ttl_s passed: a lookup would refresh
+    n = len(api.requests())
+    t0 = time.monotonic()
+    assert read_file(p) == old
+    assert time.monotonic() - t0 < 0.2 * TIME_FACTOR
+    assert len(api.requests()) == n
+    err = m.stderr()
+    assert stale_lines(err) == [], err
+    assert err.count("insightfs: warn: upstream down: ETIMEDOUT") == 1, err
+
+
 @pytest.mark.parametrize("status,want", [(401, errno.EACCES), (403, errno.EACCES),
                                          (404, errno.ENOENT)])
 def test_stale_not_served_after_auth_or_not_found(api, config, mount, status, want):
