@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_DASHBOARDS, TIME_FACTOR, VALGRIND, is_mounted, wait_for
+from conftest import DEFAULT_DASHBOARDS, SANITIZE, TIME_FACTOR, VALGRIND, is_mounted, wait_for
 from client import LocalAPI, image_target
 
 DASH, WIDGET = "df_457958429047263232", "cpu_avg__1234"  # web/cpu
@@ -627,14 +627,19 @@ def test_endless_and_oversize_bodies_bounded(api, config, mount):
     finally:
         stop.set()
         sampler.join(5)
-    assert peak[0] - start_rss < 64 * 1024, (start_rss, peak[0])
+    # A body is dropped at the 64 KiB cap: the plain build's RSS grows by about 0.1 MiB
+    # here (ASan's shadow and quarantine keep more, so its bound is looser).
+    bound_kib = 64 * 1024 if (SANITIZE or VALGRIND) else 4 * 1024
+    assert peak[0] - start_rss < bound_kib, (start_rss, peak[0])
     assert stats(m)["cache"]["entries"] == 1
     # The server saw each connection close early: every transfer ended far below 1 GiB.
+    # What it could send beyond the cap is what the two sockets' buffers hold (send
+    # buffer at most 4 MiB by Debian's tcp_wmem; 2.7 MiB at most measured here).
     wait_for(lambda: len([e for e in api.file_log() if e["fault"]]) == 12, 10,
              "the faulted requests to finish")
     for e in api.file_log():
         if e["fault"]:
-            assert e["bytes"] < 64 << 20, e
+            assert e["bytes"] < 8 << 20, e
 
 
 # ---- retries (T4, T5) ---------------------------------------------------------------------
