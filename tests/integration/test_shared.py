@@ -512,6 +512,29 @@ def test_404_is_one_request_fleet_wide(api, redis, config, mount):
     assert keys(redis, "insightfs:1:img:*") == []
 
 
+def test_breaker_fast_fail_is_never_shared(api, redis, config, mount):
+    """SPEC 6: the circuit breaker's fast-fails are never stored in a shared cache. A
+    hung API opens the breaker (three failed tries); the next name fails at once with
+    no request, and Redis holds neither a failure nor a lease for it."""
+    api_extra = "  timeout_ms = 500;\n  connect_timeout_ms = 250;\n  retries = 0;\n"
+    m = mount(config(*shared_cfg(redis, api_extra=api_extra)))
+    api.fault("hang", count=-1)
+    for i in range(3):
+        assert bounded(lambda: stat_errno(img(m, i)), 5, "a stat") == errno.ETIMEDOUT
+    wait_for(lambda: stats(m)["upstream"]["down"] == 1, 5, "the breaker to open")
+    n = len(api.requests())
+    t0 = time.monotonic()
+    assert bounded(lambda: stat_errno(img(m, 3)), 5, "a stat") == errno.ETIMEDOUT
+    assert time.monotonic() - t0 < 0.2 * TIME_FACTOR
+    assert len(api.requests()) == n
+    h = cache_hash(api, DASH, WIDGET, *rng(3))
+    assert "insightfs:1:err:" + h not in keys(redis), keys(redis)
+    assert "insightfs:1:lease:" + h not in keys(redis), keys(redis)
+    # Its key was asked for (the fleet is asked before the breaker): the check above is
+    # about a name this mount really handled.
+    assert shared_stats(m)["misses"] >= 4
+
+
 # ---- a lease holder killed with -9 (SPEC 13, T25) ------------------------------------------
 
 def test_lease_holder_killed_another_mount_takes_over(api, redis, config, mount):
