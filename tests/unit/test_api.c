@@ -1597,6 +1597,71 @@ static void test_breaker_cancels_backoff(void **state)
     fx_free(f);
 }
 
+/* A 200 whose Date says the gateway is ahead by ahead_ms; the fetch succeeds. */
+static void fetch_with_date(struct fx *f, int64_t ahead_ms)
+{
+    char *date = http_date(wall_ms() + ahead_ms);
+    srv_push(f->s, png_reply(date));
+    free(date);
+    struct api_image img;
+    struct api_result r;
+    assert_int_equal(fetch(f, &img, &r, NULL), 0);
+    assert_int_equal(r.tries, 1);
+    free(img.data);
+}
+
+static int count_lines(const char *log, const char *needle)
+{
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* SPEC 6's clock skew from plain 200 answers: 30 s is measured but not applied; 120 s is
+ * applied and logged; 150 s is applied without a second line; 240 s (120 s from the
+ * logged value) is logged again. A 401 whose Date is 2 minutes off the request is a real
+ * 401: EACCES, not retried. */
+static void test_skew_from_answers(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(2000, 2);
+    struct cap c;
+    cap_start(&c);
+    fetch_with_date(f, 30000);
+    int64_t d = api_now_ms(f->api) - wall_ms();
+    assert_true(d > -2000 && d < 2000);
+    fetch_with_date(f, 120000);
+    d = api_now_ms(f->api) - wall_ms();
+    assert_true(d > 115000 && d < 125000);
+    fetch_with_date(f, 150000);
+    d = api_now_ms(f->api) - wall_ms();
+    assert_true(d > 145000 && d < 155000);
+    fetch_with_date(f, 240000);
+    d = api_now_ms(f->api) - wall_ms();
+    assert_true(d > 235000 && d < 245000);
+    char *date = http_date(api_now_ms(f->api) + 120000);
+    srv_push(f->s, json_reply("401 Unauthorized", date,
+                              "{\"error\":{\"errorCode\":\"200\",\"message\":"
+                              "\"Authentication Failed\"}}"));
+    free(date);
+    struct api_image img;
+    struct api_result r;
+    assert_int_equal(fetch(f, &img, &r, NULL), -EACCES);
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(srv_requests(f->s), 5);
+    char *log = cap_stop(&c);
+    assert_int_equal(count_lines(log, "warn: local clock is "), 3);
+    assert_true(strstr(log, "local clock is 119 s behind") ||
+                strstr(log, "local clock is 120 s behind") ||
+                strstr(log, "local clock is 121 s behind"));
+    assert_true(strstr(log, "local clock is 239 s behind") ||
+                strstr(log, "local clock is 240 s behind") ||
+                strstr(log, "local clock is 241 s behind"));
+    free(log);
+    fx_free(f);
+}
+
 /* A fleet pacer that refuses its first turn and grants every later one. */
 struct pacer_once {
     atomic_int calls;
@@ -1834,6 +1899,7 @@ int main(void)
         cmocka_unit_test(test_breaker_hung_api),
         cmocka_unit_test(test_breaker_failures_amid_answers),
         cmocka_unit_test(test_breaker_cancels_backoff),
+        cmocka_unit_test(test_skew_from_answers),
         cmocka_unit_test(test_breaker_probe_without_turn),
         cmocka_unit_test(test_unsent_retry_keeps_last_errno),
         cmocka_unit_test(test_breaker_calls_off_rate_waits),
