@@ -1373,6 +1373,45 @@ def test_mount_environment_credentials_reach_no_child(tmp_path):
         server.stop()
 
 
+def test_secret_never_printed_by_a_debug_mount(api, config, tmp_path):
+    """A mount with -d (libfuse's request trace and insightfs's debug log) reading,
+    failing, retrying and listing: its whole stderr holds neither the secret, nor the
+    access key beyond its last 4 characters, nor anything shaped like a signature."""
+    cfg = config("  retries = 1;\n  timeout_ms = 500;\n",
+                 body=with_body('log_level = "debug";\n'))
+    mnt = str(tmp_path / "mnt")
+    os.mkdir(mnt)
+    proc = subprocess.Popen(bin_cmd(["-d", cfg, mnt]), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=clean_env())
+    try:
+        wait_for(lambda: is_mounted(mnt), 10, "the mount")
+        cpu = os.path.join(mnt, "web", "cpu")
+        with open(os.path.join(cpu, RANGE), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        os.listdir(cpu)
+        for kind, params in [("status", {"status": 401}), ("status", {"status": 503}),
+                             ("hang", {}), ("reset", {})]:
+            api.clear_faults()
+            api.fault(kind, count=-1, **params)
+            s0 = S + 3600000 * (len(api.requests()) + 1)
+            try:
+                os.stat(os.path.join(cpu, "%d-%d.png" % (s0, s0 + 3600000)))
+            except OSError:
+                pass
+        api.clear_faults()
+        assert os.path.getsize(os.path.join(mnt, ".insightfs", "config")) > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20 * TIME_FACTOR)
+    assert proc.returncode == 0, err
+    check_stderr(err.decode(errors="replace"))
+    assert b"insightfs: debug: " in err and b"unique: " in err  # both traces ran
+    assert api.access_key[:-4].encode() not in out + err
+    assert not re.search(rb"[A-Za-z0-9+/]{43}=", err)
+    _outputs.append(("mount -d", out, err))
+    wait_for(lambda: not is_mounted(mnt), 10, "the mount to go away")
+
+
 # Valgrind builds the client's environment block itself: /proc/PID/environ shows
 # valgrind's original copy (secret included), which insightfs never sees and cannot zero.
 @pytest.mark.skipif(VALGRIND, reason="/proc/PID/environ is valgrind's copy, not insightfs's")
