@@ -490,7 +490,7 @@ struct call {
     size_t n_items;
     int64_t signed_at_ms;
     struct api_result res;
-    uint64_t opened_at; /* acct.opened when the call was admitted */
+    uint64_t opened_at; /* acct.opened when the call was admitted, or its retry decided */
 };
 
 static enum api_outcome outcome_of(enum http_kind k)
@@ -683,6 +683,19 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
         snprintf(c->res.message, sizeof(c->res.message), "upstream down (circuit breaker open)");
 
     while (!down_err) {
+        if (tries > 0) {
+            /* A retry is a new try: an opening from now on calls it off, not one that
+             * an answer has closed again since the call began. One while it slept in
+             * its backoff has already ended it (backoff_sleep). */
+            pthread_mutex_lock(&a->mu);
+            if (a->br.open)
+                down_err = a->br.err;
+            else
+                c->opened_at = a->opened;
+            pthread_mutex_unlock(&a->mu);
+            if (down_err)
+                break;
+        }
         /* The fleet's pacer first (SPEC 13): its wait counts against D; no slot before D
          * means no try, and the call ends with the last try's errno (ETIMEDOUT if none). */
         if (api->pacer.wait_turn && api->pacer.wait_turn(api->pacer.arg, deadline) < 0) {

@@ -136,6 +136,10 @@ static void wait_put(struct fs_wait *w)
 static void reply(struct fs_wait *w, int rc)
 {
     struct fs *fs = w->fs;
+    if (rc == -EINTR) { /* interrupted: EINTR whatever the operation would do with rc */
+        fuse_reply_err(w->req, EINTR);
+        return;
+    }
     switch (w->op) {
     case FW_GETATTR:
     case FW_READ:

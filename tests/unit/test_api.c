@@ -1777,6 +1777,52 @@ static void test_breaker_calls_off_rate_waits(void **state)
     fx_free(f);
 }
 
+/* A call whose try was out while the breaker opened and closed again (a straggling
+ * answer) retries normally: the retry is decided after the close, so that opening does
+ * not call it off. Timeline (timeout 1.5 s, no answer since the start): A's try is
+ * answered 503 after 1.3 s; E's 404 after 0.4 s; meanwhile B (503, 503) and C (503) are
+ * the three failures that open the breaker; E's 404 closes it; A's retry is sent and
+ * gets the image. */
+static void test_retry_after_open_and_close(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(1500, 1);
+    struct srv_reply slow503 = json_reply("503 Service Unavailable", "", "{}");
+    slow503.split = 0;
+    slow503.delay_ms = 1300;
+    srv_push(f->s, slow503);
+    struct srv_reply slow404 = json_reply("404 Not Found", "", "{}");
+    slow404.split = 0;
+    slow404.delay_ms = 400;
+    srv_push(f->s, slow404);
+    for (int i = 0; i < 3; i++)
+        srv_push(f->s, json_reply("503 Service Unavailable", "Retry-After: 0\r\n", "{}"));
+    srv_set_default(f->s, png_reply(""));
+    nanosleep(&(struct timespec){1, 600 * 1000000}, NULL); /* no answer for timeout_ms */
+    struct bg_fetch a = {.f = f}, e = {.f = f};
+    pthread_t ta, te;
+    assert_int_equal(pthread_create(&ta, NULL, bg_fetch_main, &a), 0);
+    assert_int_equal(srv_wait_requests(f->s, 1, (int)srv_tf(2000)), 1);
+    assert_int_equal(pthread_create(&te, NULL, bg_fetch_main, &e), 0);
+    assert_int_equal(srv_wait_requests(f->s, 2, (int)srv_tf(2000)), 2);
+    struct api_image img;
+    struct api_result r;
+    assert_int_equal(fetch(f, &img, &r, NULL), -EIO); /* B: 503, 503 */
+    assert_int_equal(r.tries, 2);
+    assert_int_equal(fetch(f, &img, &r, NULL), -EIO); /* C: 503 opens it; no retry */
+    assert_int_equal(r.tries, 1);
+    assert_true(api_is_down(f->api));
+    pthread_join(te, NULL);
+    assert_int_equal(e.rc, -ENOENT); /* E's answer closed it */
+    pthread_join(ta, NULL);
+    assert_int_equal(api_is_down(f->api), 0);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.r.tries, 2);
+    assert_int_equal(a.r.fast_fail, 0);
+    assert_int_equal(srv_requests(f->s), 6);
+    fx_free(f);
+}
+
 /* A client built with inherit (a reload that changed timeout_ms and max_connections)
  * keeps the counters, the retry budget and the breaker, even after the old client is
  * freed; another access key starts fresh. */
@@ -1903,6 +1949,7 @@ int main(void)
         cmocka_unit_test(test_breaker_probe_without_turn),
         cmocka_unit_test(test_unsent_retry_keeps_last_errno),
         cmocka_unit_test(test_breaker_calls_off_rate_waits),
+        cmocka_unit_test(test_retry_after_open_and_close),
         cmocka_unit_test(test_inherit_account_state),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -4,8 +4,8 @@
  *
  * Seams. The test is linked with GNU ld's --wrap (Makefile: UNIT_LDFLAGS_fs), so calls
  * that src/ makes across object files come here first:
- *  - fuse_req_userdata, fuse_reply_entry, fuse_reply_err: a request is a pointer the
- *    test made; its answer is recorded instead of written to /dev/fuse;
+ *  - fuse_req_userdata, fuse_reply_entry, fuse_reply_err, fuse_reply_open: a request is a pointer
+ * the test made; its answer is recorded instead of written to /dev/fuse;
  *  - fuse_req_interrupt_func: does what libfuse 3.14's does for a request whose
  *    INTERRUPT came first - calls the callback at once, inside the registration, with
  *    the request's lock held - and records any answer given from there;
@@ -120,6 +120,17 @@ int __wrap_fuse_reply_err(fuse_req_t req, int err)
     return 0;
 }
 
+static int opens; /* fuse_reply_open: directories opened */
+
+int __wrap_fuse_reply_open(fuse_req_t req, const struct fuse_file_info *fi)
+{
+    (void)req, (void)fi;
+    opens++;
+    replies++;
+    replies_registering += registering;
+    return 0;
+}
+
 void __wrap_fuse_req_interrupt_func(fuse_req_t req, fuse_interrupt_func_t func, void *data)
 {
     if (interrupted_first && func) {
@@ -171,6 +182,8 @@ struct fx {
     struct fs *fs;
 };
 
+static int with_discover; /* the next setup writes discover = true */
+
 static void write_conf(const char *path, const char *dash_name)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -179,11 +192,11 @@ static void write_conf(const char *path, const char *dash_name)
     int n = snprintf(text, sizeof(text),
                      "api = { endpoint = \"http://127.0.0.1:9\"; access_key = \"AK\";\n"
                      "        secret_key = \"SK\"; max_connections = 2; };\n"
-                     "log_level = \"error\";\n"
+                     "log_level = \"error\";\n%s"
                      "cache = { readahead = false; };\n"
                      "dashboards = ( { name = \"%s\"; id = \"dash1\";\n"
                      "                 widgets = ( { name = \"cpu\"; id = \"w1\"; } ); } );\n",
-                     dash_name);
+                     with_discover ? "discover = true;\n" : "", dash_name);
     assert_true(n > 0 && (size_t)n < sizeof(text));
     assert_int_equal(write(fd, text, (size_t)n), n);
     assert_int_equal(close(fd), 0);
@@ -208,10 +221,18 @@ static int setup(void **state)
     the_fs = fx->fs;
     scripted = 0;
     state_reads = 0;
-    registering = replies_registering = replies = interrupted_first = 0;
+    registering = replies_registering = replies = interrupted_first = opens = 0;
     memset(&last, 0, sizeof(last));
     *state = fx;
     return 0;
+}
+
+static int setup_discover(void **state)
+{
+    with_discover = 1;
+    int rc = setup(state);
+    with_discover = 0;
+    return rc;
 }
 
 static int teardown(void **state)
@@ -343,6 +364,27 @@ static void test_every_mutation_is_erofs(void **state)
     ops->open(r, img, &fi);
     assert_int_equal(last.kind, 2);
     assert_int_equal(last.err, ENOSYS);
+}
+
+/* The same for an OPENDIR of / kept for discovery (discover = true, no list yet): EINTR,
+ * not the directory opened with what is known (what a failed refresh gets). */
+static void test_opendir_interrupt_before_kept(void **state)
+{
+    (void)state;
+    static char fake_req;
+    struct fuse_file_info fi = {0};
+    memset(&last, 0, sizeof(last));
+    interrupted_first = 1;
+    fs_lowlevel_ops()->opendir((fuse_req_t)&fake_req, FUSE_ROOT_ID, &fi);
+    interrupted_first = 0;
+    assert_int_equal(replies_registering, 0);
+    assert_int_equal(opens, 0);
+    assert_int_equal(replies, 1);
+    assert_int_equal(last.kind, 2);
+    assert_int_equal(last.err, EINTR);
+    assert_int_equal(atomic_load(&the_fs->waiting), 0);
+    /* The discovery job it queued runs cancelled, as at teardown (no thread was started). */
+    fs_wait_stop(the_fs);
 }
 
 struct rebuilder {
@@ -531,6 +573,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lookup_reads_state_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupt_before_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_opendir_interrupt_before_kept, setup_discover,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_every_mutation_is_erofs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
