@@ -132,9 +132,11 @@ static int64_t realtime_ms(void)
 
 /* The backoff sleep of a retry: ms from now (counted from now in nanoseconds: a start
  * truncated to whole ms would end up to 1 ms early, and a Retry-After of 1 s must mean
- * at least 1 s, T4), cut short when the breaker opens. Returns 0 when the sleep ran out,
- * or the negative errno that opened the breaker (the retry must not be sent). */
-static int backoff_sleep(struct acct *a, int64_t ms)
+ * at least 1 s, T4), cut short when the breaker opens. opened is the opening count
+ * when the retry was decided: an opening since then, even one already closed again,
+ * ends it. Returns 0 when the sleep ran out, or the negative errno that opened the
+ * breaker (the retry must not be sent). */
+static int backoff_sleep(struct acct *a, int64_t ms, uint64_t opened)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -147,7 +149,6 @@ static int backoff_sleep(struct acct *a, int64_t ms)
     pthread_mutex_lock(&a->mu);
     /* Openings are counted, so one that a straggling answer closed again before this
      * thread got the lock back still cancels the retry. */
-    uint64_t opened = a->opened;
     while (!a->br.open && a->opened == opened)
         if (pthread_cond_timedwait(&a->cv, &a->mu, &ts) == ETIMEDOUT)
             break;
@@ -684,14 +685,12 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
 
     while (!down_err) {
         if (tries > 0) {
-            /* A retry is a new try: an opening from now on calls it off, not one that
-             * an answer has closed again since the call began. One while it slept in
-             * its backoff has already ended it (backoff_sleep). */
+            /* A retry: c->opened_at was sampled when it was decided (with its budget
+             * token, or with the clock-skew decision), so an opening from then on calls
+             * it off - even one an answer has closed again - but not one before. */
             pthread_mutex_lock(&a->mu);
-            if (a->br.open)
+            if (a->br.open || a->opened != c->opened_at)
                 down_err = a->br.err;
-            else
-                c->opened_at = a->opened;
             pthread_mutex_unlock(&a->mu);
             if (down_err)
                 break;
@@ -760,6 +759,9 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
             abs64(c->resp.date_ms - api_now_ms(api)) < SKEW_REJECT_MS - SKEW_APPLY_MS &&
             http_mono_ms() < deadline) {
             skew_retried = true;
+            pthread_mutex_lock(&a->mu);
+            c->opened_at = a->opened; /* decided now: only a later opening calls it off */
+            pthread_mutex_unlock(&a->mu);
             log_try(LOG_LVL_DEBUG, c, "(clock skew: retrying with the gateway's time)", v.err,
                     false);
             continue;
@@ -773,10 +775,12 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
             break; /* the next try could not start before D */
         pthread_mutex_lock(&a->mu);
         bool token = false;
-        if (a->br.open)
+        if (a->br.open) {
             down_err = a->br.err; /* opened by this try or another: no retry now */
-        else
+        } else {
             token = api_budget_take_retry(&a->budget);
+            c->opened_at = a->opened; /* the retry is decided: later openings call it off */
+        }
         pthread_mutex_unlock(&a->mu);
         if (down_err)
             break;
@@ -788,7 +792,7 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
         snprintf(what, sizeof(what), "(try %d, retrying in %" PRId64 " ms)", tries, wait);
         log_try(LOG_LVL_DEBUG, c, what, v.err, false);
         retries_used++;
-        down_err = backoff_sleep(a, wait);
+        down_err = backoff_sleep(a, wait, c->opened_at);
     }
 
     c->res.tries = tries;
