@@ -844,6 +844,36 @@ def test_sigterm_with_waiting_stats(api, config, mount):
 
 # ---- reload keeps the endpoint's account (SPEC 7) --------------------------------------------
 
+def test_reload_to_another_endpoint_drops_everything(api, config, mount, tmp_path):
+    """SPEC 7: a reload that changes `endpoint` drops every cached version and starts
+    the endpoint's account afresh (counters): the same image, looked up again under
+    another spelling, is fetched from the new endpoint."""
+    from client import LocalAPI
+    from conftest import make_config
+    path = config(*cfg(api_settings(timeout_ms=3000)))
+    m = mount(path)
+    data = read_file(img(m, 0))
+    s = stats(m)
+    assert s["cache"]["entries"] == 1 and s["upstream"]["requests"] == 1
+    other = LocalAPI().start(str(tmp_path / "api2"))
+    try:
+        make_config(path, other, *cfg(api_settings(timeout_ms=3000)))
+        m.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "insightfs: info: configuration reloaded from %s" % path
+                 in m.stderr(), 5, "the reload")
+        s = stats(m)
+        assert s["cache"]["entries"] == 0 and s["cache"]["bytes"] == 0, s
+        assert s["upstream"]["requests"] == 0, s
+        start, end = rng(0)
+        iso_name = "%s-%s.png" % (iso(start, False), iso(end, False))
+        assert read_file(m.path("web", "cpu", iso_name)) == data
+        assert count(other, target(0)) == 1
+        assert count(api, target(0)) == 1
+        assert stats(m)["upstream"]["requests"] == 1
+    finally:
+        other.stop()
+
+
 def test_reload_keeps_counters(api, config, mount):
     """A SIGHUP reload that changes api.timeout_ms keeps the upstream counters: they
     describe the endpoint, not the file."""
