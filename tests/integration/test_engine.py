@@ -740,6 +740,37 @@ def test_readahead_skips_remembered_failures(api, config, mount):
     assert stats(m)["cache"]["readahead"] > 0
 
 
+def test_readahead_window_and_out_of_order_stop(api, config, mount):
+    """SPEC 5: two stats in listing order start a window of 2 (the next two entries are
+    fetched ahead); a stat out of order stops it: nothing more is fetched ahead (five
+    requests: the two stats, the two ahead, the one out of order). Two in a row again
+    start a new window."""
+    avoid_midnight()
+    m = mount(config(*cfg(api_settings(max_connections=8), cache="  readahead = true;")))
+    api.set_latency(20)
+    days = m.path("web", "memory", "days")
+    names = os.listdir(days)  # readdir order: the listing's (ls would sort it)
+    assert len(names) == 30
+    for i in (0, 1):
+        assert os.stat(os.path.join(days, names[i])).st_size > 0
+    wait_for(lambda: len(day_requests(api, "mem_used__5678")) == 4, 5, "two fetched ahead")
+    assert stats(m)["cache"]["readahead"] == 2
+    assert os.stat(os.path.join(days, names[20])).st_size > 0
+    wait_for(lambda: stats(m)["upstream"]["in_flight"] == 0, 5, "fetches to finish")
+    wait_monotonic(time.monotonic() + 0.2 * TIME_FACTOR)  # ten latencies: nothing more
+    assert len(day_requests(api, "mem_used__5678")) == 5
+    assert stats(m)["cache"]["readahead"] == 2
+    # The two fetched ahead are served from the cache (no second request for them); two
+    # stats in a row again, they start a new window: entries 4 and 5.
+    for i in (2, 3):
+        assert os.stat(os.path.join(days, names[i])).st_size > 0
+    wait_for(lambda: len(day_requests(api, "mem_used__5678")) == 7, 5, "a new window")
+    wait_for(lambda: stats(m)["upstream"]["in_flight"] == 0, 5, "fetches to finish")
+    reqs = [e["target"] for e in day_requests(api, "mem_used__5678")]
+    assert len(set(reqs)) == 7, reqs
+    assert stats(m)["cache"]["readahead"] == 4
+
+
 def test_readahead_off_stays_sequential(api, config, mount):
     """cache.readahead = false: `ls -l days/` still makes exactly 30 requests, none
     started ahead."""
