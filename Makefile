@@ -186,6 +186,9 @@ VALGRIND_FLAGS := -q --error-exitcode=99 --leak-check=full --errors-for-leak-kin
 # SPEC 10's time factor, passed to every test program (unit tests, pytest and the local
 # API's own client): 20 under valgrind, 3 under sanitizers, else 1; a value already in
 # the environment wins.
+# ThreadSanitizer reads its suppressions from here (tests/tsan.supp says why); other builds
+# ignore the variable. A value already in the environment wins.
+export TSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/tsan.supp
 TIME_FACTOR_ENV := INSIGHTFS_TEST_TIME_FACTOR=$${INSIGHTFS_TEST_TIME_FACTOR:-$(if $(VALGRIND),20,$(if $(SANITIZE),3,1))}
 VALGRIND_RUN := $(if $(VALGRIND),valgrind $(VALGRIND_FLAGS))
 
