@@ -1610,14 +1610,6 @@ static void fetch_with_date(struct fx *f, int64_t ahead_ms)
     free(img.data);
 }
 
-static int count_lines(const char *log, const char *needle)
-{
-    int n = 0;
-    for (const char *p = log; (p = strstr(p, needle)) != NULL; p++)
-        n++;
-    return n;
-}
-
 /* SPEC 6's clock skew from plain 200 answers: 30 s is measured but not applied; 120 s is
  * applied and logged; 150 s is applied without a second line; 240 s (120 s from the
  * logged value) is logged again. A 401 whose Date is 2 minutes off the request is a real
@@ -1651,7 +1643,7 @@ static void test_skew_from_answers(void **state)
     assert_int_equal(r.tries, 1);
     assert_int_equal(srv_requests(f->s), 5);
     char *log = cap_stop(&c);
-    assert_int_equal(count_lines(log, "warn: local clock is "), 3);
+    assert_int_equal(count_str(log, "warn: local clock is "), 3);
     assert_true(strstr(log, "local clock is 119 s behind") ||
                 strstr(log, "local clock is 120 s behind") ||
                 strstr(log, "local clock is 121 s behind"));
