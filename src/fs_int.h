@@ -146,7 +146,8 @@ int fs_inval_start(struct fs_inval *q, struct fuse_session *se) __attribute__((w
 void fs_inval_image(struct fs_inval *q, uint64_t ino);
 /* Queue parent/name (copied; out of memory loses this invalidation only). */
 void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
-/* Invalidate what is queued, then join the thread. Before fuse_session_unmount. */
+/* As soon as the session loop has returned: drop what is queued and what is queued
+ * from now on (nobody answers LOOKUPs any more), then join the thread. */
 void fs_inval_stop(struct fs_inval *q);
 void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started */
 

@@ -12,6 +12,12 @@
  * Items are small and each stands for a record the cache already dropped, so the queue
  * is bounded by what the cache could hold.
  *
+ * Stop: once the session loop has ended nobody reads /dev/fuse, and a LOOKUP the kernel
+ * sends then is never answered while it holds its directory's lock, which a notify needs:
+ * a notify then could wait forever, and with it teardown (even SIGKILL cannot end a
+ * thread waiting there). So fs_inval_stop, called as soon as the loop returns, drops
+ * what is queued and what comes after; the unmount makes the kernel forget every entry.
+ *
  * Locking: lock guards the queue and the stop flag; it is never held across a notify.
  */
 #define FUSE_USE_VERSION 312
@@ -66,6 +72,11 @@ struct fs_inval *fs_inval_new(struct fs_ino *ino)
 static void push(struct fs_inval *q, struct inval_item *it)
 {
     pthread_mutex_lock(&q->lock);
+    if (q->stop) { /* the session loop has ended: see "Stop" above */
+        pthread_mutex_unlock(&q->lock);
+        slab_free(it);
+        return;
+    }
     it->next = NULL;
     if (q->tail)
         q->tail->next = it;
@@ -123,10 +134,10 @@ static void *inval_main(void *arg)
     struct fs_inval *q = arg;
     pthread_mutex_lock(&q->lock);
     for (;;) {
+        if (q->stop)
+            break;
         struct inval_item *it = q->head;
         if (!it) {
-            if (q->stop)
-                break;
             pthread_cond_wait(&q->cond, &q->lock);
             continue;
         }
@@ -156,13 +167,19 @@ int fs_inval_start(struct fs_inval *q, struct fuse_session *se)
 
 void fs_inval_stop(struct fs_inval *q)
 {
-    if (!q->started)
-        return;
     pthread_mutex_lock(&q->lock);
     q->stop = 1;
+    struct inval_item *dropped = q->head;
+    q->head = q->tail = NULL;
     pthread_cond_signal(&q->cond);
     pthread_mutex_unlock(&q->lock);
-    pthread_join(q->thread, NULL);
+    while (dropped) {
+        struct inval_item *it = dropped;
+        dropped = it->next;
+        slab_free(it);
+    }
+    if (q->started)
+        pthread_join(q->thread, NULL);
     q->started = 0;
 }
 

@@ -873,6 +873,65 @@ def test_sigterm_with_waiting_stats(api, config, mount):
         assert r[2] - r[1] <= (d + 1) * TIME_FACTOR, r
 
 
+def abort_fuse_connection(mnt):
+    """Abort the FUSE connection of the mount at mnt (fusectl's abort file, SPEC 12)."""
+    minor = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == mnt:
+                minor = fields[2].split(":")[1]
+    if minor is None:
+        return
+    ctl = "/sys/fs/fuse/connections"
+    if not os.path.exists(os.path.join(ctl, minor)):
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", ctl], check=False)
+    with open(os.path.join(ctl, minor, "abort"), "w") as f:
+        f.write("1")
+
+
+def test_sigterm_while_lookups_go_unread(api, config, mount):
+    """SIGTERM with a fetch hung while stats of new names in its directory keep coming:
+    the LOOKUPs the kernel sends once the session loop has stopped reading are never
+    answered, and each holds the directory's lock. The fetch then fails at its deadline
+    and its version is dropped; the daemon must not ask the kernel to forget its entry
+    any more (the notify waits for that lock, and teardown would wait for the notify
+    forever). It exits 0 within D + 1 s and the mount goes away."""
+    d = T21_D
+    m = mount(config(*cfg(T21_API)))
+    api.fault("hang", count=-1)
+    threading.Thread(target=stat_errno, args=(img(m, 0),), daemon=True).start()
+    wait_for(lambda: len(hung(api)) >= 1, 5, "the hung fetch")
+    stop = threading.Event()
+
+    def newcomers():
+        i = 1
+        while not stop.is_set() and i < 500:
+            threading.Thread(target=stat_errno, args=(img(m, i),), daemon=True).start()
+            i += 1
+            time.sleep(0.02)  # a steady trickle of new names, before and after the loop ends
+
+    gen = threading.Thread(target=newcomers, daemon=True)
+    t0 = time.monotonic()
+    m.proc.send_signal(signal.SIGTERM)
+    gen.start()
+    try:
+        try:
+            rc = m.proc.wait(timeout=(d + 5) * TIME_FACTOR)
+        except subprocess.TimeoutExpired:
+            # A daemon stuck in a notify cannot even be killed: abort its connection so
+            # the stuck LOOKUPs end and the rest of the suite can run.
+            abort_fuse_connection(m.mnt)
+            raise AssertionError("the daemon did not exit after SIGTERM: " + m.stderr())
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        gen.join()
+    assert rc == 0, m.stderr()
+    assert took <= (d + 1) * TIME_FACTOR, took
+    wait_for(lambda: not is_mounted(m.mnt), 5, "the mount to go away")
+
+
 # ---- reload keeps the endpoint's account (SPEC 7) --------------------------------------------
 
 def test_reload_to_another_endpoint_drops_everything(api, config, mount, tmp_path):
