@@ -492,6 +492,9 @@ static struct cache_version *get(struct cache *c, const struct cache_key *key,
                 flight_forget(&v->flight);
                 e->prev = v;
             } else {
+                /* The stale window closed; a failure remembered beyond it still holds
+                 * for the key (SPEC 6: error_ttl_s), so the new version carries it. */
+                flight_carry(&nv->flight, &v->flight, now->mono);
                 version_leave(c, v, &free_list);
             }
             v = nv;

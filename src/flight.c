@@ -63,6 +63,15 @@ void flight_forget(struct flight *f)
     f->err = 0;
 }
 
+void flight_carry(struct flight *to, struct flight *from, int64_t now)
+{
+    int err;
+    if (flight_failed(from, now, &err)) {
+        to->err = err;
+        to->failed_until = from->failed_until;
+    }
+}
+
 int flight_idle(const struct flight *f)
 {
     return !f->running && !f->waiters;

@@ -53,6 +53,10 @@ int flight_failed(struct flight *f, int64_t now, int *err);
 /* Forget the remembered failure, if any. */
 void flight_forget(struct flight *f);
 
+/* A failure from still remembered at now is remembered in to as well, until the same
+ * time (a record that replaces another under the same key). */
+void flight_carry(struct flight *to, struct flight *from, int64_t now);
+
 /* 1 when nobody fetches and nobody waits: the owner may drop the record. */
 int flight_idle(const struct flight *f);
 

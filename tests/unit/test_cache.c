@@ -1124,6 +1124,40 @@ static void test_stale_window_checked_at_failure(void **state)
     world_free(w);
 }
 
+/* A refresh that fails 5 s before the stale window ends is served stale, and its EIO is
+ * remembered for error_ttl_s (10 s), past the window's end: a lookup 1 s after the
+ * window gets a new version that still carries the failure (no new fetch) until it ends. */
+static void test_failure_outlives_stale_window(void **state)
+{
+    (void)state;
+    struct world *w = world_new(10000);
+    struct cache_version *v1;
+    int hit, err = 0;
+    int64_t window_end = (LIVE_TTL + STALE) * SEC;
+    struct cache_version *v2 = stale_setup(w, window_end - 5 * SEC, &v1);
+    assert_int_equal(fetch(w, v2, -EIO, 0, 0), 0); /* served stale */
+    assert_int_equal(cache_version_state(v2), CACHE_READY);
+
+    at(w, window_end + 1 * SEC);
+    struct cache_version *v3 = get(w, "w", T0, &hit);
+    assert_int_equal(hit, 0);
+    assert_true(v3 != v2);
+    assert_int_equal(cache_need(w->c, v3, &w->now, NULL, &err), CACHE_REMEMBERED);
+    assert_int_equal(err, EIO);
+    assert_int_equal(w->fetches, 2);
+
+    at(w, window_end - 5 * SEC + ERROR_TTL * SEC); /* the failure's own end */
+    err = 0;
+    assert_int_equal(cache_need(w->c, v3, &w->now, NULL, &err), CACHE_FETCH);
+    struct flight_waiter *ws;
+    assert_int_equal(complete_at(w, v3, 0, 100, 'b', w->now.wall, 1, &ws), 0);
+    check_bytes(v3, 100, 'b');
+    cache_version_unref(v3);
+    cache_version_unref(v2);
+    cache_version_unref(v1);
+    world_free(w);
+}
+
 /* EACCES, ENOENT, EINVAL: the previous version is dropped, not served. */
 static void test_refresh_denied_drops_previous(void **state)
 {
@@ -1798,6 +1832,7 @@ int main(void)
         cmocka_unit_test(test_fast_fail_not_remembered),
         cmocka_unit_test(test_stale_if_error),
         cmocka_unit_test(test_stale_window_checked_at_failure),
+        cmocka_unit_test(test_failure_outlives_stale_window),
         cmocka_unit_test(test_refresh_denied_drops_previous),
         cmocka_unit_test(test_forget_errors),
         cmocka_unit_test(test_wall_jump),
