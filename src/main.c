@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,72 +277,42 @@ static int split_path(char *path, char ***parts, int *n)
     return 0;
 }
 
-/* The tree of the configuration merged with the API's lists, as the mount shows it:
- * configured first, then discovered. Returns 0, -ENOMEM, or the discovery call's errno. */
-static int discovered_tree(struct api *api, const struct cfg *cfg, struct ns_tree **tree)
+/* Walk parts from / with ns_resolve, one component at a time, as the mount's LOOKUP
+ * does. Returns 0 with *out the node reached, or ns_resolve's errno with *out the
+ * directory where the walk stopped (ids borrowed from t either way). */
+static int walk_path(const struct ns_tree *t, char *const *parts, int n,
+                     const struct vpath_clock *clk, enum vpath_res res, struct ns_node *out)
 {
-    struct ns_tree *dt = NULL;
-    int rc = discover_tree(api, cfg, &dt);
-    if (rc != 0)
-        return rc;
-    struct ns_discovered disc = {0};
-    size_t nd = dt->n_dashboards;
-    struct api_item *items = calloc(nd ? nd : 1, sizeof(*items));
-    struct api_item **wl = calloc(nd ? nd : 1, sizeof(*wl));
-    size_t *nw = calloc(nd ? nd : 1, sizeof(*nw));
-    const char **ids = calloc(nd ? nd : 1, sizeof(*ids));
-    if (!items || !wl || !nw || !ids) {
-        rc = -ENOMEM;
-        goto out;
+    struct ns_node at = {0}; /* the root */
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct ns_node next;
+        rc = ns_resolve(t, &at, parts[i], clk, res, &next);
+        if (rc == 0)
+            at = next;
     }
-    for (size_t i = 0; i < nd; i++) {
-        items[i].id = dt->dashboards[i].id;
-        items[i].name = dt->dashboards[i].name;
-        ids[i] = dt->dashboards[i].id;
-        nw[i] = dt->dashboards[i].n_widgets;
-        wl[i] = calloc(nw[i] ? nw[i] : 1, sizeof(**wl));
-        if (!wl[i]) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        for (size_t j = 0; j < nw[i]; j++) {
-            wl[i][j].id = dt->dashboards[i].widgets[j].id;
-            wl[i][j].name = dt->dashboards[i].widgets[j].name;
-        }
-    }
-    disc = (struct ns_discovered){items, nd, ids, (const struct api_item *const *)wl, nw, nd};
-    *tree = ns_build(cfg, &disc);
-    rc = *tree ? 0 : -ENOMEM;
-out:
-    for (size_t i = 0; wl && i < nd; i++)
-        free(wl[i]);
-    free(wl);
-    free(items);
-    free(nw);
-    free(ids);
-    ns_unref(dt);
+    *out = at;
     return rc;
 }
 
-/* Walk parts from / with ns_resolve, one component at a time, as the mount's LOOKUP
- * does. Returns 0 with *out the node reached (its ids borrowed from t), or ns_resolve's
- * errno with *under the kind of the directory where the walk stopped. */
-static int walk_path(const struct ns_tree *t, char *const *parts, int n,
-                     const struct vpath_clock *clk, enum vpath_res res, struct ns_node *out,
-                     enum ns_kind *under)
+/* What --fetch has listed so far, as the mount's discovery would have: the dashboards,
+ * and the widgets of one dashboard. */
+struct fetch_lists {
+    struct api_item *dash;
+    size_t n_dash;
+    bool have_dash;
+    char *widgets_of; /* the dashboard id whose widgets were listed, or NULL */
+    struct api_item *widgets;
+    size_t n_widgets;
+};
+
+static struct ns_tree *fetch_tree(const struct cfg *cfg, const struct fetch_lists *l)
 {
-    struct ns_node at = {0}; /* the root */
-    for (int i = 0; i < n; i++) {
-        struct ns_node next;
-        int rc = ns_resolve(t, &at, parts[i], clk, res, &next);
-        if (rc != 0) {
-            *under = at.kind;
-            return rc;
-        }
-        at = next;
-    }
-    *out = at;
-    return 0;
+    const char *ids[1] = {l->widgets_of};
+    const struct api_item *wl[1] = {l->widgets};
+    size_t nw[1] = {l->n_widgets};
+    struct ns_discovered disc = {l->dash, l->n_dash, ids, wl, nw, l->widgets_of ? 1 : 0};
+    return ns_build(cfg, l->have_dash || l->widgets_of ? &disc : NULL);
 }
 
 static int write_all(const unsigned char *p, size_t len)
@@ -366,6 +337,7 @@ static int fetch_path(const struct cfg *cfg, struct api *api, const char *path)
     struct ns_tree *tree = NULL;
     struct ns_node node;
     struct api_image img = {0};
+    struct fetch_lists lists = {0};
     int rc = copy ? split_path(copy, &parts, &n) : -ENOMEM;
     if (rc != 0)
         goto out;
@@ -377,24 +349,34 @@ static int fetch_path(const struct cfg *cfg, struct api *api, const char *path)
             goto out;
         }
     }
-    /* Configured names need no list call: resolve in the configured tree first, and
-     * (discover = true) in the merged one when a dashboard or widget is unknown. */
-    for (int pass = 0; pass < 2; pass++) {
+    /* As the mount's LOOKUPs: configured names need no list call; with discover = true an
+     * unknown dashboard lists the dashboards, an unknown widget lists the widgets of its
+     * own dashboard only, and the walk starts again (so a failing list of another
+     * dashboard cannot fail this path). */
+    for (;;) {
         ns_unref(tree);
-        tree = NULL;
-        if (pass == 0) {
-            tree = ns_build(cfg, NULL);
-            rc = tree ? 0 : -ENOMEM;
+        tree = fetch_tree(cfg, &lists);
+        if (!tree) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        struct vpath_clock clk = {api_now_ms(api), cfg->align_s};
+        rc = walk_path(tree, parts, n, &clk, cfg->resolution, &node);
+        if (rc != -ENOENT || !cfg->discover)
+            break;
+        if (node.kind == NS_ROOT && !lists.have_dash) {
+            rc = api_list_dashboards(api, 0, &lists.dash, &lists.n_dash, NULL);
+            lists.have_dash = true;
+        } else if (node.kind == NS_DASHBOARD && !lists.widgets_of) {
+            lists.widgets_of = strdup(node.dash_id);
+            rc = lists.widgets_of ? api_list_widgets(api, lists.widgets_of, 0, &lists.widgets,
+                                                     &lists.n_widgets, NULL)
+                                  : -ENOMEM;
         } else {
-            rc = discovered_tree(api, cfg, &tree);
+            break;
         }
         if (rc != 0)
             goto out;
-        struct vpath_clock clk = {api_now_ms(api), cfg->align_s};
-        enum ns_kind under = NS_ROOT;
-        rc = walk_path(tree, parts, n, &clk, cfg->resolution, &node, &under);
-        if (rc != -ENOENT || !cfg->discover || (under != NS_ROOT && under != NS_DASHBOARD))
-            break;
     }
     /* A name under an image has always been ENOENT for --fetch (the mount says ENOTDIR). */
     if (rc == -ENOTDIR)
@@ -417,6 +399,9 @@ static int fetch_path(const struct cfg *cfg, struct api *api, const char *path)
 out:
     free(img.data);
     ns_unref(tree);
+    api_items_free(lists.dash, lists.n_dash);
+    api_items_free(lists.widgets, lists.n_widgets);
+    free(lists.widgets_of);
     free(parts);
     free(copy);
     return rc;

@@ -973,6 +973,21 @@ def test_fetch_through_discovery(api, tmp_path):
                 "we_ird_.name/a_b/" + RANGE, "ENOENT")
 
 
+def test_fetch_lists_only_what_its_path_walks(api, tmp_path):
+    """--fetch resolves as the mount's LOOKUPs do: an unknown dashboard lists the
+    dashboards, then only that dashboard's widgets; another dashboard's failing widget
+    list does not fail the path (two list requests, then the image)."""
+    cfg = write_file(tmp_path / "disc.conf", api_group(api, "  retries = 0;\n")
+                     + "discover = true;\n")
+    api.fault("status", count=-1, prefix=API_PREFIX + "/df_empty", status=404)
+    api.clear_log()
+    p = cli("--fetch", "we_ird_.name/a_b/" + RANGE, "--config", cfg)
+    assert p.returncode == 0, p.stderr
+    target = image_target("df_weird", "w1", S, E)
+    assert targets(api) == [API_PREFIX, API_PREFIX + "/df_weird/widgets", target]
+    assert p.stdout == expected_png(api, target)
+
+
 def test_fetch_through_failed_discovery_is_not_enoent(api, tmp_path):
     """With discover = true, an unknown name while the dashboard list fails gets the
     list's errno, never ENOENT; configured names need no list call."""
