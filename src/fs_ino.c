@@ -15,7 +15,10 @@
  * that when the cache evicts their version the fs can invalidate those entries.
  *
  * Storage: a hash of chains by number, grown 4x when it holds more than 2 inodes per
- * bucket (a failed growth keeps the longer chains: lookups stay correct).
+ * bucket (a failed growth keeps the longer chains: lookups stay correct). Image and
+ * snapshot inodes and remembered names churn, so they come from an age-ordered slab pool
+ * (slab.h); directory inodes and their ids live as long as the table, so they come from
+ * malloc: in the pool each would pin a 64 KiB block of records the kernel has forgotten.
  *
  * Memory (SPEC 7): image inodes and the names they remember are charged to the cache's
  * byte bound (cache_charge) while they live, so the number of names the kernel holds is
@@ -37,7 +40,8 @@
 
 struct fs_ino {
     struct cache *cache;    /* charged for image inodes and their names */
-    struct slab_pool *pool; /* inodes and names (slab.h): freed heap goes back */
+    struct slab_pool *pool; /* image and snapshot inodes, names (slab.h): freed heap goes
+                               back; never a directory inode, which would pin its block */
     pthread_mutex_t lock;
     struct fs_inode **buckets;  /* protected by lock */
     size_t n_buckets;           /* protected by lock; a power of 2 */
@@ -124,6 +128,12 @@ static size_t records_cost(const struct fs_inode *n)
     return cost;
 }
 
+/* Inodes that live until the table is freed: from malloc, not from the pool. */
+static int permanent(enum fs_kind kind)
+{
+    return kind != FK_IMAGE && kind != FK_META_FILE;
+}
+
 /* Free n, taking back what it was charged (t may be NULL: nothing was). */
 static void inode_free(struct fs_ino *t, struct fs_inode *n)
 {
@@ -141,10 +151,14 @@ static void inode_free(struct fs_ino *t, struct fs_inode *n)
         cache_uncharge(t->cache, cost);
     }
     cache_version_unref(n->v);
-    slab_free(n->dash_id);
-    slab_free(n->widget_id);
     free(n->data);
-    slab_free(n);
+    if (permanent(n->kind)) {
+        free(n->dash_id);
+        free(n->widget_id);
+        free(n);
+    } else {
+        slab_free(n);
+    }
     if (t && freed && atomic_fetch_add(&t->freed, freed) + freed >= TRIM_AFTER_BYTES) {
         atomic_store(&t->freed, 0);
         malloc_trim(0);
@@ -173,7 +187,7 @@ struct fs_ino *fs_ino_new(struct cache *cache)
         enum fs_kind kind;
     } fixed[] = {{FS_INO_ROOT, FK_ROOT}, {FS_INO_META, FK_META_DIR}};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-        struct fs_inode *n = slab_alloc(t->pool, sizeof(*n));
+        struct fs_inode *n = calloc(1, sizeof(*n));
         if (!n)
             goto err;
         n->ino = fixed[i].ino;
@@ -227,11 +241,11 @@ struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *das
         }
     }
     if (!found) {
-        struct fs_inode *n = slab_alloc(t->pool, sizeof(*n));
+        struct fs_inode *n = calloc(1, sizeof(*n));
         if (n) {
             n->kind = kind;
-            n->dash_id = slab_strdup(t->pool, dash_id);
-            n->widget_id = widget_id ? slab_strdup(t->pool, widget_id) : NULL;
+            n->dash_id = strdup(dash_id);
+            n->widget_id = widget_id ? strdup(widget_id) : NULL;
             if (!n->dash_id || (widget_id && !n->widget_id)) {
                 inode_free(NULL, n);
             } else {
@@ -387,4 +401,9 @@ void fs_ino_names(struct fs_ino *t, uint64_t ino, struct fs_name out[FS_NAMES_MA
         }
     }
     pthread_mutex_unlock(&t->lock);
+}
+
+size_t fs_ino_pool_mapped(struct fs_ino *t)
+{
+    return slab_pool_mapped(t->pool);
 }

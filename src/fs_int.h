@@ -130,6 +130,10 @@ void fs_ino_unbind(struct fs_ino *t, uint64_t ino);
 /* Bytes of the records of image inodes whose version left the cache. */
 uint64_t fs_ino_pinned_bytes(struct fs_ino *t);
 
+/* Bytes the table's pool of churning records (image and snapshot inodes, names) has
+ * mapped now: for tests. Thread-safe. */
+size_t fs_ino_pool_mapped(struct fs_ino *t);
+
 /* ---- fs_inval.c: the invalidation thread ---------------------------------------- */
 
 /* The only thread that calls fuse_lowlevel_notify_inval_entry (SPEC 12.2, 12.4): the
