@@ -19,6 +19,9 @@
  * snapshot inodes and remembered names churn, so they come from an age-ordered slab pool
  * (slab.h); directory inodes and their ids live as long as the table, so they come from
  * malloc: in the pool each would pin a 64 KiB block of records the kernel has forgotten.
+ * Directory inodes are also indexed by (kind, dashboard id, widget id) in a hash of
+ * their own, grown the same way, so finding one (every directory LOOKUP, every child
+ * listed by OPENDIR of / or a dashboard) never walks the image inodes under the lock.
  *
  * Memory (SPEC 7): image inodes and the names they remember are charged to the cache's
  * byte bound (cache_charge) while they live, so the number of names the kernel holds is
@@ -46,6 +49,9 @@ struct fs_ino {
     struct fs_inode **buckets;  /* protected by lock */
     size_t n_buckets;           /* protected by lock; a power of 2 */
     size_t n_inodes;            /* protected by lock */
+    struct fs_inode **dirs;     /* protected by lock: directory inodes by their ids */
+    size_t n_dir_buckets;       /* protected by lock; a power of 2 */
+    size_t n_dirs;              /* protected by lock */
     uint64_t next_ino;          /* protected by lock */
     size_t n_images;            /* protected by lock: image inodes */
     uint64_t pinned;            /* protected by lock: bytes of pinned inodes' records */
@@ -102,6 +108,70 @@ static void insert_locked(struct fs_ino *t, struct fs_inode *n)
     n->next = t->buckets[k];
     t->buckets[k] = n;
     t->n_inodes++;
+}
+
+static uint64_t dir_hash(enum fs_kind kind, const char *dash_id, const char *widget_id)
+{
+    /* FNV-1a over the kind, then each id with its NUL, so ("a", "bc") != ("ab", "c"). */
+    uint64_t h = (UINT64_C(14695981039346656037) ^ (uint64_t)kind) * UINT64_C(1099511628211);
+    for (const char *s = dash_id;; s++) {
+        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+        if (!*s)
+            break;
+    }
+    for (const char *s = widget_id; s; s++) {
+        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+        if (!*s)
+            break;
+    }
+    return h;
+}
+
+static size_t dir_bucket_of(const struct fs_ino *t, const struct fs_inode *n)
+{
+    return (size_t)dir_hash(n->kind, n->dash_id, n->widget_id) & (t->n_dir_buckets - 1);
+}
+
+/* lock held; the directory inode for (kind, dash_id, widget_id), or NULL. */
+static struct fs_inode *find_dir_locked(struct fs_ino *t, enum fs_kind kind, const char *dash_id,
+                                        const char *widget_id)
+{
+    size_t k = (size_t)dir_hash(kind, dash_id, widget_id) & (t->n_dir_buckets - 1);
+    for (struct fs_inode *n = t->dirs[k]; n; n = n->dir_next) {
+        if (n->kind == kind && strcmp(n->dash_id, dash_id) == 0 &&
+            (widget_id ? n->widget_id && strcmp(n->widget_id, widget_id) == 0 : !n->widget_id))
+            return n;
+    }
+    return NULL;
+}
+
+/* lock held; indexes directory inode n, growing the index as insert_locked grows the
+ * table. */
+static void insert_dir_locked(struct fs_ino *t, struct fs_inode *n)
+{
+    if (t->n_dirs + 1 > t->n_dir_buckets * 2) {
+        size_t nb = t->n_dir_buckets * 4;
+        struct fs_inode **b = calloc(nb, sizeof(*b));
+        if (b) {
+            struct fs_inode **old = t->dirs;
+            size_t old_n = t->n_dir_buckets;
+            t->dirs = b;
+            t->n_dir_buckets = nb;
+            for (size_t i = 0; i < old_n; i++) {
+                for (struct fs_inode *p = old[i], *next; p; p = next) {
+                    next = p->dir_next;
+                    size_t k = dir_bucket_of(t, p);
+                    p->dir_next = b[k];
+                    b[k] = p;
+                }
+            }
+            free(old);
+        } /* else: keep the longer chains; lookups stay correct */
+    }
+    size_t k = dir_bucket_of(t, n);
+    n->dir_next = t->dirs[k];
+    t->dirs[k] = n;
+    t->n_dirs++;
 }
 
 /* lock held. */
@@ -180,7 +250,9 @@ struct fs_ino *fs_ino_new(struct cache *cache)
     t->next_ino = FS_INO_FIRST_DYNAMIC;
     t->n_buckets = 256;
     t->buckets = calloc(t->n_buckets, sizeof(*t->buckets));
-    if (!t->buckets)
+    t->n_dir_buckets = 64;
+    t->dirs = calloc(t->n_dir_buckets, sizeof(*t->dirs));
+    if (!t->buckets || !t->dirs)
         goto err;
     static const struct {
         uint64_t ino;
@@ -212,6 +284,7 @@ void fs_ino_free(struct fs_ino *t)
         }
     }
     free(t->buckets);
+    free(t->dirs);
     pthread_mutex_destroy(&t->lock);
     slab_pool_release(t->pool);
     free(t);
@@ -228,18 +301,8 @@ struct fs_inode *fs_ino_get(struct fs_ino *t, uint64_t ino)
 struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *dash_id,
                             const char *widget_id)
 {
-    struct fs_inode *found = NULL;
     pthread_mutex_lock(&t->lock);
-    /* Directories are few (dashboards + 2 x widgets): a scan keeps this simple. */
-    for (size_t i = 0; i < t->n_buckets && !found; i++) {
-        for (struct fs_inode *n = t->buckets[i]; n; n = n->next) {
-            if (n->kind == kind && strcmp(n->dash_id, dash_id) == 0 &&
-                (!widget_id || strcmp(n->widget_id, widget_id) == 0)) {
-                found = n;
-                break;
-            }
-        }
-    }
+    struct fs_inode *found = find_dir_locked(t, kind, dash_id, widget_id);
     if (!found) {
         struct fs_inode *n = calloc(1, sizeof(*n));
         if (n) {
@@ -251,6 +314,7 @@ struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *das
             } else {
                 n->ino = t->next_ino++;
                 insert_locked(t, n);
+                insert_dir_locked(t, n);
                 found = n;
             }
         }

@@ -62,6 +62,9 @@ struct fs_inode {
                               its records count in pinned bytes, not in max_bytes */
     size_t pinned_cost;    /* protected by the table's lock: what it adds to pinned bytes */
     struct fs_inode *next; /* hash chain, protected by the table's lock */
+    /* FK_DASH, FK_WIDGET, FK_DAYS: chain of the index by ids (protected by the table's
+     * lock). */
+    struct fs_inode *dir_next;
     /* FK_IMAGE: the last names the kernel got this inode under, newest first, so an
      * eviction can invalidate them (protected by the table's lock). */
     struct fs_name names[FS_NAMES_MAX];

@@ -30,7 +30,8 @@
  * and every other write passes byte for byte.
  *
  * The inode table (src/fs_ino.c), on a cache of its own: directory inodes, which live as
- * long as the table, pin none of the memory of the image records the kernel forgot.
+ * long as the table, pin none of the memory of the image records the kernel forgot, and
+ * are found by their ids (an index, not a walk over every inode under the table's lock).
  */
 #define FUSE_USE_VERSION 312
 
@@ -640,6 +641,66 @@ static void test_dir_inodes_pin_no_image_memory(void **state)
     ino_fx_cleanup(&f);
 }
 
+/* fs_ino_dir finds a directory inode by (kind, dashboard id, widget id) among many
+ * image inodes and many directories (past the index's growth): each is made once, with
+ * the next dynamic number, and the same inode comes back for the same ids every time. */
+static void test_dir_inodes_found_by_ids(void **state)
+{
+    (void)state;
+    struct ino_fx f;
+    ino_fx_init(&f);
+    struct fs_inode *img[INO_VERSIONS];
+    for (int i = 0; i < INO_VERSIONS; i++)
+        img[i] = ino_image(&f, i);
+    enum { DASHES = 300 };
+    static const enum fs_kind kinds[] = {FK_DASH, FK_WIDGET, FK_DAYS};
+    struct fs_inode *made[DASHES][3];
+    uint64_t next = FS_INO_FIRST_DYNAMIC;
+    for (int round = 0; round < 2; round++) {
+        for (int d = 0; d < DASHES; d++) {
+            char dash[32];
+            snprintf(dash, sizeof(dash), "d%d", d);
+            for (int k = 0; k < 3; k++) {
+                const char *wid = kinds[k] == FK_DASH ? NULL : "w";
+                struct fs_inode *n = fs_ino_dir(f.t, kinds[k], dash, wid);
+                assert_non_null(n);
+                if (round == 0) {
+                    made[d][k] = n;
+                    assert_int_equal(n->ino, next++); /* a new number for new ids */
+                    assert_int_equal(n->kind, kinds[k]);
+                    assert_string_equal(n->dash_id, dash);
+                    if (wid)
+                        assert_string_equal(n->widget_id, wid);
+                    else
+                        assert_null(n->widget_id);
+                } else {
+                    assert_ptr_equal(n, made[d][k]); /* the same inode again */
+                }
+                assert_ptr_equal(fs_ino_get(f.t, n->ino), n);
+            }
+        }
+    }
+    /* Ids that concatenate alike are different directories. */
+    struct fs_inode *a = fs_ino_dir(f.t, FK_WIDGET, "a", "bc");
+    struct fs_inode *b = fs_ino_dir(f.t, FK_WIDGET, "ab", "c");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    assert_ptr_equal(fs_ino_dir(f.t, FK_WIDGET, "a", "bc"), a);
+    assert_ptr_equal(fs_ino_dir(f.t, FK_WIDGET, "ab", "c"), b);
+    /* The fixed directories and the images are untouched. */
+    assert_int_equal(fs_ino_get(f.t, FS_INO_ROOT)->kind, FK_ROOT);
+    assert_int_equal(fs_ino_get(f.t, FS_INO_META)->kind, FK_META_DIR);
+    assert_int_equal(fs_ino_images(f.t), INO_VERSIONS);
+    for (int i = 0; i < INO_VERSIONS; i++) {
+        assert_ptr_equal(fs_ino_get(f.t, img[i]->ino), img[i]);
+        fs_ino_forget(f.t, img[i]->ino, 1);
+    }
+    assert_int_equal(fs_ino_images(f.t), 0);
+    assert_ptr_equal(fs_ino_dir(f.t, FK_DAYS, "d7", "w"), made[7][2]); /* directories stay */
+    ino_fx_cleanup(&f);
+}
+
 int main(void)
 {
     pthread_condattr_t ca;
@@ -656,6 +717,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
         cmocka_unit_test(test_dir_inodes_pin_no_image_memory),
+        cmocka_unit_test(test_dir_inodes_found_by_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
