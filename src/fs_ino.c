@@ -11,8 +11,11 @@
  * its version, so eviction never frees bytes the kernel can still reach. Directory
  * inodes live until the table is freed (they are few).
  *
- * Image inodes also remember the last FS_NAMES_MAX names the kernel got them under, so
- * that when the cache evicts their version the fs can invalidate those entries.
+ * Image inodes also remember every (parent, name) the kernel got them under (an image
+ * has many spellings: day name, @auto, epoch, ISO...), so that when the cache evicts
+ * their version the fs can invalidate every entry that points at it (SPEC 12.2): a name
+ * left out would keep the inode, and its version's bytes, until the kernel's entry
+ * timeout. Each name is charged at its size, so max_bytes bounds them (SPEC 7).
  *
  * Storage: a hash of chains by number, grown 4x when it holds more than 2 inodes per
  * bucket (a failed growth keeps the longer chains: lookups stay correct). Image and
@@ -63,9 +66,17 @@ struct fs_ino {
  * until the next housekeeping tick. */
 #define TRIM_AFTER_BYTES (2u << 20)
 
-/* What an inode and a remembered name count in the cache's bound (SPEC 7). */
+/* A remembered name of an image inode, in the pool; a list, newest first. */
+struct fs_ino_name {
+    struct fs_ino_name *next;
+    uint64_t parent;
+    char name[];
+};
+
+/* What an inode and a remembered name count in the cache's bound (SPEC 7): their records
+ * as the pool lays them out (16-byte units). */
 #define INODE_COST (sizeof(struct fs_inode) + 16)
-#define NAME_COST(name) (strlen(name) + 1 + 16)
+#define NAME_COST(len) ((sizeof(struct fs_ino_name) + (len) + 1 + 15) / 16 * 16)
 
 static size_t bucket_of(const struct fs_ino *t, uint64_t ino)
 {
@@ -192,9 +203,8 @@ static size_t records_cost(const struct fs_inode *n)
     if (n->kind != FK_IMAGE)
         return 0;
     size_t cost = INODE_COST;
-    for (size_t i = 0; i < FS_NAMES_MAX; i++)
-        if (n->names[i].name)
-            cost += NAME_COST(n->names[i].name);
+    for (const struct fs_ino_name *m = n->names; m; m = m->next)
+        cost += NAME_COST(strlen(m->name));
     return cost;
 }
 
@@ -210,8 +220,10 @@ static void inode_free(struct fs_ino *t, struct fs_inode *n)
     if (!n)
         return;
     size_t cost = records_cost(n);
-    for (size_t i = 0; i < FS_NAMES_MAX; i++)
-        slab_free(n->names[i].name);
+    for (struct fs_ino_name *m = n->names, *next; m; m = next) {
+        next = m->next;
+        slab_free(m);
+    }
     size_t freed = n->pinned ? n->pinned_cost : cost;
     if (t && n->pinned) {
         pthread_mutex_lock(&t->lock);
@@ -390,32 +402,28 @@ void fs_ino_forget(struct fs_ino *t, uint64_t ino, uint64_t nlookup)
 
 void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent, const char *name)
 {
-    size_t charge = 0, uncharge = 0;
+    size_t charge = 0, len = strlen(name);
     pthread_mutex_lock(&t->lock);
-    for (size_t i = 0; i < FS_NAMES_MAX; i++) {
-        if (n->names[i].name && n->names[i].parent == parent && strcmp(n->names[i].name, name) == 0)
+    for (const struct fs_ino_name *m = n->names; m; m = m->next) {
+        if (m->parent == parent && strcmp(m->name, name) == 0)
             goto out;
     }
-    char *copy = slab_strdup(t->pool, name);
-    if (!copy)
+    struct fs_ino_name *m = slab_alloc(t->pool, sizeof(*m) + len + 1);
+    if (!m)
         goto out; /* only an invalidation is lost: the version stays pinned a little longer */
-    if (n->names[FS_NAMES_MAX - 1].name)
-        uncharge = NAME_COST(n->names[FS_NAMES_MAX - 1].name);
-    slab_free(n->names[FS_NAMES_MAX - 1].name);
-    memmove(&n->names[1], &n->names[0], (FS_NAMES_MAX - 1) * sizeof(n->names[0]));
-    n->names[0].parent = parent;
-    n->names[0].name = copy;
-    charge = NAME_COST(copy);
+    m->parent = parent;
+    memcpy(m->name, name, len + 1);
+    m->next = n->names;
+    n->names = m;
+    charge = NAME_COST(len);
     if (n->pinned) {
         /* Out of the bound already: the record counts as pinned. */
-        t->pinned += charge - uncharge;
-        n->pinned_cost += charge - uncharge;
-        uncharge = charge = 0;
+        t->pinned += charge;
+        n->pinned_cost += charge;
+        charge = 0;
     }
 out:
     pthread_mutex_unlock(&t->lock);
-    if (uncharge)
-        cache_uncharge(t->cache, uncharge);
     if (charge)
         cache_charge(t->cache, charge);
 }
@@ -453,18 +461,31 @@ size_t fs_ino_images(struct fs_ino *t)
     return n;
 }
 
-void fs_ino_names(struct fs_ino *t, uint64_t ino, struct fs_name out[FS_NAMES_MAX])
+size_t fs_ino_names(struct fs_ino *t, uint64_t ino, size_t max, struct fs_name **out)
 {
-    memset(out, 0, FS_NAMES_MAX * sizeof(out[0]));
+    size_t count = 0, bytes = 0;
     pthread_mutex_lock(&t->lock);
     struct fs_inode *n = find_locked(t, ino);
-    for (size_t i = 0; n && i < FS_NAMES_MAX; i++) {
-        if (n->names[i].name) {
-            out[i].parent = n->names[i].parent;
-            out[i].name = strdup(n->names[i].name);
+    for (const struct fs_ino_name *m = n ? n->names : NULL; m && count < max; m = m->next) {
+        count++;
+        bytes += strlen(m->name) + 1;
+    }
+    /* One block, so the caller frees the whole answer at once. */
+    struct fs_name *a = count ? malloc(count * sizeof(*a) + bytes) : NULL;
+    if (a) {
+        char *p = (char *)(a + count);
+        const struct fs_ino_name *m = n->names;
+        for (size_t i = 0; i < count; i++, m = m->next) {
+            size_t l = strlen(m->name) + 1;
+            memcpy(p, m->name, l);
+            a[i].parent = m->parent;
+            a[i].name = p;
+            p += l;
         }
     }
     pthread_mutex_unlock(&t->lock);
+    *out = a;
+    return a ? count : 0;
 }
 
 size_t fs_ino_pool_mapped(struct fs_ino *t)

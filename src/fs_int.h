@@ -37,15 +37,16 @@
 #define FS_INO_META 2
 #define FS_INO_FIRST_DYNAMIC 16
 #define FS_IMAGE_BASE (UINT64_C(1) << 40) /* + the cache's version id */
-#define FS_NAMES_MAX 4
 
 enum fs_kind { FK_ROOT, FK_META_DIR, FK_DASH, FK_WIDGET, FK_DAYS, FK_META_FILE, FK_IMAGE };
 
 /* A name the kernel got an image inode under: parent directory inode and entry name. */
 struct fs_name {
     uint64_t parent;
-    char *name;
+    const char *name;
 };
+
+struct fs_ino_name; /* fs_ino.c: one remembered name */
 
 /* One inode. The public fields are immutable once the table returns the inode; the
  * others belong to fs_ino.c. */
@@ -65,9 +66,9 @@ struct fs_inode {
     /* FK_DASH, FK_WIDGET, FK_DAYS: chain of the index by ids (protected by the table's
      * lock). */
     struct fs_inode *dir_next;
-    /* FK_IMAGE: the last names the kernel got this inode under, newest first, so an
-     * eviction can invalidate them (protected by the table's lock). */
-    struct fs_name names[FS_NAMES_MAX];
+    /* FK_IMAGE: every name the kernel got this inode under, newest first, so an
+     * eviction can invalidate them all (protected by the table's lock). */
+    struct fs_ino_name *names;
 };
 
 /* ---- fs_ino.c: the inode table -------------------------------------------------- */
@@ -114,13 +115,18 @@ struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
  * stay. An unknown ino is ignored. */
 void fs_ino_forget(struct fs_ino *t, uint64_t ino, uint64_t nlookup);
 
-/* Remember that the kernel knows image n as parent/name (the FS_NAMES_MAX newest are
- * kept). Out of memory loses only a later invalidation. name is copied. */
+/* Remember that the kernel knows image n as parent/name: every distinct (parent, name)
+ * is kept until n is freed, each charged at its size like the inode (SPEC 7), so that an
+ * eviction can invalidate every entry that points at n (SPEC 12.2). Out of memory loses
+ * only a later invalidation. name is copied. */
 void fs_ino_remember_name(struct fs_ino *t, struct fs_inode *n, uint64_t parent, const char *name);
 
-/* Copy the names remembered for inode ino into out (unused slots: name NULL; each name
- * malloc'd, the caller frees it). An unknown ino gives none. */
-void fs_ino_names(struct fs_ino *t, uint64_t ino, struct fs_name out[FS_NAMES_MAX]);
+/* The names remembered for inode ino, newest first, at most max of them (SIZE_MAX: all).
+ * Returns how many, with *out one malloc'd block (the array, then the strings its
+ * entries point into) that the caller frees with free(). Returns 0 with *out NULL when
+ * ino is unknown or has no name, or out of memory (only an invalidation is lost). */
+size_t fs_ino_names(struct fs_ino *t, uint64_t ino, size_t max, struct fs_name **out)
+    __attribute__((warn_unused_result));
 
 /* Image inodes the kernel holds now. */
 size_t fs_ino_images(struct fs_ino *t);

@@ -119,14 +119,11 @@ static void serve(struct fs_inval *q, struct inval_item *it)
         notify(q, it->parent, it->name);
         return;
     }
-    struct fs_name names[FS_NAMES_MAX];
-    fs_ino_names(q->ino, it->ino, names);
-    for (size_t i = 0; i < FS_NAMES_MAX; i++) {
-        if (names[i].name) {
-            notify(q, names[i].parent, names[i].name);
-            free(names[i].name);
-        }
-    }
+    struct fs_name *names;
+    size_t n = fs_ino_names(q->ino, it->ino, SIZE_MAX, &names);
+    for (size_t i = 0; i < n; i++)
+        notify(q, names[i].parent, names[i].name);
+    free(names);
 }
 
 static void *inval_main(void *arg)

@@ -299,10 +299,8 @@ void fs_ra_getattr(struct fs *fs, const struct fs_inode *n)
 {
     if (atomic_load(&fs->ra->n) == 0)
         return; /* no listing to follow: the common cold read costs nothing here */
-    struct fs_name names[FS_NAMES_MAX];
-    fs_ino_names(fs->ino, n->ino, names);
-    if (names[0].name)
-        note(fs, names[0].parent, names[0].name);
-    for (size_t i = 0; i < FS_NAMES_MAX; i++)
-        free(names[i].name);
+    struct fs_name *names;
+    if (fs_ino_names(fs->ino, n->ino, 1, &names) == 1)
+        note(fs, names[0].parent, names[0].name); /* the newest */
+    free(names);
 }

@@ -31,7 +31,8 @@
  *
  * The inode table (src/fs_ino.c), on a cache of its own: directory inodes, which live as
  * long as the table, pin none of the memory of the image records the kernel forgot, and
- * are found by their ids (an index, not a walk over every inode under the table's lock).
+ * are found by their ids (an index, not a walk over every inode under the table's lock);
+ * an image inode remembers every name the kernel got it under, for invalidation.
  */
 #define FUSE_USE_VERSION 312
 
@@ -701,6 +702,67 @@ static void test_dir_inodes_found_by_ids(void **state)
     ino_fx_cleanup(&f);
 }
 
+/* An image is looked up under many spellings (day name, @auto, epoch, ISO...), in more
+ * than one directory: every (parent, name) is remembered and handed out for invalidation
+ * when its version is evicted (SPEC 12.2), newest first, each charged while the inode
+ * lives (SPEC 7). Only the 4 newest used to be kept: an eviction left the older entries,
+ * and the inode and its bytes with them, in the kernel for up to a day. */
+static void test_every_name_is_remembered(void **state)
+{
+    (void)state;
+    struct ino_fx f;
+    ino_fx_init(&f);
+    static const struct {
+        uint64_t parent;
+        const char *name;
+    } seen[] = {
+        {20, "2024-01-01.png"},
+        {20, "2024-01-01@auto.png"},
+        {20, "1704067200-1704153600.png"},
+        {20, "2024-01-01T00:00:00Z--2024-01-02T00:00:00Z.png"},
+        {21, "2024-01-01.png"}, /* the same name in days/ */
+        {21, "2024-01-01@high.png"},
+    };
+    enum { SEEN = sizeof(seen) / sizeof(seen[0]) };
+    struct cache_stats before, s;
+    cache_get_stats(f.cache, &before);
+    struct fs_inode *n = ino_image(&f, 0);
+    size_t text = 0;
+    for (size_t i = 0; i < SEEN; i++) {
+        fs_ino_remember_name(f.t, n, seen[i].parent, seen[i].name);
+        fs_ino_remember_name(f.t, n, seen[0].parent, seen[0].name); /* known: kept once */
+        text += strlen(seen[i].name) + 1;
+    }
+    struct fs_name *names;
+    size_t got = fs_ino_names(f.t, n->ino, SIZE_MAX, &names);
+    assert_int_equal(got, SEEN);
+    for (size_t i = 0; i < SEEN; i++) { /* newest first */
+        assert_int_equal(names[i].parent, seen[SEEN - 1 - i].parent);
+        assert_string_equal(names[i].name, seen[SEEN - 1 - i].name);
+    }
+    free(names);
+    assert_int_equal(fs_ino_names(f.t, n->ino, 1, &names), 1); /* readahead's: the newest */
+    assert_string_equal(names[0].name, seen[SEEN - 1].name);
+    free(names);
+    assert_int_equal(fs_ino_names(f.t, 999, SIZE_MAX, &names), 0);
+    assert_null(names);
+    /* Each name is charged at least its text, and given back when the inode goes. */
+    cache_get_stats(f.cache, &s);
+    assert_true(s.bytes >= before.bytes + text);
+    uint64_t charged = s.bytes - before.bytes;
+    /* Evicted: the records move to pinned bytes, every name still there to invalidate. */
+    fs_ino_unbind(f.t, n->ino);
+    cache_get_stats(f.cache, &s);
+    assert_int_equal(s.bytes, before.bytes);
+    assert_true(fs_ino_pinned_bytes(f.t) >= charged);
+    assert_int_equal(fs_ino_names(f.t, n->ino, SIZE_MAX, &names), SEEN);
+    free(names);
+    fs_ino_forget(f.t, n->ino, 1);
+    assert_int_equal(fs_ino_pinned_bytes(f.t), 0);
+    assert_int_equal(fs_ino_names(f.t, n->ino, SIZE_MAX, &names), 0);
+    ino_fx_cleanup(&f);
+}
+
 int main(void)
 {
     pthread_condattr_t ca;
@@ -718,6 +780,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
         cmocka_unit_test(test_dir_inodes_pin_no_image_memory),
         cmocka_unit_test(test_dir_inodes_found_by_ids),
+        cmocka_unit_test(test_every_name_is_remembered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
