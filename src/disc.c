@@ -15,8 +15,9 @@
  *  - last good: after a failed refresh the last good answer stays in use; with none the
  *    caller gets the refresh's errno (the filesystem answers it, never ENOENT).
  * disc_forget drops every list; a refresh already in flight when it is called stores
- * nothing (epoch tells). generation grows with every change, so the filesystem can
- * tell whether its tree reflects the latest lists.
+ * nothing (epoch tells). With discover = false no list is asked for and none held is
+ * merged into a tree (disc_build_tree), whatever is still stored. generation grows with every
+ * change, so the filesystem can tell whether its tree reflects the latest lists.
  *
  * Locking: lock guards the array and every field of every list. It is never held across
  * an API call (none is made here); the only calls made under it are api_items_free and,
@@ -178,6 +179,12 @@ struct ns_tree *disc_build_tree(struct disc *d, const struct cfg *cfg, uint64_t 
     pthread_mutex_lock(&d->lock);
     if (generation)
         *generation = d->generation;
+    if (!cfg->discover) {
+        /* Lists stored while discovery was on (or by a request that began before a
+         * reload turned it off) never show: SPEC 3, discover = false lists nothing. */
+        pthread_mutex_unlock(&d->lock);
+        return ns_build(cfg, NULL);
+    }
     size_t nl = d->n_lists;
     const char **ids = calloc(nl ? nl : 1, sizeof(*ids));
     const struct api_item **items = calloc(nl ? nl : 1, sizeof(*items));

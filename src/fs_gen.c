@@ -19,7 +19,8 @@
  * Reload is all or nothing and runs in its own thread: the SIGHUP handler only writes a
  * byte to a pipe (libconfig is not async-signal-safe), and it is installed before
  * libfuse's handlers, which replace only default ones and would make SIGHUP exit.
- * Another account drops the cache and the discovered lists. Names in / and in dashboard
+ * Another account drops the cache and the discovered lists; discover = false drops the
+ * lists (and the tree never shows a list while it is off). Names in / and in dashboard
  * directories that no longer lead where they did are queued to the invalidation thread.
  *
  * Locking: st.lock guards the generation and tree pointers (held for pointer work only);
@@ -269,6 +270,10 @@ static void fs_reload(struct fs *fs)
     if (!same_account) {
         /* Another account: nothing it cached or listed may show through. */
         cache_clear(fs->cache);
+        disc_forget(fs->st.disc);
+    } else if (!g->cfg->discover) {
+        /* Discovery off: what it listed is neither shown (disc_build_tree) nor kept, so
+         * turning it on again later asks the API afresh. */
         disc_forget(fs->st.disc);
     }
     cache_set_params(fs->cache, &cp);

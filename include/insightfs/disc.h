@@ -54,7 +54,8 @@ struct flight_waiter *disc_complete(struct disc *d, const char *dash_id, uint64_
                                     struct api_item *items, size_t n, int64_t now,
                                     int64_t remember_ms, int *result, int *changed);
 
-/* The tree of cfg's configured entries merged with every list d holds (ns_build).
+/* The tree of cfg's configured entries merged with every list d holds (ns_build); with
+ * cfg->discover false, the configured entries alone, whatever d holds.
  * Returns a new tree with one reference (the caller owns it: ns_unref), or NULL (out of
  * memory); *generation (may be NULL) gets the disc_generation the tree reflects.
  * cfg is borrowed. Thread-safe. */
@@ -66,7 +67,8 @@ struct ns_tree *disc_build_tree(struct disc *d, const struct cfg *cfg, uint64_t 
 uint64_t disc_generation(struct disc *d);
 
 /* Drop every list d holds, with its failure memory (a reload that changed endpoint or
- * access key: nothing of the old account may show through). A refresh in flight then
+ * access key: nothing of the old account may show through; one that turned discovery
+ * off: nothing discovered is kept). A refresh in flight then
  * stores nothing when it ends. Thread-safe. */
 void disc_forget(struct disc *d);
 

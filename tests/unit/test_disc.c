@@ -1,8 +1,9 @@
 /* test_disc - the contract of include/insightfs/disc.h: disc_need hands out the ticket,
  * the test plays the ticket holder (it "asks the API" by handing in api_item arrays it
  * built with malloc/strdup, which disc_complete takes over) and the clock (CLOCK_MONOTONIC
- * ms chosen by the test). Covered: discover = false, freshness within discover_ttl_s,
- * a stale list refreshed and merged into the tree, failure memory for error_ttl_s, the
+ * ms chosen by the test). Covered: discover = false (nothing asked, nothing held merged),
+ * freshness within discover_ttl_s, a stale list refreshed and merged into the tree,
+ * failure memory for error_ttl_s, the
  * last good list after a failure, DISC_FAILED without one, per-dashboard widget lists,
  * disc_forget (also with a refresh in flight), the generation, and single flight with
  * real threads: 8 callers, one fetch, every waiter handed back with the one result, also
@@ -152,6 +153,32 @@ static void test_discover_off(void **state)
     assert_int_equal(err, 77);
     assert_string_equal(dash_names(f), "web");
     assert_int_equal(disc_generation(f->d), 0);
+    fx_free(f);
+}
+
+/* Lists stored while discovery was on never show in a tree built with it off (a reload
+ * to discover = false, or a refresh that began before it and ended after). */
+static void test_discover_off_merges_nothing_held(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new();
+    int changed;
+    size_t n;
+    struct api_item *it = dashes(&n);
+    assert_int_equal(refresh(f, NULL, NOW, 0, it, n, &changed), 0);
+    it = items_of(&n, "w9", "disk", NULL);
+    assert_int_equal(refresh(f, "d1", NOW, 0, it, n, &changed), 0);
+    assert_string_equal(dash_names(f), "web,db");
+    f->cfg.discover = false;
+    assert_string_equal(dash_names(f), "web");
+    uint64_t g = 0;
+    struct ns_tree *t = disc_build_tree(f->d, &f->cfg, &g);
+    assert_non_null(t);
+    assert_int_equal(g, disc_generation(f->d));
+    assert_int_equal(t->dashboards[0].n_widgets, 1); /* cpu only, not the discovered disk */
+    ns_unref(t);
+    f->cfg.discover = true; /* what is held is still there: disc_forget drops it */
+    assert_string_equal(dash_names(f), "web,db");
     fx_free(f);
 }
 
@@ -536,6 +563,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_discover_off),
+        cmocka_unit_test(test_discover_off_merges_nothing_held),
         cmocka_unit_test(test_fresh_then_stale),
         cmocka_unit_test(test_failure_memory),
         cmocka_unit_test(test_last_good),

@@ -22,6 +22,7 @@
  *  - LOOKUP reads a version's state once (a version becoming ready between two reads
  *    gave size 0 with a day-long attribute timeout: an empty file for a day);
  *  - a tree rebuild racing a reload (SIGHUP) cannot leave the old configuration's tree.
+ * A reload to discover = false drops the discovered entries from / (they stayed, frozen).
  * Each fails on the code before its fix. Every mutating operation answers EROFS itself.
  * A GETATTR interrupted before it was kept is
  * answered EINTR once, after the registration (replying inside it freed the request
@@ -263,6 +264,39 @@ static uint64_t lookup(uint64_t parent, const char *name)
     return last.e.ino;
 }
 
+/* LOOKUP parent/name through the operations table, which must fail; its errno. */
+static int lookup_err(uint64_t parent, const char *name)
+{
+    static char fake_req;
+    memset(&last, 0, sizeof(last));
+    fs_lowlevel_ops()->lookup((fuse_req_t)&fake_req, parent, name);
+    if (last.kind != 2)
+        fail_msg("LOOKUP %s: answer kind %d, not an error", name, last.kind);
+    return last.err;
+}
+
+/* SIGHUP as the handler sends it, to a reload thread started for it: returns once the
+ * new configuration is swapped in and the reload has ended (fs_reload_stop joins). */
+static void reload_now(struct fs *fs)
+{
+    assert_int_equal(fs_reload_start(fs), 0);
+    struct fs_gen *old = fs_gen_get(fs);
+    assert_int_equal(write(fs->st.hup_pipe[1], "h", 1), 1);
+    int64_t until = mono_ms() + tf(WAIT_MS);
+    for (;;) {
+        struct fs_gen *g = fs_gen_get(fs);
+        int swapped = g != old;
+        fs_gen_unref(g);
+        if (swapped)
+            break;
+        if (mono_ms() > until)
+            fail_msg("the reload never swapped the configuration in");
+        nap_ms(1);
+    }
+    fs_gen_unref(old);
+    fs_reload_stop(fs);
+}
+
 /* ---- tests -------------------------------------------------------------------------- */
 
 /* A version that becomes ready between two reads of its state: the LOOKUP's attributes
@@ -485,6 +519,48 @@ static void test_rebuild_racing_reload(void **state)
     assert_false(early); /* serialized: no tree of the new configuration while held */
     assert_true(tree_has(fs, "web2"));
     assert_false(tree_has(fs, "web"));
+}
+
+/* SPEC 3 and 7: a reload to discover = false lists and resolves the configured entries
+ * only. (Before the fix the lists of the last refresh stayed merged into the tree for
+ * good, never refreshed again, while /.insightfs/config said discover = false.) */
+static void test_reload_to_discover_off_drops_discovered(void **state)
+{
+    struct fx *fx = *state;
+    struct fs *fs = fx->fs;
+    /* A refresh of the dashboards' list as a fetch thread completes it: one extra. */
+    struct fs_gen *g = fs_gen_get(fs);
+    uint64_t epoch = 0;
+    int err = 0, result = 1, changed = 0;
+    assert_int_equal(disc_need(fs->st.disc, g->cfg, NULL, mono_ms(), NULL, &epoch, &err),
+                     DISC_FETCH);
+    fs_gen_unref(g);
+    struct api_item *items = calloc(1, sizeof(*items));
+    assert_non_null(items);
+    items[0].id = strdup("dash9");
+    items[0].name = strdup("extra");
+    assert_true(items[0].id && items[0].name);
+    assert_null(
+        disc_complete(fs->st.disc, NULL, epoch, 0, items, 1, mono_ms(), 0, &result, &changed));
+    assert_int_equal(result, 0);
+    assert_int_equal(changed, 1);
+    fs_tree_rebuild(fs);
+    assert_true(tree_has(fs, "extra"));
+    assert_true(lookup(FUSE_ROOT_ID, "extra") > 0);
+
+    write_conf(fx->conf, "web"); /* with_discover is 0: discover = false */
+    reload_now(fs);
+    g = fs_gen_get(fs);
+    assert_false(g->cfg->discover);
+    fs_gen_unref(g);
+    assert_true(tree_has(fs, "web"));
+    assert_false(tree_has(fs, "extra"));
+    struct ns_tree *t = fs_tree_get(fs); /* a rebuild now changes nothing either */
+    assert_int_equal(t->n_dashboards, 1);
+    assert_string_equal(t->dashboards[0].name, "web");
+    ns_unref(t);
+    assert_int_equal(lookup_err(FUSE_ROOT_ID, "extra"), ENOENT);
+    assert_int_equal(lookup_err(FUSE_ROOT_ID, "dash9"), ENOENT);
 }
 
 /* fs_io's hooks on a pipe: the INIT reply gains FUSE_PARALLEL_DIROPS (from a copy: the
@@ -777,6 +853,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_every_mutation_is_erofs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_to_discover_off_drops_discovered,
+                                        setup_discover, teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
         cmocka_unit_test(test_dir_inodes_pin_no_image_memory),
         cmocka_unit_test(test_dir_inodes_found_by_ids),
