@@ -263,9 +263,14 @@ static void fs_reload(struct fs *fs)
         return;
     }
     struct cache_params cp = cache_params_of(g->cfg);
+    /* The tree of the old configuration, taken with the swap: from here on any rebuild
+     * (a LOOKUP's fs_tree_get, a discovery refresh) installs the new one, and comparing
+     * that with itself would invalidate nothing. */
     pthread_mutex_lock(&fs->st.lock);
     struct fs_gen *prev = fs->st.gen;
     fs->st.gen = g;
+    struct ns_tree *old_tree = fs->st.tree;
+    ns_ref(old_tree);
     pthread_mutex_unlock(&fs->st.lock);
     if (!same_account) {
         /* Another account: nothing it cached or listed may show through. */
@@ -280,10 +285,6 @@ static void fs_reload(struct fs *fs)
     engine_set_threads(fs->engine, g->cfg->max_connections);
     fs_drain_dropped(fs);
     log_set_level(fs->opts.debug ? LOG_LVL_DEBUG : g->cfg->log_level);
-    pthread_mutex_lock(&fs->st.lock);
-    struct ns_tree *old_tree = fs->st.tree;
-    ns_ref(old_tree);
-    pthread_mutex_unlock(&fs->st.lock);
     fs_tree_rebuild(fs);
     struct ns_tree *new_tree = fs_tree_get(fs);
     inval_moved_names(fs, old_tree, new_tree);

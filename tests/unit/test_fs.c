@@ -12,8 +12,11 @@
  *  - cache_version_state: may be scripted to answer PENDING once and READY from then
  *    on, which is what a fetch completing between two reads of the state looks like;
  *  - disc_build_tree: may hold a rebuild between building its tree and installing it,
- *    which is where a reload could overtake it.
- * Both races are one instruction wide in real time; the seams make them certain.
+ *    which is where a reload could overtake it;
+ *  - engine_set_threads: may rebuild the tree from inside a reload, after the swap, as a
+ *    LOOKUP or a discovery refresh racing the reload would;
+ *  - fs_inval_name: the names a reload queues for invalidation are recorded.
+ * The races are one instruction wide in real time; the seams make them certain.
  *
  * Unlike the other unit tests it links every module but main: a request handler needs
  * the whole state (tree, cache, inodes, generations), and fs_new is how fs_run makes it.
@@ -22,7 +25,9 @@
  *  - LOOKUP reads a version's state once (a version becoming ready between two reads
  *    gave size 0 with a day-long attribute timeout: an empty file for a day);
  *  - a tree rebuild racing a reload (SIGHUP) cannot leave the old configuration's tree.
- * A reload to discover = false drops the discovered entries from / (they stayed, frozen).
+ * A reload to discover = false drops the discovered entries from / (they stayed, frozen);
+ * a reload that renames a dashboard invalidates the old name even when a rebuild ran
+ * between its swap and its own rebuild (it compared the new tree with itself).
  * Each fails on the code before its fix. Every mutating operation answers EROFS itself.
  * A GETATTR interrupted before it was kept is
  * answered EINTR once, after the registration (replying inside it freed the request
@@ -41,6 +46,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -180,6 +186,49 @@ struct ns_tree *__wrap_disc_build_tree(struct disc *d, const struct cfg *cfg, ui
     return t;
 }
 
+/* engine_set_threads: a reload calls it after swapping the generation in; with
+ * rebuild_in_reload set, the tree is rebuilt there first, as a LOOKUP or a discovery
+ * refresh racing the reload would do. */
+void __real_engine_set_threads(struct engine *e, int threads);
+static atomic_int rebuild_in_reload;
+
+void __wrap_engine_set_threads(struct engine *e, int threads)
+{
+    if (atomic_exchange(&rebuild_in_reload, 0))
+        fs_tree_rebuild(the_fs);
+    __real_engine_set_threads(e, threads);
+}
+
+/* fs_inval_name: the (parent, name) pairs queued for invalidation are recorded. */
+void __real_fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
+static pthread_mutex_t inval_m = PTHREAD_MUTEX_INITIALIZER;
+static char inval_names[64][64]; /* "parent/name", protected by inval_m */
+static int n_inval;              /* protected by inval_m */
+
+void __wrap_fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name)
+{
+    pthread_mutex_lock(&inval_m);
+    if (n_inval < 64)
+        snprintf(inval_names[n_inval++], sizeof(inval_names[0]), "%llu/%s",
+                 (unsigned long long)parent, name);
+    pthread_mutex_unlock(&inval_m);
+    __real_fs_inval_name(q, parent, name);
+}
+
+/* 1 when parent/name was queued for invalidation. */
+static int invalidated(uint64_t parent, const char *name)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "%llu/%s", (unsigned long long)parent, name);
+    int found = 0;
+    pthread_mutex_lock(&inval_m);
+    for (int i = 0; i < n_inval; i++)
+        if (strcmp(inval_names[i], want) == 0)
+            found = 1;
+    pthread_mutex_unlock(&inval_m);
+    return found;
+}
+
 /* ---- fixture ------------------------------------------------------------------------ */
 
 struct fx {
@@ -228,6 +277,10 @@ static int setup(void **state)
     scripted = 0;
     state_reads = 0;
     registering = replies_registering = replies = interrupted_first = opens = 0;
+    atomic_store(&rebuild_in_reload, 0);
+    pthread_mutex_lock(&inval_m);
+    n_inval = 0;
+    pthread_mutex_unlock(&inval_m);
     memset(&last, 0, sizeof(last));
     *state = fx;
     return 0;
@@ -563,6 +616,24 @@ static void test_reload_to_discover_off_drops_discovered(void **state)
     assert_int_equal(lookup_err(FUSE_ROOT_ID, "dash9"), ENOENT);
 }
 
+/* SPEC 7: a reload that renames a dashboard invalidates the old name in /, also when a
+ * rebuild (a LOOKUP's fs_tree_get, a discovery refresh) installs the new tree between the
+ * swap and the reload's own rebuild. (Before the fix the reload read the "old" tree after
+ * that rebuild, compared the new tree with itself and invalidated nothing.) */
+static void test_reload_invalidates_despite_a_racing_rebuild(void **state)
+{
+    struct fx *fx = *state;
+    struct fs *fs = fx->fs;
+    assert_true(tree_has(fs, "web"));
+    write_conf(fx->conf, "web2");
+    atomic_store(&rebuild_in_reload, 1);
+    reload_now(fs);
+    assert_int_equal(atomic_load(&rebuild_in_reload), 0); /* the racing rebuild ran */
+    assert_true(tree_has(fs, "web2"));
+    assert_true(invalidated(FS_INO_ROOT, "web"));
+    assert_false(invalidated(FS_INO_ROOT, "dash1")); /* the id still leads to dash1 */
+}
+
 /* fs_io's hooks on a pipe: the INIT reply gains FUSE_PARALLEL_DIROPS (from a copy: the
  * caller's buffer is untouched) only when .init wanted it; every other write, and INIT's
  * reply when not wanted, passes byte for byte. */
@@ -855,6 +926,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_to_discover_off_drops_discovered,
                                         setup_discover, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_invalidates_despite_a_racing_rebuild, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
         cmocka_unit_test(test_dir_inodes_pin_no_image_memory),
         cmocka_unit_test(test_dir_inodes_found_by_ids),
