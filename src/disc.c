@@ -11,7 +11,8 @@
  *    API with no lock held; later callers join the flight and are handed back by
  *    disc_complete, all with that one refresh's result (also at error_ttl_s = 0);
  *  - failure memory: a failed refresh is remembered for error_ttl_s, like a failed image
- *    (SPEC 6): no new request until then;
+ *    (SPEC 6): no new request until then (the caller passes remember_ms 0 for a circuit
+ *    breaker's fast-fail, which is not a remembered failure);
  *  - last good: after a failed refresh the last good answer stays in use; with none the
  *    caller gets the refresh's errno (the filesystem answers it, never ENOENT).
  * disc_forget drops every list; a refresh already in flight when it is called stores

@@ -416,17 +416,22 @@ static void fetch_disc(struct fetch_job *j, int cancelled)
     const char *dash_id = j->dash_id[0] ? j->dash_id : NULL;
     struct fs_gen *g = fs_gen_get(fs);
     struct api_item *items = NULL;
+    struct api_result res = {0};
     size_t n = 0;
     int rc;
-    int64_t remember = (int64_t)g->cfg->error_ttl_s * 1000;
-    if (cancelled)
-        rc = -EIO, remember = 0;
-    else if (mono_ms() >= j->deadline)
+    if (cancelled) {
+        rc = -EIO;
+        res.fast_fail = 1; /* nothing was asked: nothing to remember */
+    } else if (mono_ms() >= j->deadline) {
         rc = -ETIMEDOUT;
-    else if (dash_id)
-        rc = api_list_widgets(g->api, dash_id, j->deadline, &items, &n, NULL);
-    else
-        rc = api_list_dashboards(g->api, j->deadline, &items, &n, NULL);
+    } else if (dash_id) {
+        rc = api_list_widgets(g->api, dash_id, j->deadline, &items, &n, &res);
+    } else {
+        rc = api_list_dashboards(g->api, j->deadline, &items, &n, &res);
+    }
+    /* As for images: breaker failures are not remembered failures (SPEC 6), so the list
+     * is asked again as soon as the breaker closes. */
+    int64_t remember = res.fast_fail ? 0 : (int64_t)g->cfg->error_ttl_s * 1000;
     fs_gen_unref(g);
     int result = 0, changed = 0;
     struct flight_waiter *list = disc_complete(fs->st.disc, dash_id, j->epoch, rc, items, n,

@@ -11,7 +11,7 @@ import time
 
 from conftest import TIME_FACTOR, wait_for
 from client import image_target
-from test_engine import bounded, hung
+from test_engine import api_settings, bounded, hung, img, stat_errno, wait_monotonic
 
 LIST = "/cw_fea/real/cw/api/chart/dashboard"
 WEB = "df_457958429047263232"
@@ -113,6 +113,38 @@ def test_refresh_failure_keeps_the_last_good_list(api, config, mount):
     # The failure is remembered for error_ttl_s: no new request for an unknown name.
     assert errno_of(os.stat, m.path("nope")) == errno.ENOENT
     assert os.listdir(m.mnt) == before
+    assert targets(api) == [LIST]
+
+
+def test_breaker_fast_fail_is_not_remembered(api, config, mount):
+    """SPEC 6: breaker failures are not remembered failures. A refresh of the dashboards'
+    list that the open breaker fails at once (no request) is asked again as soon as the
+    breaker closes, not after error_ttl_s (60 s here): before the fix an unknown name in /
+    kept getting EIO, and listings showed only the configured entries, for a minute."""
+    m = mount(config(api_extra=api_settings(timeout_ms=1000, connect_timeout_ms=500, retries=0),
+                     body=CONFIGURED + "cache = { error_ttl_s = 60; };\n"))
+    # The breaker wants no answer for timeout_ms as well as 3 failed tries.
+    wait_monotonic(time.monotonic() + 1.1)
+    api.fault("status", count=-1, status=503)
+    for i in range(3):
+        assert stat_errno(img(m, i)) == errno.EIO
+    wait_for(lambda: "insightfs: warn: upstream down: EIO" in m.stderr(), 5, "the breaker")
+    api.clear_log()
+    # Within the probe interval (1 s after the last failed try): failed at once, unasked.
+    assert errno_of(os.stat, m.path("db")) == errno.EIO
+    assert targets(api) == []
+    api.clear_faults()
+    # The probe (the first fetch after the probe interval) gets an answer: closed.
+    k = [100]
+
+    def fetched():
+        k[0] += 1
+        return bounded(lambda: stat_errno(img(m, k[0])), 5, "a stat") == 0
+    wait_for(fetched, 40, "a new name to be fetched after recovery")
+    assert "insightfs: info: upstream up after" in m.stderr()
+    api.clear_log()
+    assert os.stat(m.path("db")).st_mode & 0o777 == 0o555
+    assert os.listdir(m.mnt) == ["web", "empty", "db", "empty (df_empty)", "we_ird_.name"]
     assert targets(api) == [LIST]
 
 
