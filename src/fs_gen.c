@@ -18,7 +18,10 @@
  *
  * Reload is all or nothing and runs in its own thread: the SIGHUP handler only writes a
  * byte to a pipe (libconfig is not async-signal-safe), and it is installed before
- * libfuse's handlers, which replace only default ones and would make SIGHUP exit.
+ * libfuse's handlers, which replace only default ones and would make SIGHUP exit. The
+ * thread reads every byte queued before it acts, so a burst of SIGHUPs makes one reload
+ * (two when more come during it); fs_reload_stop sets a flag before its wake-up byte and
+ * the thread checks it after each drain, so stopping never depends on room in the pipe.
  * Another account drops the cache and the discovered lists; discover = false drops the
  * lists (and the tree never shows a list while it is off). Names in / and in dashboard
  * directories that no longer lead where they did are queued to the invalidation thread.
@@ -31,6 +34,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,6 +66,15 @@ static void fs_api_free(struct fs_api *fa)
 }
 
 /* ---- generations ---------------------------------------------------------------- */
+
+/* Wake the reload thread with byte c ('h': reload). The write end is non-blocking: a
+ * full pipe means a wake-up is already pending, and the thread drains it all. */
+static void reload_wake(struct fs_state *st, char c)
+{
+    if (write(st->hup_pipe[1], &c, 1) < 0) {
+        /* pipe full: the reload thread has bytes to read, so it wakes anyway */
+    }
+}
 
 void fs_gen_unref(struct fs_gen *g)
 {
@@ -297,17 +310,29 @@ static void fs_reload(struct fs *fs)
     fs_gen_unref(old);
 }
 
+/* The reload thread: one reload per wake-up however many SIGHUPs came (every byte
+ * queued is read first). */
 static void *reload_main(void *arg)
 {
     struct fs *fs = arg;
+    struct fs_state *st = &fs->st;
     for (;;) {
-        char c;
-        ssize_t r = read(fs->st.hup_pipe[0], &c, 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0 || c == 'q')
+        struct pollfd p = {st->hup_pipe[0], POLLIN, 0};
+        if (poll(&p, 1, -1) < 0 && errno != EINTR)
             break;
-        fs_reload(fs);
+        int hup = 0;
+        char buf[256];
+        ssize_t r;
+        while ((r = read(st->hup_pipe[0], buf, sizeof(buf))) > 0)
+            hup |= memchr(buf, 'h', (size_t)r) != NULL;
+        if (r == 0)
+            break;
+        /* Checked after the drain: fs_reload_stop sets it before it writes, and when its
+         * write finds the pipe full, the bytes read here came after it was set. */
+        if (atomic_load(&st->reload_stop))
+            break;
+        if (hup)
+            fs_reload(fs);
     }
     return NULL;
 }
@@ -321,7 +346,7 @@ static void on_sighup(int sig)
     int saved = errno;
     char c = 'h';
     if (hup_fd >= 0 && write(hup_fd, &c, 1) < 0) {
-        /* pipe full: a reload is already queued */
+        /* pipe full: a wake-up is already queued, and it reloads */
     }
     errno = saved;
 }
@@ -347,6 +372,7 @@ int fs_reload_start(struct fs *fs)
 {
     sigset_t all, old;
     sigfillset(&all);
+    atomic_store(&fs->st.reload_stop, 0);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     int rc = pthread_create(&fs->st.reload_thread, NULL, reload_main, fs);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -354,15 +380,15 @@ int fs_reload_start(struct fs *fs)
     return -rc;
 }
 
+/* Always joins: the flag is set before the wake-up, and a wake-up that finds the pipe
+ * full is not needed (see reload_main), so the thread never outlives fs. */
 void fs_reload_stop(struct fs *fs)
 {
     if (!fs->st.reload_started)
         return;
-    char c = 'q';
-    if (write(fs->st.hup_pipe[1], &c, 1) == 1)
-        pthread_join(fs->st.reload_thread, NULL);
-    else
-        pthread_detach(fs->st.reload_thread);
+    atomic_store(&fs->st.reload_stop, 1);
+    reload_wake(&fs->st, 'q');
+    pthread_join(fs->st.reload_thread, NULL);
     fs->st.reload_started = 0;
 }
 
@@ -386,6 +412,7 @@ int fs_state_init(struct fs_state *st, struct cfg *cfg, int64_t test_offset_ms)
         fprintf(stderr, "insightfs: cannot set up: %s\n", strerror(errno));
         return -1;
     }
+    fcntl(st->hup_pipe[0], F_SETFL, O_NONBLOCK); /* the reload thread drains it */
     fcntl(st->hup_pipe[1], F_SETFL, O_NONBLOCK);
     return 0;
 }

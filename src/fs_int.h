@@ -188,9 +188,10 @@ struct fs_state {
     uint64_t tree_generation; /* protected by lock: the disc_generation tree reflects */
     pthread_mutex_t rebuild;  /* serializes tree rebuilds (build + swap) */
     struct disc *disc;        /* discovered lists; their own lock */
-    int hup_pipe[2];
+    int hup_pipe[2];          /* SIGHUP ('h') and wake-ups of the reload thread */
     pthread_t reload_thread;
     int reload_started;
+    atomic_int reload_stop; /* set by fs_reload_stop: the reload thread ends */
 };
 
 /* Set up st for cfg (taken over in every case): the first generation and its tree.

@@ -902,6 +902,34 @@ def test_meta_files(api, config, mount):
 
 # ---- signals -------------------------------------------------------------------------
 
+def test_sighup_burst_merges_reloads(api, config, mount, oracle):
+    """A burst of SIGHUPs makes one reload, or a few when some come during one: the
+    reload thread reads every byte queued before it reloads, and a stop drops what is
+    still queued. The daemon stays up, serves, and exits 0 on SIGTERM. The kernel merges
+    a SIGHUP sent while another is pending, so how many bytes the burst queues varies:
+    the exact count (one reload for 64 queued SIGHUPs) is tests/unit/test_fs.c's."""
+    cfg = config(body=body())
+    m = mount(cfg)
+    data = read(m.path("web", "cpu", FIN + ".png"))
+    assert data == oracle(img(FIN_S, FIN_E))
+    for _ in range(200):
+        os.kill(m.proc.pid, signal.SIGHUP)
+    # A changed file (renamed into place: a reload may be reading it) and one more SIGHUP.
+    os.replace(make_config(cfg + ".new", api, body=body(cache="max_bytes = 16777216;")), cfg)
+    os.kill(m.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "max_bytes = 16777216" in read(m.path(".insightfs", "config")).decode(),
+             10, "the last reload")
+    assert m.proc.poll() is None and is_mounted(m.mnt)
+    assert read(m.path("web", "cpu", FIN + ".png")) == data
+    assert len(api.requests()) == 1
+    m.proc.send_signal(signal.SIGTERM)
+    assert m.proc.wait(timeout=10 * TIME_FACTOR) == 0, m.stderr()
+    assert not is_mounted(m.mnt)
+    n = m.stderr().count("insightfs: info: configuration reloaded from " + cfg)
+    assert 1 <= n <= 10, n
+    assert "reload failed" not in m.stderr()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_unmount_with_status_0(api, config, mount, sig):
     m = mount(config(body=body()))

@@ -15,7 +15,9 @@
  *    which is where a reload could overtake it;
  *  - engine_set_threads: may rebuild the tree from inside a reload, after the swap, as a
  *    LOOKUP or a discovery refresh racing the reload would;
- *  - fs_inval_name: the names a reload queues for invalidation are recorded.
+ *  - fs_inval_name: the names a reload queues for invalidation are recorded;
+ *  - cfg_load: the reloads (loads from another thread than main) are counted, and one
+ *    may be held inside until released.
  * The races are one instruction wide in real time; the seams make them certain.
  *
  * Unlike the other unit tests it links every module but main: a request handler needs
@@ -27,7 +29,9 @@
  *  - a tree rebuild racing a reload (SIGHUP) cannot leave the old configuration's tree.
  * A reload to discover = false drops the discovered entries from / (they stayed, frozen);
  * a reload that renames a dashboard invalidates the old name even when a rebuild ran
- * between its swap and its own rebuild (it compared the new tree with itself).
+ * between its swap and its own rebuild (it compared the new tree with itself). A burst
+ * of SIGHUPs makes one reload (it made one per byte), and stopping the reload thread
+ * with the pipe full still joins it (it was detached, then fs was freed under it).
  * Each fails on the code before its fix. Every mutating operation answers EROFS itself.
  * A GETATTR interrupted before it was kept is
  * answered EINTR once, after the registration (replying inside it freed the request
@@ -229,6 +233,40 @@ static int invalidated(uint64_t parent, const char *name)
     return found;
 }
 
+/* cfg_load: counts the loads from another thread than main (a reload's), and while
+ * hold_load is set keeps the reload inside it until released. */
+int __real_cfg_load(const char *path, enum cfg_mode mode, const struct cfg_env *env,
+                    struct cfg **out, char **err);
+static pthread_t main_thread;
+static pthread_mutex_t load_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t load_cv;   /* CLOCK_MONOTONIC (main) */
+static int reloads;              /* protected by load_m */
+static int hold_load, load_held; /* protected by load_m */
+
+int __wrap_cfg_load(const char *path, enum cfg_mode mode, const struct cfg_env *env,
+                    struct cfg **out, char **err)
+{
+    if (!pthread_equal(pthread_self(), main_thread)) {
+        pthread_mutex_lock(&load_m);
+        reloads++;
+        load_held = hold_load;
+        pthread_cond_broadcast(&load_cv);
+        while (hold_load)
+            pthread_cond_wait(&load_cv, &load_m);
+        load_held = 0;
+        pthread_mutex_unlock(&load_m);
+    }
+    return __real_cfg_load(path, mode, env, out, err);
+}
+
+static int reloads_seen(void)
+{
+    pthread_mutex_lock(&load_m);
+    int n = reloads;
+    pthread_mutex_unlock(&load_m);
+    return n;
+}
+
 /* ---- fixture ------------------------------------------------------------------------ */
 
 struct fx {
@@ -237,7 +275,8 @@ struct fx {
     struct fs *fs;
 };
 
-static int with_discover; /* the next setup writes discover = true */
+static int with_discover;       /* the next setup writes discover = true */
+static int max_connections = 2; /* what write_conf writes: another value, another client */
 
 static void write_conf(const char *path, const char *dash_name)
 {
@@ -246,12 +285,12 @@ static void write_conf(const char *path, const char *dash_name)
     char text[1024];
     int n = snprintf(text, sizeof(text),
                      "api = { endpoint = \"http://127.0.0.1:9\"; access_key = \"AK\";\n"
-                     "        secret_key = \"SK\"; max_connections = 2; };\n"
+                     "        secret_key = \"SK\"; max_connections = %d; };\n"
                      "log_level = \"error\";\n%s"
                      "cache = { readahead = false; };\n"
                      "dashboards = ( { name = \"%s\"; id = \"dash1\";\n"
                      "                 widgets = ( { name = \"cpu\"; id = \"w1\"; } ); } );\n",
-                     with_discover ? "discover = true;\n" : "", dash_name);
+                     max_connections, with_discover ? "discover = true;\n" : "", dash_name);
     assert_true(n > 0 && (size_t)n < sizeof(text));
     assert_int_equal(write(fd, text, (size_t)n), n);
     assert_int_equal(close(fd), 0);
@@ -278,6 +317,9 @@ static int setup(void **state)
     state_reads = 0;
     registering = replies_registering = replies = interrupted_first = opens = 0;
     atomic_store(&rebuild_in_reload, 0);
+    pthread_mutex_lock(&load_m);
+    reloads = hold_load = load_held = 0;
+    pthread_mutex_unlock(&load_m);
     pthread_mutex_lock(&inval_m);
     n_inval = 0;
     pthread_mutex_unlock(&inval_m);
@@ -634,6 +676,98 @@ static void test_reload_invalidates_despite_a_racing_rebuild(void **state)
     assert_false(invalidated(FS_INO_ROOT, "dash1")); /* the id still leads to dash1 */
 }
 
+/* A timespec for pthread_cond_timedwait on CLOCK_MONOTONIC, WAIT_MS (scaled) from now. */
+static struct timespec wait_deadline(int64_t ms)
+{
+    int64_t until = mono_ms() + tf(ms);
+    struct timespec ts = {(time_t)(until / 1000), (long)(until % 1000) * 1000000};
+    return ts;
+}
+
+/* A burst of SIGHUPs queued before the reload thread reads any: exactly one reload.
+ * (Before the fix: one full reload per byte, 64 here.) */
+static void test_sighup_burst_makes_one_reload(void **state)
+{
+    struct fx *fx = *state;
+    struct fs *fs = fx->fs;
+    char burst[64];
+    memset(burst, 'h', sizeof(burst));
+    assert_int_equal(write(fs->st.hup_pipe[1], burst, sizeof(burst)), (ssize_t)sizeof(burst));
+    assert_int_equal(fs_reload_start(fs), 0);
+    pthread_mutex_lock(&load_m);
+    struct timespec ts = wait_deadline(WAIT_MS);
+    while (reloads == 0 && pthread_cond_timedwait(&load_cv, &load_m, &ts) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&load_m);
+    fs_reload_stop(fs); /* joins: the reload under way ends first */
+    assert_int_equal(reloads_seen(), 1);
+}
+
+struct stopper {
+    struct fs *fs;
+    pthread_t t;
+    int returned; /* protected by load_m */
+};
+
+static void *stop_main(void *arg)
+{
+    struct stopper *s = arg;
+    fs_reload_stop(s->fs);
+    pthread_mutex_lock(&load_m);
+    s->returned = 1;
+    pthread_cond_broadcast(&load_cv);
+    pthread_mutex_unlock(&load_m);
+    return NULL;
+}
+
+/* fs_reload_stop with the pipe full (SIGHUPs piling up behind a slow reload) still
+ * joins the thread, and the reload under way is the last. (Before the fix its wake-up
+ * write failed, the thread was detached, and fs_free closed the pipe and freed fs under
+ * it: stop returned while the reload was still running.) */
+static void test_reload_stop_with_a_full_pipe(void **state)
+{
+    struct fx *fx = *state;
+    struct fs *fs = fx->fs;
+    pthread_mutex_lock(&load_m);
+    hold_load = 1;
+    pthread_mutex_unlock(&load_m);
+    assert_int_equal(fs_reload_start(fs), 0);
+    assert_int_equal(write(fs->st.hup_pipe[1], "h", 1), 1);
+    pthread_mutex_lock(&load_m);
+    struct timespec ts = wait_deadline(WAIT_MS);
+    while (!load_held && pthread_cond_timedwait(&load_cv, &load_m, &ts) != ETIMEDOUT)
+        ;
+    int was_held = load_held;
+    pthread_mutex_unlock(&load_m);
+    assert_true(was_held);
+    /* SIGHUPs until the pipe is full (its write end is non-blocking, as for the handler). */
+    char burst[4096];
+    memset(burst, 'h', sizeof(burst));
+    size_t queued = 0;
+    ssize_t w;
+    while ((w = write(fs->st.hup_pipe[1], burst, sizeof(burst))) > 0)
+        queued += (size_t)w;
+    assert_int_equal(errno, EAGAIN);
+    assert_true(queued > 0);
+
+    struct stopper s = {fs, 0, 0};
+    assert_int_equal(pthread_create(&s.t, NULL, stop_main, &s), 0);
+    /* Stop cannot return while the reload is held: give it every chance to (the buggy
+     * code returned within microseconds). */
+    pthread_mutex_lock(&load_m);
+    ts = wait_deadline(300);
+    while (!s.returned && pthread_cond_timedwait(&load_cv, &load_m, &ts) != ETIMEDOUT)
+        ;
+    int early = s.returned;
+    hold_load = 0;
+    pthread_cond_broadcast(&load_cv);
+    pthread_mutex_unlock(&load_m);
+    assert_int_equal(pthread_join(s.t, NULL), 0);
+    assert_false(early);
+    assert_int_equal(reloads_seen(), 1); /* a stop drops the SIGHUPs still queued */
+    assert_false(fs->st.reload_started);
+}
+
 /* fs_io's hooks on a pipe: the INIT reply gains FUSE_PARALLEL_DIROPS (from a copy: the
  * caller's buffer is untouched) only when .init wanted it; every other write, and INIT's
  * reply when not wanted, passes byte for byte. */
@@ -916,6 +1050,8 @@ int main(void)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&hold_cv, &ca);
+    pthread_cond_init(&load_cv, &ca);
+    main_thread = pthread_self();
     pthread_condattr_destroy(&ca);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lookup_reads_state_once, setup, teardown),
@@ -928,6 +1064,8 @@ int main(void)
                                         setup_discover, teardown),
         cmocka_unit_test_setup_teardown(test_reload_invalidates_despite_a_racing_rebuild, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_sighup_burst_makes_one_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reload_stop_with_a_full_pipe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
         cmocka_unit_test(test_dir_inodes_pin_no_image_memory),
         cmocka_unit_test(test_dir_inodes_found_by_ids),
