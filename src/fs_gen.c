@@ -22,13 +22,21 @@
  * thread reads every byte queued before it acts, so a burst of SIGHUPs makes one reload
  * (two when more come during it); fs_reload_stop sets a flag before its wake-up byte and
  * the thread checks it after each drain, so stopping never depends on room in the pipe.
+ *
  * Another account drops the cache and the discovered lists; discover = false drops the
  * lists (and the tree never shows a list while it is off). Names in / and in dashboard
  * directories that no longer lead where they did are queued to the invalidation thread.
  *
+ * Final frees: the last reference to a generation may be dropped by a libfuse worker
+ * (a LOOKUP that began before the reload), and freeing a client can wait for the network
+ * (shared_free joins a keeper that may be mid-probe with Redis down). While the reload
+ * thread runs, fs_gen_unref hands the generation to it (st.dead, a wake-up byte) and it
+ * frees it; before it starts and after it stops, the last reference frees in place.
+ *
  * Locking: st.lock guards the generation and tree pointers (held for pointer work only);
- * st.rebuild is held across one build and swap (ns_build is pure and quick). Neither is
- * held across network I/O.
+ * st.rebuild is held across one build and swap (ns_build is pure and quick);
+ * st.dead_lock guards the generations handed to the reload thread (list work only). None
+ * is held across network I/O.
  */
 #include "fs_int.h"
 
@@ -67,6 +75,14 @@ static void fs_api_free(struct fs_api *fa)
 
 /* ---- generations ---------------------------------------------------------------- */
 
+static void gen_free(struct fs_gen *g)
+{
+    if (g->fa && atomic_fetch_sub(&g->fa->refs, 1) == 1)
+        fs_api_free(g->fa);
+    cfg_free(g->cfg);
+    free(g);
+}
+
 /* Wake the reload thread with byte c ('h': reload). The write end is non-blocking: a
  * full pipe means a wake-up is already pending, and the thread drains it all. */
 static void reload_wake(struct fs_state *st, char c)
@@ -76,14 +92,36 @@ static void reload_wake(struct fs_state *st, char c)
     }
 }
 
+/* Free the generations handed to the reload thread. */
+static void gen_reap(struct fs_state *st)
+{
+    pthread_mutex_lock(&st->dead_lock);
+    struct fs_gen *g = st->dead;
+    st->dead = NULL;
+    pthread_mutex_unlock(&st->dead_lock);
+    while (g) {
+        struct fs_gen *next = g->next_dead;
+        gen_free(g);
+        g = next;
+    }
+}
+
 void fs_gen_unref(struct fs_gen *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
-    if (g->fa && atomic_fetch_sub(&g->fa->refs, 1) == 1)
-        fs_api_free(g->fa);
-    cfg_free(g->cfg);
-    free(g);
+    struct fs_state *st = g->st;
+    pthread_mutex_lock(&st->dead_lock);
+    int handed = st->reaper;
+    if (handed) {
+        g->next_dead = st->dead;
+        st->dead = g;
+    }
+    pthread_mutex_unlock(&st->dead_lock);
+    if (handed)
+        reload_wake(st, 'w');
+    else
+        gen_free(g); /* no reload thread (set-up, teardown, tests): this is no worker */
 }
 
 struct fs_gen *fs_gen_get(struct fs *fs)
@@ -98,8 +136,8 @@ struct fs_gen *fs_gen_get(struct fs *fs)
 /* Takes ownership of cfg on success and failure. reuse: share this client (its api
  * settings equal cfg's); else a new client, inheriting inherit's account state when it
  * is the same account (may be NULL). */
-static struct fs_gen *gen_new(struct cfg *cfg, struct fs_api *reuse, struct api *inherit,
-                              int64_t test_offset, char **err)
+static struct fs_gen *gen_new(struct fs_state *st, struct cfg *cfg, struct fs_api *reuse,
+                              struct api *inherit, int64_t test_offset, char **err)
 {
     struct fs_gen *g = calloc(1, sizeof(*g));
     if (!g) {
@@ -108,6 +146,7 @@ static struct fs_gen *gen_new(struct cfg *cfg, struct fs_api *reuse, struct api 
     }
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
+    g->st = st;
     if (reuse) {
         atomic_fetch_add(&reuse->refs, 1);
         g->fa = reuse;
@@ -268,7 +307,7 @@ static void fs_reload(struct fs *fs)
     struct fs_api *reuse = same_client(cfg, old->cfg) ? old->fa : NULL;
     if (strcmp(cfg->timezone, old->cfg->timezone) != 0)
         log_warn("time.timezone changed: a restart is needed for it to apply");
-    struct fs_gen *g = gen_new(cfg, reuse, old->api, fs->opts.test_offset_ms, &err);
+    struct fs_gen *g = gen_new(&fs->st, cfg, reuse, old->api, fs->opts.test_offset_ms, &err);
     if (!g) {
         log_error("reload failed, keeping the old configuration: %s", err ? err : "out of memory");
         free(err);
@@ -311,7 +350,7 @@ static void fs_reload(struct fs *fs)
 }
 
 /* The reload thread: one reload per wake-up however many SIGHUPs came (every byte
- * queued is read first). */
+ * queued is read first), and the generations handed to it freed. */
 static void *reload_main(void *arg)
 {
     struct fs *fs = arg;
@@ -327,12 +366,15 @@ static void *reload_main(void *arg)
             hup |= memchr(buf, 'h', (size_t)r) != NULL;
         if (r == 0)
             break;
+        gen_reap(st);
         /* Checked after the drain: fs_reload_stop sets it before it writes, and when its
          * write finds the pipe full, the bytes read here came after it was set. */
         if (atomic_load(&st->reload_stop))
             break;
-        if (hup)
+        if (hup) {
             fs_reload(fs);
+            gen_reap(st);
+        }
     }
     return NULL;
 }
@@ -377,6 +419,11 @@ int fs_reload_start(struct fs *fs)
     int rc = pthread_create(&fs->st.reload_thread, NULL, reload_main, fs);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     fs->st.reload_started = rc == 0;
+    if (rc == 0) {
+        pthread_mutex_lock(&fs->st.dead_lock);
+        fs->st.reaper = 1;
+        pthread_mutex_unlock(&fs->st.dead_lock);
+    }
     return -rc;
 }
 
@@ -390,6 +437,10 @@ void fs_reload_stop(struct fs *fs)
     reload_wake(&fs->st, 'q');
     pthread_join(fs->st.reload_thread, NULL);
     fs->st.reload_started = 0;
+    pthread_mutex_lock(&fs->st.dead_lock);
+    fs->st.reaper = 0; /* from now on the last reference frees in place */
+    pthread_mutex_unlock(&fs->st.dead_lock);
+    gen_reap(&fs->st);
 }
 
 /* ---- set-up --------------------------------------------------------------------- */
@@ -399,9 +450,10 @@ int fs_state_init(struct fs_state *st, struct cfg *cfg, int64_t test_offset_ms)
     char *err = NULL;
     pthread_mutex_init(&st->lock, NULL);
     pthread_mutex_init(&st->rebuild, NULL);
+    pthread_mutex_init(&st->dead_lock, NULL);
     st->hup_pipe[0] = st->hup_pipe[1] = -1;
     st->disc = disc_new();
-    st->gen = gen_new(cfg, NULL, NULL, test_offset_ms, &err);
+    st->gen = gen_new(st, cfg, NULL, NULL, test_offset_ms, &err);
     st->tree = st->gen ? ns_build(st->gen->cfg, NULL) : NULL;
     if (!st->disc || !st->gen || !st->tree) {
         fprintf(stderr, "insightfs: %s\n", err ? err : "out of memory");
@@ -421,11 +473,13 @@ void fs_state_cleanup(struct fs_state *st)
 {
     ns_unref(st->tree);
     fs_gen_unref(st->gen);
+    gen_reap(st); /* none when the reload thread was stopped (or never started) */
     disc_free(st->disc);
     if (st->hup_pipe[0] >= 0)
         close(st->hup_pipe[0]);
     if (st->hup_pipe[1] >= 0)
         close(st->hup_pipe[1]);
+    pthread_mutex_destroy(&st->dead_lock);
     pthread_mutex_destroy(&st->rebuild);
     pthread_mutex_destroy(&st->lock);
 }

@@ -167,6 +167,7 @@ void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started *
 /* ---- fs_gen.c: configuration generations, the tree, SIGHUP reload --------------- */
 
 struct fs;
+struct fs_state;
 struct fs_api; /* an API client shared by generations (fs_gen.c) */
 
 /* What one configuration made: swapped whole on reload; refcounted, so a request keeps
@@ -175,8 +176,10 @@ struct fs_gen {
     atomic_int refs;
     struct cfg *cfg;
     struct fs_api *fa;
-    struct api *api;       /* fa->api */
-    struct shared *shared; /* fa->shared: the fleet's cache level, NULL without a shared group */
+    struct api *api;          /* fa->api */
+    struct shared *shared;    /* fa->shared: the fleet's cache level, NULL without a shared group */
+    struct fs_state *st;      /* whose reload thread frees it (fs_gen_unref) */
+    struct fs_gen *next_dead; /* in st->dead, protected by st->dead_lock */
 };
 
 /* The state that configuration and discovery decide: the current generation and the
@@ -191,7 +194,11 @@ struct fs_state {
     int hup_pipe[2];          /* SIGHUP ('h') and wake-ups of the reload thread */
     pthread_t reload_thread;
     int reload_started;
-    atomic_int reload_stop; /* set by fs_reload_stop: the reload thread ends */
+    atomic_int reload_stop;    /* set by fs_reload_stop: the reload thread ends */
+    pthread_mutex_t dead_lock; /* guards dead and reaper */
+    struct fs_gen *dead;       /* protected by dead_lock: generations for the reload thread
+                                  to free (their last reference is gone) */
+    int reaper;                /* protected by dead_lock: the reload thread frees them */
 };
 
 /* Set up st for cfg (taken over in every case): the first generation and its tree.
@@ -201,7 +208,10 @@ void fs_state_cleanup(struct fs_state *st);
 
 /* The current generation with one more reference (release with fs_gen_unref). */
 struct fs_gen *fs_gen_get(struct fs *fs);
-void fs_gen_unref(struct fs_gen *g); /* NULL-safe; frees the last reference */
+/* Drop a reference; NULL-safe. The last one frees the generation, which may wait for the
+ * network (a shared cache's keeper thread is joined): while the reload thread runs, the
+ * generation is handed to it instead, so a libfuse worker never waits (SPEC 12.4). */
+void fs_gen_unref(struct fs_gen *g);
 
 /* The current tree with one more reference (release with ns_unref); rebuilt first when
  * the discovered lists changed since it was built. Thread-safe. */

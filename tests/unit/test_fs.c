@@ -17,7 +17,8 @@
  *    LOOKUP or a discovery refresh racing the reload would;
  *  - fs_inval_name: the names a reload queues for invalidation are recorded;
  *  - cfg_load: the reloads (loads from another thread than main) are counted, and one
- *    may be held inside until released.
+ *    may be held inside until released;
+ *  - shared_free: the thread that frees a generation's client is recorded.
  * The races are one instruction wide in real time; the seams make them certain.
  *
  * Unlike the other unit tests it links every module but main: a request handler needs
@@ -31,7 +32,9 @@
  * a reload that renames a dashboard invalidates the old name even when a rebuild ran
  * between its swap and its own rebuild (it compared the new tree with itself). A burst
  * of SIGHUPs makes one reload (it made one per byte), and stopping the reload thread
- * with the pipe full still joins it (it was detached, then fs was freed under it).
+ * with the pipe full still joins it (it was detached, then fs was freed under it). The
+ * last reference to a generation dropped by a worker hands its free to the reload thread
+ * (the worker freed it, joining a shared cache keeper that may wait for Redis).
  * Each fails on the code before its fix. Every mutating operation answers EROFS itself.
  * A GETATTR interrupted before it was kept is
  * answered EINTR once, after the registration (replying inside it freed the request
@@ -267,6 +270,24 @@ static int reloads_seen(void)
     return n;
 }
 
+/* shared_free: the thread that frees a client's shared level (the final free of a
+ * generation whose client goes) is recorded while frees_watched is set. */
+void __real_shared_free(struct shared *s);
+static pthread_mutex_t free_m = PTHREAD_MUTEX_INITIALIZER;
+static int frees_watched, frees; /* protected by free_m */
+static pthread_t freed_by;       /* protected by free_m */
+
+void __wrap_shared_free(struct shared *s)
+{
+    pthread_mutex_lock(&free_m);
+    if (frees_watched) {
+        frees++;
+        freed_by = pthread_self();
+    }
+    pthread_mutex_unlock(&free_m);
+    __real_shared_free(s);
+}
+
 /* ---- fixture ------------------------------------------------------------------------ */
 
 struct fx {
@@ -320,6 +341,9 @@ static int setup(void **state)
     pthread_mutex_lock(&load_m);
     reloads = hold_load = load_held = 0;
     pthread_mutex_unlock(&load_m);
+    pthread_mutex_lock(&free_m);
+    frees_watched = frees = 0;
+    pthread_mutex_unlock(&free_m);
     pthread_mutex_lock(&inval_m);
     n_inval = 0;
     pthread_mutex_unlock(&inval_m);
@@ -768,6 +792,51 @@ static void test_reload_stop_with_a_full_pipe(void **state)
     assert_false(fs->st.reload_started);
 }
 
+/* SPEC 12.4: a libfuse worker holding the old generation (a LOOKUP that began before the
+ * reload) drops its last reference after the reload: the generation's client is freed
+ * by the reload thread, never by the worker (freeing a shared level joins its keeper,
+ * which may be waiting for Redis). (Before the fix the worker freed it.) */
+static void test_last_reference_freed_by_the_reload_thread(void **state)
+{
+    struct fx *fx = *state;
+    struct fs *fs = fx->fs;
+    assert_int_equal(fs_reload_start(fs), 0);
+    struct fs_gen *kept = fs_gen_get(fs); /* the worker's */
+    max_connections = 3;                  /* another client: the old one goes with kept */
+    write_conf(fx->conf, "web");
+    max_connections = 2;
+    pthread_mutex_lock(&free_m);
+    frees_watched = 1;
+    pthread_mutex_unlock(&free_m);
+    assert_int_equal(write(fs->st.hup_pipe[1], "h", 1), 1);
+    /* The reload swapped and dropped its own references: the worker's is the last. */
+    int64_t until = mono_ms() + tf(WAIT_MS);
+    while (atomic_load(&kept->refs) != 1 && mono_ms() < until)
+        nap_ms(1);
+    assert_int_equal(atomic_load(&kept->refs), 1);
+    fs_gen_unref(kept);
+    until = mono_ms() + tf(WAIT_MS);
+    for (;;) {
+        pthread_mutex_lock(&free_m);
+        int n = frees;
+        pthread_t by = freed_by;
+        pthread_mutex_unlock(&free_m);
+        if (n > 0) {
+            assert_int_equal(n, 1);
+            assert_false(pthread_equal(by, pthread_self()));
+            assert_true(pthread_equal(by, fs->st.reload_thread));
+            break;
+        }
+        if (mono_ms() > until)
+            fail_msg("the old generation was never freed");
+        nap_ms(1);
+    }
+    pthread_mutex_lock(&free_m);
+    frees_watched = 0;
+    pthread_mutex_unlock(&free_m);
+    fs_reload_stop(fs);
+}
+
 /* fs_io's hooks on a pipe: the INIT reply gains FUSE_PARALLEL_DIROPS (from a copy: the
  * caller's buffer is untouched) only when .init wanted it; every other write, and INIT's
  * reply when not wanted, passes byte for byte. */
@@ -1066,6 +1135,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sighup_burst_makes_one_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_stop_with_a_full_pipe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_reference_freed_by_the_reload_thread, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_io_init_reply_gains_parallel_dirops, setup, teardown),
         cmocka_unit_test(test_dir_inodes_pin_no_image_memory),
         cmocka_unit_test(test_dir_inodes_found_by_ids),
