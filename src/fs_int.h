@@ -160,8 +160,12 @@ void fs_inval_image(struct fs_inval *q, uint64_t ino);
 /* Queue parent/name (copied; out of memory loses this invalidation only). */
 void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
 /* As soon as the session loop has returned: drop what is queued and what is queued
- * from now on (nobody answers LOOKUPs any more), then join the thread. */
-void fs_inval_stop(struct fs_inval *q);
+ * from now on (nobody answers LOOKUPs any more). */
+void fs_inval_close(struct fs_inval *q);
+/* Once every kept request is answered: close, then join the thread; a notify still
+ * waiting after a second waits for a LOOKUP nobody will read, and the connection of the
+ * mount at mountpoint (NULL: none) is aborted so that it ends. */
+void fs_inval_stop(struct fs_inval *q, const char *mountpoint);
 void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started */
 
 /* ---- fs_gen.c: configuration generations, the tree, SIGHUP reload --------------- */

@@ -15,8 +15,13 @@
  * Stop: once the session loop has ended nobody reads /dev/fuse, and a LOOKUP the kernel
  * sends then is never answered while it holds its directory's lock, which a notify needs:
  * a notify then could wait forever, and with it teardown (even SIGKILL cannot end a
- * thread waiting there). So fs_inval_stop, called as soon as the loop returns, drops
+ * thread waiting there). So fs_inval_close, called as soon as the loop returns, drops
  * what is queued and what comes after; the unmount makes the kernel forget every entry.
+ * A notify already under way may wait for a LOOKUP kept by fs_wait (answered when
+ * teardown answers every kept request) or, in a window of microseconds, for one the loop
+ * never read: fs_inval_stop joins after the kept requests are answered, and if the thread
+ * is still in its notify INVAL_STUCK_MS later, aborts the connection (umount2 with
+ * MNT_FORCE, as root), which ends the LOOKUPs that hold the lock.
  *
  * Locking: lock guards the queue and the stop flag; it is never held across a notify.
  */
@@ -30,9 +35,13 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <time.h>
 
 #include "insightfs/log.h"
 #include "insightfs/slab.h"
+
+#define INVAL_STUCK_MS 1000 /* a notify this long after teardown answered everything is stuck */
 
 struct inval_item {
     struct inval_item *next;
@@ -162,7 +171,7 @@ int fs_inval_start(struct fs_inval *q, struct fuse_session *se)
     return -rc;
 }
 
-void fs_inval_stop(struct fs_inval *q)
+void fs_inval_close(struct fs_inval *q)
 {
     pthread_mutex_lock(&q->lock);
     q->stop = 1;
@@ -175,8 +184,24 @@ void fs_inval_stop(struct fs_inval *q)
         dropped = it->next;
         slab_free(it);
     }
-    if (q->started)
+}
+
+void fs_inval_stop(struct fs_inval *q, const char *mountpoint)
+{
+    fs_inval_close(q);
+    if (!q->started)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until); /* pthread_timedjoin_np's clock */
+    until.tv_sec += INVAL_STUCK_MS / 1000;
+    if (pthread_timedjoin_np(q->thread, NULL, &until) != 0) {
+        log_warn("a notification waits for a request nobody will answer: aborting the FUSE "
+                 "connection");
+        if (!mountpoint || umount2(mountpoint, MNT_FORCE) != 0)
+            log_error("cannot abort the FUSE connection (%s): waiting for the kernel",
+                      mountpoint ? strerror(errno) : "no mount point");
         pthread_join(q->thread, NULL);
+    }
     q->started = 0;
 }
 

@@ -56,10 +56,11 @@ void fs_threads_start(struct fs *fs)
 /* After the session loop: every kept request answered, every thread of ours joined. */
 static void fs_threads_stop(struct fs *fs)
 {
-    fs_inval_stop(fs->inval); /* first: no notify once nobody reads /dev/fuse (fs_inval.c) */
-    fs_wait_stop(fs);
+    fs_inval_close(fs->inval); /* first: no new notify once nobody reads /dev/fuse */
+    fs_wait_stop(fs);          /* kept LOOKUPs answered: a notify behind one goes on */
     fs_reload_stop(fs);
     fs_drain_dropped(fs);
+    fs_inval_stop(fs->inval, fs->opts.mountpoint);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */

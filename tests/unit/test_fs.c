@@ -18,7 +18,9 @@
  *  - fs_inval_name: the names a reload queues for invalidation are recorded;
  *  - cfg_load: the reloads (loads from another thread than main) are counted, and one
  *    may be held inside until released;
- *  - shared_free: the thread that frees a generation's client is recorded.
+ *  - shared_free: the thread that frees a generation's client is recorded;
+ *  - fuse_lowlevel_notify_inval_entry, umount2: a notify may be held until an umount2,
+ *    which is recorded.
  * The races are one instruction wide in real time; the seams make them certain.
  *
  * Unlike the other unit tests it links every module but main: a request handler needs
@@ -42,6 +44,10 @@
  * gains FUSE_PARALLEL_DIROPS (which libfuse 3.14 leaves out) only when .init wanted it,
  * and every other write passes byte for byte.
  *
+ * The invalidation thread's teardown (src/fs_inval.c): closed, it notifies nothing more;
+ * a notify stuck behind a LOOKUP nobody reads makes its stop abort the connection
+ * (seams: fuse_lowlevel_notify_inval_entry and umount2).
+ *
  * The inode table (src/fs_ino.c), on a cache of its own: directory inodes, which live as
  * long as the table, pin none of the memory of the image records the kernel forgot, and
  * are found by their ids (an index, not a walk over every inode under the table's lock);
@@ -61,6 +67,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/mount.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -286,6 +293,38 @@ void __wrap_shared_free(struct shared *s)
     }
     pthread_mutex_unlock(&free_m);
     __real_shared_free(s);
+}
+
+/* fuse_lowlevel_notify_inval_entry: counted; while notify_hold is set a notify waits
+ * until umount2 is called, as one behind a LOOKUP that holds its directory's lock does
+ * until the connection is aborted. umount2: recorded, and it ends a held notify. */
+static pthread_mutex_t notify_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t notify_cv;                         /* CLOCK_MONOTONIC (main) */
+static int notify_hold, notifies, umounts, umount_flags; /* protected by notify_m */
+static char umount_path[64];                             /* protected by notify_m */
+
+int __wrap_fuse_lowlevel_notify_inval_entry(struct fuse_session *se, fuse_ino_t parent,
+                                            const char *name, size_t namelen)
+{
+    (void)se, (void)parent, (void)name, (void)namelen;
+    pthread_mutex_lock(&notify_m);
+    notifies++;
+    pthread_cond_broadcast(&notify_cv);
+    while (notify_hold && umounts == 0)
+        pthread_cond_wait(&notify_cv, &notify_m);
+    pthread_mutex_unlock(&notify_m);
+    return 0;
+}
+
+int __wrap_umount2(const char *target, int flags)
+{
+    pthread_mutex_lock(&notify_m);
+    umounts++;
+    umount_flags = flags;
+    snprintf(umount_path, sizeof(umount_path), "%s", target);
+    pthread_cond_broadcast(&notify_cv);
+    pthread_mutex_unlock(&notify_m);
+    return 0;
 }
 
 /* ---- fixture ------------------------------------------------------------------------ */
@@ -1113,6 +1152,83 @@ static void test_every_name_is_remembered(void **state)
     ino_fx_cleanup(&f);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait (deadline 5 s) until notify_m's *counter reaches n. */
+static void wait_notify_count(int *counter, int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&notify_m);
+    while (*counter < n)
+        if (pthread_cond_timedwait(&notify_cv, &notify_m, &until) != 0)
+            break;
+    int got = *counter;
+    pthread_mutex_unlock(&notify_m);
+    assert_int_equal(got, n);
+}
+
+/* Teardown of the invalidation thread (fs_inval.c). Closed, it notifies nothing more,
+ * of what was queued or what comes after, and its stop joins at once without touching
+ * the mount. A notify that is still waiting a second after the stop began (behind a
+ * LOOKUP nobody will read) makes the stop abort the connection: umount2 of the mount
+ * point with MNT_FORCE, after which the notify ends and the thread is joined. */
+static void test_inval_teardown(void **state)
+{
+    (void)state;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&notify_cv, &ca);
+    struct fuse_session *se = (struct fuse_session *)&ca; /* never dereferenced: wrapped */
+
+    /* A quiet stop. */
+    struct fs_inval *q = fs_inval_new(NULL);
+    assert_non_null(q);
+    assert_int_equal(fs_inval_start(q, se), 0);
+    fs_inval_name(q, FS_INO_ROOT, "web");
+    wait_notify_count(&notifies, 1);
+    fs_inval_close(q);
+    fs_inval_name(q, FS_INO_ROOT, "db"); /* after the close: dropped */
+    int64_t t0 = now_ms();
+    fs_inval_stop(q, "/mnt/quiet");
+    assert_true(now_ms() - t0 < 500);
+    pthread_mutex_lock(&notify_m);
+    assert_int_equal(notifies, 1);
+    assert_int_equal(umounts, 0);
+    pthread_mutex_unlock(&notify_m);
+    fs_inval_free(q);
+
+    /* A notify stuck behind a LOOKUP nobody reads. */
+    q = fs_inval_new(NULL);
+    assert_non_null(q);
+    pthread_mutex_lock(&notify_m);
+    notify_hold = 1;
+    pthread_mutex_unlock(&notify_m);
+    assert_int_equal(fs_inval_start(q, se), 0);
+    fs_inval_name(q, FS_INO_ROOT, "web");
+    wait_notify_count(&notifies, 2);
+    t0 = now_ms();
+    fs_inval_stop(q, "/mnt/stuck");
+    int64_t took = now_ms() - t0;
+    pthread_mutex_lock(&notify_m);
+    assert_int_equal(umounts, 1);
+    assert_int_equal(umount_flags, MNT_FORCE);
+    assert_string_equal(umount_path, "/mnt/stuck");
+    notify_hold = 0;
+    pthread_mutex_unlock(&notify_m);
+    assert_true(took >= 900 && took < 5000);
+    fs_inval_free(q);
+    pthread_cond_destroy(&notify_cv);
+    pthread_condattr_destroy(&ca);
+}
+
 int main(void)
 {
     pthread_condattr_t ca;
@@ -1141,6 +1257,7 @@ int main(void)
         cmocka_unit_test(test_dir_inodes_pin_no_image_memory),
         cmocka_unit_test(test_dir_inodes_found_by_ids),
         cmocka_unit_test(test_every_name_is_remembered),
+        cmocka_unit_test(test_inval_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
