@@ -108,6 +108,11 @@ struct acct {
     int64_t skew_ms;               /* protected by mu: gateway - local at the last Date */
     bool skew_logged;              /* protected by mu */
     int64_t skew_logged_ms;        /* protected by mu: the offset last logged */
+
+    pthread_mutex_t clients_mu; /* never held with mu; taken before an http client's lock */
+    struct api *clients;        /* protected by clients_mu: every client of this account (a
+                                   reload's new one and the old one still finishing): an
+                                   opening calls off the waiting tries of each */
 };
 
 struct api {
@@ -118,7 +123,9 @@ struct api {
     int timeout_ms, connect_timeout_ms, retries;
     size_t max_image_bytes;
     int64_t test_offset_ms;
-    struct api_pacer pacer; /* wait_turn NULL: none */
+    struct api_pacer pacer;                /* wait_turn NULL: none */
+    struct api *next_client, *prev_client; /* in acct->clients, protected by clients_mu */
+    bool listed;                           /* in acct->clients */
 };
 
 /* ---- clocks, randomness ---- */
@@ -254,9 +261,45 @@ static void acct_unref(struct acct *a)
         return;
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->clients_mu);
     free(a->endpoint);
     free(a->access_key);
     free(a);
+}
+
+static void acct_add_client(struct acct *a, struct api *api)
+{
+    pthread_mutex_lock(&a->clients_mu);
+    api->prev_client = NULL;
+    api->next_client = a->clients;
+    if (a->clients)
+        a->clients->prev_client = api;
+    a->clients = api;
+    api->listed = true;
+    pthread_mutex_unlock(&a->clients_mu);
+}
+
+static void acct_remove_client(struct acct *a, struct api *api)
+{
+    pthread_mutex_lock(&a->clients_mu);
+    if (api->prev_client)
+        api->prev_client->next_client = api->next_client;
+    else
+        a->clients = api->next_client;
+    if (api->next_client)
+        api->next_client->prev_client = api->prev_client;
+    api->listed = false;
+    pthread_mutex_unlock(&a->clients_mu);
+}
+
+/* The breaker opened: tries waiting for a slot or a rate turn in any client of the
+ * account are called off (each looks at acct.opened when woken). */
+static void acct_wake_clients(struct acct *a)
+{
+    pthread_mutex_lock(&a->clients_mu);
+    for (struct api *c = a->clients; c; c = c->next_client)
+        http_client_wake(c->http);
+    pthread_mutex_unlock(&a->clients_mu);
 }
 
 /* Fresh state for cfg's endpoint and access key, or NULL (out of memory). */
@@ -273,6 +316,11 @@ static struct acct *acct_new(const struct cfg *cfg)
     if (!a->endpoint || !a->access_key)
         goto fail;
     mu = pthread_mutex_init(&a->mu, NULL) == 0;
+    if (mu && pthread_mutex_init(&a->clients_mu, NULL) != 0) {
+        pthread_mutex_destroy(&a->mu);
+        mu = false;
+        goto fail;
+    }
     if (mu && pthread_condattr_init(&ca) == 0) {
         cv = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
              pthread_cond_init(&a->cv, &ca) == 0;
@@ -285,8 +333,10 @@ static struct acct *acct_new(const struct cfg *cfg)
     return a;
 
 fail:
-    if (mu)
+    if (mu) {
         pthread_mutex_destroy(&a->mu);
+        pthread_mutex_destroy(&a->clients_mu);
+    }
     free(a->endpoint);
     free(a->access_key);
     free(a);
@@ -369,6 +419,7 @@ struct api *api_new(const struct cfg *cfg, int64_t test_offset_ms, struct api *i
     api->max_image_bytes =
         (uint64_t)cfg->max_image_bytes > SIZE_MAX ? SIZE_MAX : (size_t)cfg->max_image_bytes;
     api->test_offset_ms = test_offset_ms;
+    acct_add_client(api->acct, api);
     return api;
 
 fail:
@@ -384,6 +435,8 @@ void api_free(struct api *api)
 {
     if (!api)
         return;
+    if (api->listed)
+        acct_remove_client(api->acct, api); /* before its http client goes */
     http_client_free(api->http);
     acct_unref(api->acct);
     sign_key_free(api->key);
@@ -654,7 +707,7 @@ static void breaker_note(struct api *api, const struct call *c, struct http_verd
     }
     pthread_mutex_unlock(&a->mu);
     if (t == API_BREAKER_OPENED) {
-        http_client_wake(api->http); /* tries waiting for a slot or a turn: called off */
+        acct_wake_clients(a); /* tries waiting for a slot or a turn: called off */
         log_warn("upstream down: %s", api_errno_name(v.err));
     } else if (t == API_BREAKER_CLOSED)
         log_info("upstream up after %" PRId64 " s", (down_ms + 500) / 1000);

@@ -1769,6 +1769,56 @@ static void test_breaker_calls_off_rate_waits(void **state)
     fx_free(f);
 }
 
+/* Two clients of one account, as after a reload that made a new client while the old
+ * one still works: A (timeout 3 s, one connection) has a try out and a second call
+ * waiting for its connection; B's hung tries (timeout 300 ms) open the breaker. A's
+ * waiting call is called off at once (no try, fast-fail), not when A's connection frees
+ * up; A's try that was out ends at its own timeout. */
+static void test_opening_calls_off_every_client(void **state)
+{
+    (void)state;
+    struct fx *a = fx_new_limits(3000, 2, 1, 0);
+    srv_set_default(a->s, hang_reply());
+    struct cfg bcfg = a->cfg;
+    bcfg.timeout_ms = 300;
+    bcfg.connect_timeout_ms = 300;
+    bcfg.retries = 5; /* room for three tries within its deadline */
+    bcfg.max_connections = 4;
+    char *err = NULL;
+    struct fx b = {.s = a->s, .cfg = bcfg};
+    b.api = api_new(&b.cfg, 0, a->api, &err);
+    assert_non_null(b.api);
+    struct bg_fetch out = {.f = a}, waiting = {.f = a};
+    pthread_t t_out, t_wait;
+    struct cap c;
+    cap_start(&c);
+    assert_int_equal(pthread_create(&t_out, NULL, bg_fetch_main, &out), 0);
+    assert_int_equal(srv_wait_requests(a->s, 1, (int)srv_tf(2000)), 1);
+    /* Waits for A's one connection from now on (B's tries below take 900 ms or more
+     * before the breaker opens). */
+    assert_int_equal(pthread_create(&t_wait, NULL, bg_fetch_main, &waiting), 0);
+    struct api_image img;
+    struct api_result r;
+    int rc = fetch(&b, &img, &r, NULL);
+    int64_t opened = http_mono_ms();
+    pthread_join(t_wait, NULL);
+    pthread_join(t_out, NULL);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_int_equal(r.tries, 3); /* the third failure opened it: no fourth */
+    assert_int_equal(waiting.rc, -ETIMEDOUT);
+    assert_int_equal(waiting.r.tries, 0);
+    assert_int_equal(waiting.r.fast_fail, 1);
+    assert_true(waiting.end <= opened + srv_tf(100));
+    assert_int_equal(out.rc, -ETIMEDOUT);
+    assert_int_equal(out.r.tries, 1);
+    assert_int_equal(srv_requests(a->s), 4);
+    assert_int_equal(count_str(log, "insightfs: warn: upstream down: ETIMEDOUT\n"), 1);
+    free(log);
+    api_free(b.api);
+    fx_free(a);
+}
+
 /* A call whose try was out while the breaker opened and closed again (a straggling
  * answer) retries normally: the retry is decided after the close, so that opening does
  * not call it off. Timeline (timeout 1.5 s, no answer since the start): A's try is
@@ -1942,6 +1992,7 @@ int main(void)
         cmocka_unit_test(test_unsent_retry_keeps_last_errno),
         cmocka_unit_test(test_breaker_calls_off_rate_waits),
         cmocka_unit_test(test_retry_after_open_and_close),
+        cmocka_unit_test(test_opening_calls_off_every_client),
         cmocka_unit_test(test_inherit_account_state),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
