@@ -6,7 +6,8 @@
  *  - a discovered entry whose id is configured is dropped (configured wins by id);
  *  - a discovered name is sanitized (cfg_sanitize_name; empty means the id) and, when it
  *    equals a name or id already taken among its siblings, or is "index.html" while
- *    pages = true (the name of the pages), gets " (<id>)" appended.
+ *    pages = true (the name of the pages), gets " (<id>)" appended, the name cut at a
+ *    UTF-8 boundary so the whole stays within 255 bytes (unique_name has the details).
  * The same rules merge discovered widgets into configured and discovered dashboards.
  *
  * Resolution keeps names and ids apart: a typed name is tried as a name, then as an id
@@ -18,7 +19,9 @@
 #include "insightfs/ns.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +97,98 @@ static int sibling_id(const struct api_item *sib, size_t n, const struct api_ite
     return 0;
 }
 
+/* SPEC 3: a name is 1-255 bytes (also the kernel's NAME_MAX). */
+#define NS_NAME_MAX 255
+
+/* The length of the longest prefix of s of at most max bytes that does not split a
+ * UTF-8 character: back off over continuation bytes (at most 3, the longest sequence is
+ * 4); invalid UTF-8 is cut where it is (as cfg_sanitize_name does). */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+    size_t len = strlen(s), cut = max;
+    if (len <= max)
+        return len;
+    const unsigned char *u = (const unsigned char *)s;
+    while (cut > 0 && cut + 3 > max && (u[cut] & 0xc0) == 0x80)
+        cut--;
+    if ((u[cut] & 0xc0) == 0x80)
+        cut = max;
+    return cut;
+}
+
+/* FNV-1a, 64 bits: a stable short stand-in for an id too long to show whole. */
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    return h;
+}
+
+/* 1 when name may not be used for it: taken among its siblings so far (a name or an id),
+ * the id of another discovered sibling, or the pages' name. */
+static int name_clashes(const struct ns_list *l, const struct api_item *it,
+                        const struct api_item *sib, size_t n_sib, bool pages, const char *name)
+{
+    return list_taken(l, name) || sibling_id(sib, n_sib, it, name) ||
+           (pages && strcmp(name, CFG_PAGE_NAME) == 0);
+}
+
+/* base + " (" + tag + ")", base cut at a UTF-8 boundary so the whole is at most
+ * NS_NAME_MAX bytes (tag is at most NS_NAME_MAX - 3 bytes), with the tag's '/' and
+ * control bytes made '_' as in a sanitized name. Returns malloc'd or NULL (ENOMEM). */
+static char *suffixed(const char *base, const char *tag)
+{
+    size_t tl = strlen(tag), bl = utf8_prefix(base, NS_NAME_MAX - 3 - tl);
+    char *out = malloc(bl + tl + 4);
+    if (!out)
+        return NULL;
+    memcpy(out, base, bl);
+    memcpy(out + bl, " (", 2);
+    for (size_t i = 0; i < tl; i++) {
+        unsigned char c = (unsigned char)tag[i];
+        out[bl + 2 + i] = c == '/' || c < 0x20 || c == 0x7f ? '_' : (char)c;
+    }
+    memcpy(out + bl + 2 + tl, ")", 2);
+    return out;
+}
+
+/* The name of a discovered item whose sanitized name, base, clashes (SPEC 4: " (<id>)"
+ * appended). The result must itself obey SPEC 3's rules for names, or a --discover dump
+ * would not load and the mount would list a name over NAME_MAX:
+ *  - it is at most 255 bytes: base is shortened at a UTF-8 boundary to make room;
+ *  - an id longer than 251 bytes (" (" + id + ")" would leave no byte of base) is shown
+ *    as "#" and its FNV-1a-64 hash in 16 hex digits, " (#0123456789abcdef)": stable
+ *    across refreshes, and the entry stays reachable by its whole id;
+ *  - '/' and control bytes of the id become '_' in the name (not in the id);
+ *  - it is unique: when even the suffixed name is taken (a sanitized id, a hash clash or
+ *    an API name that looks suffixed), "#<hash>" and then "#<hash>-2", "#<hash>-3", ...
+ *    are tried. Those last names differ from each other (the digits after the last '-'
+ *    are k), so one of the first (taken strings + 1) is free and the loop ends.
+ * Returns malloc'd or NULL (ENOMEM). */
+static char *unique_name(const struct ns_list *l, const struct api_item *it,
+                         const struct api_item *sib, size_t n_sib, bool pages, const char *base)
+{
+    char *name = NULL, tag[40];
+    uint64_t h = id_hash(it->id);
+    if (strlen(it->id) <= NS_NAME_MAX - 4) {
+        name = suffixed(base, it->id);
+        if (!name || !name_clashes(l, it, sib, n_sib, pages, name))
+            return name;
+        free(name);
+    }
+    for (unsigned long k = 1;; k++) {
+        if (k == 1)
+            snprintf(tag, sizeof(tag), "#%016" PRIx64, h);
+        else
+            snprintf(tag, sizeof(tag), "#%016" PRIx64 "-%lu", h, k);
+        name = suffixed(base, tag);
+        if (!name || !name_clashes(l, it, sib, n_sib, pages, name))
+            return name;
+        free(name);
+    }
+}
+
 /* Merge one discovered item into l: skipped when its id is already there. Its name is
  * suffixed when it equals a name or id taken before it, or the id of any discovered
  * sibling (sib, n), so a --discover dump always loads as a configuration; and, with
@@ -103,20 +198,15 @@ static int list_discover(struct ns_list *l, const struct api_item *it, const str
 {
     if (list_has_id(l, it->id))
         return 0;
-    char *name = cfg_sanitize_name(it->name ? it->name : it->id);
-    if (!name)
-        name = strdup(it->id);
+    /* An empty API name means the id, sanitized like any name (an id may hold '/'). */
+    const char *api_name = it->name && *it->name ? it->name : it->id;
+    char *name = cfg_sanitize_name(api_name);
     if (!name)
         return -1;
-    if (list_taken(l, name) || sibling_id(sib, n_sib, it, name) ||
-        (pages && strcmp(name, CFG_PAGE_NAME) == 0)) {
-        char *longer = NULL;
-        if (asprintf(&longer, "%s (%s)", name, it->id) < 0)
-            longer = NULL;
+    if (name_clashes(l, it, sib, n_sib, pages, name)) {
+        char *longer = unique_name(l, it, sib, n_sib, pages, name);
         free(name);
         name = longer;
-        /* An id can itself collide after suffixing only in contrived cases; the
-         * suffixed name then stays unreachable by name but reachable by id. */
     }
     return list_push(l, name, strdup(it->id));
 }

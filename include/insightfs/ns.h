@@ -4,8 +4,11 @@
  * discover = true, the lists the API gave (SPEC 4, Discovery): API names sanitized,
  * configured entries keep their names and win by id, a discovered name that equals a
  * name or id already taken among its siblings (or equal to CFG_PAGE_NAME while
- * cfg->pages) gets " (<id>)" appended, and the widgets of configured dashboards are
- * discovered too.
+ * cfg->pages) gets " (<id>)" appended (its name cut at a UTF-8 boundary so the whole is
+ * at most 255 bytes; an id over 251 bytes is shown as "#" and a 64-bit hash; '/' and
+ * control bytes of the id as '_'; still unique among siblings, see src/ns.c), and the
+ * widgets of configured dashboards are discovered too. Every name of a built tree obeys
+ * SPEC 3's rules for names.
  *
  * Two ways in, never mixed: a name a user typed matches names first, then ids
  * (ns_find_*, ns_resolve); an id the program stored (an inode's dashboard or widget id)

@@ -938,6 +938,36 @@ def test_discover_name_equal_to_a_later_sibling_id_still_loads(api, tmp_path):
     fetch_ok(api, full, "beta (alpha)/w2 (w1)/" + RANGE, image_target("alpha", "w1", S, E))
 
 
+def test_discover_suffixed_names_fit_255_bytes(api, tmp_path):
+    # Two siblings named 200 x "a", the second with a 93-byte id: " (<id>)" appended whole
+    # made a 296-byte name, which the loader refuses (names are 1-255 bytes, NAME_MAX too).
+    # The base is cut to make room; the id stays whole.
+    long_id = "i" * 93
+    a200 = "a" * 200
+    api.set_data([{"id": "d1", "name": a200, "widgets": [
+                       {"widgetId": "w1", "name": a200}, {"widgetId": long_id, "name": a200}]},
+                  {"id": long_id, "name": a200, "widgets": []}])
+    cfg = write_file(tmp_path / "api.conf", api_group(api))
+    text = discover(api, cfg)
+    cut = "a" * (255 - 96) + " (" + long_id + ")"
+    assert len(cut) == 255
+    assert text == (
+        'dashboards = (\n'
+        '  { name = "%s"; id = "d1";\n'
+        '    widgets = (\n'
+        '      { name = "%s"; id = "w1"; },\n'
+        '      { name = "%s"; id = "%s"; }\n'
+        '    ); },\n'
+        '  { name = "%s"; id = "%s";\n'
+        '    widgets = (); }\n'
+        ');\n' % (a200, a200, cut, long_id, cut, long_id))
+    full = write_file(tmp_path / "full.conf", api_group(api) + text)
+    p = check(full)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode() == "insightfs: %s: OK (2 dashboards visible)\n" % full
+    fetch_ok(api, full, "%s/%s/%s" % (a200, cut, RANGE), image_target("d1", long_id, S, E))
+
+
 def test_discover_no_dashboards(api, tmp_path):
     api.set_data([])
     cfg = write_file(tmp_path / "api.conf", api_group(api))

@@ -5,7 +5,8 @@
  * discovered entry whose id is configured (or already discovered) is dropped and the
  * configured name kept; discovered names sanitized ('/', control bytes, 0x7f -> '_', a
  * leading '.' -> '_', cut to 200 bytes at a UTF-8 boundary, empty or null -> the id); a
- * discovered name equal to a sibling's name or id gets " (<id>)"; widgets of configured
+ * discovered name equal to a sibling's name or id gets " (<id>)", cut to fit 255 bytes and
+ * still unique (the tree then loads as a configuration through cfg_load); widgets of configured
  * and discovered dashboards discovered too, after the configured ones; ns_find_dashboard
  * and ns_find_widget matching names before ids; ns_config_escape; ns_ref/ns_unref (run
  * under ASan to check for leaks and use after free); cfg and the lists are borrowed.
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -337,6 +339,168 @@ static void test_collisions(void **state)
                 "Prod#1{} | Dev#2{} | Prod (3)#3{} | 1 (4)#4{} | Stage#5{} | Stage (6)#6{} | "
                 "5 (7)#7{} | prod#8{} | 17#17{} | 18#18{} | Prod (3) (19)#19{} | "
                 "17 (20)#20{} | 21#21{}");
+}
+
+/* --- suffixed names stay names (SPEC 3: 1-255 bytes; SPEC 2: --discover output loads) --- */
+
+/* t as --discover prints it, loaded by the configuration loader (credentials from env):
+ * fails the test with the loader's message when any name or id is refused. */
+static void assert_loads_as_config(const struct ns_tree *t)
+{
+    char path[] = "/tmp/test_ns.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    fputs("dashboards = (", f);
+    for (size_t i = 0; i < t->n_dashboards; i++) {
+        const struct ns_dashboard *d = &t->dashboards[i];
+        char *n = ns_config_escape(d->name), *id = ns_config_escape(d->id);
+        assert_non_null(n);
+        assert_non_null(id);
+        fprintf(f, "%s{ name = \"%s\"; id = \"%s\"; widgets = (", i ? ", " : "", n, id);
+        free(n);
+        free(id);
+        for (size_t j = 0; j < d->n_widgets; j++) {
+            n = ns_config_escape(d->widgets[j].name);
+            id = ns_config_escape(d->widgets[j].id);
+            assert_non_null(n);
+            assert_non_null(id);
+            fprintf(f, "%s{ name = \"%s\"; id = \"%s\"; }", j ? ", " : "", n, id);
+            free(n);
+            free(id);
+        }
+        fputs("); }", f);
+    }
+    fputs(");\n", f);
+    assert_int_equal(fclose(f), 0);
+    struct cfg_env env = {(char *)"AK", (char *)"SK"};
+    struct cfg *cfg = NULL;
+    char *err = NULL;
+    int rc = cfg_load(path, CFG_MODE_MOUNT, &env, &cfg, &err);
+    unlink(path);
+    if (rc != 0)
+        fail_msg("a built tree does not load as a configuration: %s", err ? err : "ENOMEM");
+    assert_int_equal(cfg->n_dashboards, t->n_dashboards);
+    cfg_free(cfg);
+}
+
+/* Every name at most 255 bytes and unique among its siblings, whatever the ids are. */
+static void assert_names_fit(const struct ns_tree *t)
+{
+    for (size_t i = 0; i < t->n_dashboards; i++) {
+        const struct ns_dashboard *d = &t->dashboards[i];
+        assert_in_range(strlen(d->name), 1, 255);
+        for (size_t k = 0; k < i; k++)
+            assert_string_not_equal(d->name, t->dashboards[k].name);
+        for (size_t j = 0; j < d->n_widgets; j++) {
+            assert_in_range(strlen(d->widgets[j].name), 1, 255);
+            for (size_t k = 0; k < j; k++)
+                assert_string_not_equal(d->widgets[j].name, d->widgets[k].name);
+        }
+    }
+}
+
+/* The reviewer's case: two siblings named 200 x 'a', the second with a 93-byte id. " (<id>)"
+ * appended whole gave 296 bytes, over SPEC 3's 255 and the kernel's NAME_MAX, so the dump
+ * did not load; now the base is cut to make room (the id is kept whole, it tells them
+ * apart). The same for widgets. */
+static void test_suffixed_name_fits_255_bytes(void **state)
+{
+    (void)state;
+    char *a200 = repeat('a', 200, ""), *id93 = repeat('i', 93, "");
+    struct cfg cfg = make_cfg(NULL, 0);
+    struct api_item items[] = {{"d1", a200}, {id93, a200}};
+    const char *ids[] = {"d1"};
+    const struct api_item *lists[] = {items};
+    size_t counts[] = {N(items)};
+    struct ns_discovered disc = {.dashboards = items,
+                                 .n_dashboards = N(items),
+                                 .widget_dash_ids = ids,
+                                 .widgets = lists,
+                                 .n_widgets = counts,
+                                 .n_widget_lists = N(ids)};
+    struct ns_tree *t = ns_build(&cfg, &disc);
+    assert_non_null(t);
+    char *second = repeat('a', 255 - 96, "");
+    char *want = NULL;
+    assert_true(asprintf(&want, "%s (%s)", second, id93) > 0);
+    assert_int_equal(strlen(want), 255);
+    char *whole = NULL;
+    assert_true(
+        asprintf(&whole, "%s#d1{%s#d1,%s#%s} | %s#%s{}", a200, a200, want, id93, want, id93) > 0);
+    check_tree(t, whole);
+    assert_names_fit(t);
+    assert_loads_as_config(t);
+    ns_unref(t);
+    free(whole);
+    free(want);
+    free(second);
+    free(id93);
+    free(a200);
+}
+
+/* The base is cut at a UTF-8 boundary (a 3-byte character is never split); an id too long
+ * to leave the base a byte (over 251 bytes) is shown as "#" and its FNV-1a-64 hash; the
+ * id's '/' and control bytes become '_' in the name; and a suffixed name that is taken too
+ * falls back to "#<hash>", then "#<hash>-2". Hashes computed independently:
+ *   python3 -c "h=14695981039346656037
+ *   for b in b'i/2': h=((h^b)*1099511628211)%2**64
+ *   print('%016x'%h)"                                    -> 2ac9ab192b1e7e99
+ * and the same over 300 x 'L'                           -> 3e5c73efcb70d665 */
+static void test_suffixed_name_edge_cases(void **state)
+{
+    (void)state;
+    char *snow66 = NULL, *snow65 = NULL;
+    for (int i = 0; i < 66; i++) {
+        char *next = NULL;
+        assert_true(asprintf(&next, "%s\xe2\x98\x83", snow66 ? snow66 : "") > 0);
+        free(snow66);
+        snow66 = next;
+    }
+    snow65 = strndup(snow66, 195);
+    assert_non_null(snow65);
+    char *id55 = repeat('j', 55, ""), *id300 = repeat('L', 300, "");
+    char *a200 = repeat('a', 200, "");
+    struct cfg cfg = make_cfg(NULL, 0);
+    struct api_item items[] = {
+        {"s1", snow66}, /* 198 bytes */
+        {id55, snow66}, /* room for 255 - 58 = 197 bytes of base: 65 snowmen (195), 253 in all */
+        {"L1", a200},
+        {id300, a200},                  /* " (<300 bytes>)" cannot fit: the hash */
+        {"x1", "x"},                    /* free */
+        {"i_2", "x (i_2)"},             /* free: an API name that looks suffixed */
+        {"h", "x (#2ac9ab192b1e7e99)"}, /* free, and the first fallback of the next */
+        {"i/2", "x"},                   /* "x (i_2)" and "x (#2ac9ab192b1e7e99)" are taken */
+        {"c\x01", "x"},                 /* a control byte in the id: "x (c_)" */
+    };
+    struct ns_discovered disc = {.dashboards = items, .n_dashboards = N(items)};
+    struct ns_tree *t = ns_build(&cfg, &disc);
+    assert_non_null(t);
+    assert_int_equal(t->n_dashboards, N(items));
+    char *want1 = NULL, *want3 = NULL;
+    assert_true(asprintf(&want1, "%s (%s)", snow65, id55) > 0);
+    assert_int_equal(strlen(want1), 253);
+    assert_string_equal(t->dashboards[1].name, want1);
+    assert_true(asprintf(&want3, "%s (#3e5c73efcb70d665)", a200) > 0);
+    assert_string_equal(t->dashboards[3].name, want3);
+    assert_string_equal(t->dashboards[3].id, id300);
+    assert_string_equal(t->dashboards[7].name, "x (#2ac9ab192b1e7e99-2)");
+    assert_string_equal(t->dashboards[7].id, "i/2");
+    assert_string_equal(t->dashboards[8].name, "x (c_)");
+    assert_names_fit(t);
+    /* The loader refuses a control byte in an id (SPEC 3): check the rest loads. */
+    t->n_dashboards--;
+    assert_loads_as_config(t);
+    t->n_dashboards++;
+    ns_unref(t);
+    free(want3);
+    free(want1);
+    free(a200);
+    free(id300);
+    free(id55);
+    free(snow65);
+    free(snow66);
 }
 
 /* --- widgets -------------------------------------------------------------------------- */
@@ -980,6 +1144,8 @@ int main(void)
         cmocka_unit_test(test_sanitize_cut),
         cmocka_unit_test(test_sanitize_then_collide),
         cmocka_unit_test(test_collisions),
+        cmocka_unit_test(test_suffixed_name_fits_255_bytes),
+        cmocka_unit_test(test_suffixed_name_edge_cases),
         cmocka_unit_test(test_widgets_merged),
         cmocka_unit_test(test_widgets_empty_list),
         cmocka_unit_test(test_index_html_with_pages),
