@@ -17,18 +17,25 @@
  * not divide the local day, T may still lie in yesterday, which is why today ends at
  * max(T, start of today + align).
  *
- * Day boundaries: the first instant of a local date D is normally mktime(D 00:00,
- * tm_isdst = -1). Some zones move their clocks at midnight (America/Havana, for
- * one): 00:00 may not exist, or may happen twice. The mktime answer is accepted
- * only when it is a local midnight of D whose previous second lies on an earlier
- * date; otherwise the first instant of D is found by bisection on localtime_r,
- * which is exact to the second whatever the zone's rules are.
+ * Day boundaries: the first instant of a local date D is the first second whose local
+ * time is 00:00 of D or later, searched from 26 h before (a point surely on an earlier
+ * date). It is not mktime(D 00:00, tm_isdst = -1): where clocks go back across midnight
+ * (America/St_Johns until 2010, America/Moncton, Antarctica/Casey 2010) D begins twice,
+ * and glibc's mktime picks one by a hint that any other mktime call changes, so one name
+ * gave two ranges. Where clocks move at midnight (America/Havana) 00:00 may not exist:
+ * D begins at the jump. The local date is not monotonic there, so plain bisection on it
+ * is wrong; the local time is monotonic within each run of one UTC offset (tm_gmtoff),
+ * so the search walks those runs: in each, the first second at or after 00:00 of D is
+ * max(run start, midnight - offset). A run's end is found by bisection on the offset,
+ * which assumes the offset never leaves a value and comes back to it within the 52 h
+ * searched (true of every tzdata zone 1900-2040, checked with zdump -v). A zone without a
+ * transition there (nearly every day) costs five localtime_r calls and no search.
  *
  * Calendar arithmetic (ISO names, days/ names, "i days before today") uses the
  * proleptic Gregorian day count of Howard Hinnant's days_from_civil, so it is
  * independent of the time zone and of the C library's range limits.
  *
- * Thread safety: localtime_r and mktime are thread-safe in glibc; everything here
+ * Thread safety: localtime_r is thread-safe in glibc; everything here
  * but vpath_tz_set may run in any thread.
  */
 #include "insightfs/vpath.h"
@@ -311,29 +318,34 @@ static int local_cmp(time_t t, int64_t d_days)
     return days < d_days ? -1 : days > d_days;
 }
 
-/* mktime's answer for 00:00 of c, accepted only when it is the first instant of c. */
-static int midnight_by_mktime(const struct civil *c, int64_t d_days, time_t *out)
+/* The UTC offset in force at the second t, in seconds east of UTC. */
+static int offset_at(time_t t, long *off)
 {
-    struct tm tm = {0};
-    struct tm back;
-    time_t t;
+    struct tm tm;
 
-    if (c->y - 1900 < INT_MIN || c->y - 1900 > INT_MAX)
+    if (!localtime_r(&t, &tm))
         return -ERANGE;
-    tm.tm_year = (int)(c->y - 1900);
-    tm.tm_mon = c->m - 1;
-    tm.tm_mday = c->d;
-    tm.tm_isdst = -1;
-    tm.tm_wday = -1; /* mktime sets it on success: (time_t)-1 is also a real time */
-    t = mktime(&tm);
-    if (tm.tm_wday < 0)
-        return -ERANGE;
-    if (!localtime_r(&t, &back) || back.tm_hour || back.tm_min || back.tm_sec)
-        return -ERANGE;
-    /* t is at least about -6.8e16 (a year that fits an int): t - 1 cannot wrap. */
-    if (local_cmp(t, d_days) != 0 || local_cmp(t - 1, d_days) != -1)
-        return -ERANGE;
-    *out = t;
+    *off = tm.tm_gmtoff;
+    return 0;
+}
+
+/* The last second of the run of offset off that starts at a (off_at(a) = off) before hi,
+ * whose offset differs: bisection on "offset is still off", see the design note at the
+ * top for why that is exact. */
+static int segment_end(time_t a, long off, time_t hi, time_t *end)
+{
+    while (hi - a > 1) {
+        time_t mid = a + (hi - a) / 2;
+        long o;
+
+        if (offset_at(mid, &o))
+            return -ERANGE;
+        if (o == off)
+            a = mid;
+        else
+            hi = mid;
+    }
+    *end = a;
     return 0;
 }
 
@@ -342,33 +354,38 @@ static int midnight_by_mktime(const struct civil *c, int64_t d_days, time_t *out
 static int date_first_ms(const struct civil *c, int or_later, int64_t *out_ms)
 {
     int64_t d_days = days_from_civil(c);
-    int64_t guess, lo, hi;
-    time_t t;
+    int64_t midnight, lo, hi;
+    time_t a, t = 0;
+    int found = 0, cmp;
 
-    if (midnight_by_mktime(c, d_days, &t) != 0) {
-        /* No usable local midnight: bisect for the first second whose local date is
-         * c. UTC offsets stay within +-26 h, so lo lies before c and hi after it. */
-        if (__builtin_mul_overflow(d_days, S_PER_DAY, &guess) ||
-            __builtin_sub_overflow(guess, 2 * S_PER_DAY, &lo) ||
-            __builtin_add_overflow(guess, 2 * S_PER_DAY, &hi))
-            return -ERANGE;
-        if (local_cmp((time_t)lo, d_days) != -1 || local_cmp((time_t)hi, d_days) != 1)
-            return -ERANGE;
-        while (hi - lo > 1) {
-            int64_t mid = lo + (hi - lo) / 2;
-            int cmp = local_cmp((time_t)mid, d_days);
+    /* UTC offsets stay within +-26 h: lo lies before c, and by hi the local date is c
+     * or later. midnight is 00:00 of c in local seconds (t + offset at t). */
+    if (__builtin_mul_overflow(d_days, S_PER_DAY, &midnight) ||
+        __builtin_sub_overflow(midnight, 26 * 3600, &lo) ||
+        __builtin_add_overflow(midnight, 26 * 3600, &hi) || (time_t)lo != lo || (time_t)hi != hi)
+        return -ERANGE;
+    if (local_cmp((time_t)lo, d_days) != -1 || local_cmp((time_t)hi, d_days) < 0)
+        return -ERANGE;
+    /* Walk the runs of one offset from lo: in each the local time grows with t, so its
+     * first second at or after 00:00 of c is max(run start, midnight - offset). */
+    for (a = (time_t)lo; !found && a <= (time_t)hi;) {
+        long off, off_hi;
+        time_t end = (time_t)hi, first;
 
-            if (cmp == -2)
-                return -ERANGE;
-            if (cmp >= 0)
-                hi = mid;
-            else
-                lo = mid;
+        if (offset_at(a, &off) || offset_at((time_t)hi, &off_hi))
+            return -ERANGE;
+        if (off_hi != off && segment_end(a, off, (time_t)hi, &end))
+            return -ERANGE;
+        first = midnight - off > a ? (time_t)(midnight - off) : a;
+        if (first <= end) {
+            t = first;
+            found = 1;
         }
-        if (local_cmp((time_t)hi, d_days) != 0 && !or_later)
-            return -ERANGE; /* the zone skipped the whole date */
-        t = (time_t)hi;
+        a = end + 1;
     }
+    cmp = found ? local_cmp(t, d_days) : -2;
+    if (cmp < 0 || (cmp > 0 && !or_later))
+        return -ERANGE; /* cmp > 0: the zone skipped the whole date */
     if (__builtin_mul_overflow((int64_t)t, MS_PER_S, out_ms))
         return -ERANGE;
     return 0;

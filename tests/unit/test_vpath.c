@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -651,6 +652,67 @@ static void test_days_midnight_transitions(void **state)
     assert_int_equal(vpath_day_start_ms(1710046799999LL), 1709960400000LL);
 }
 
+/* Where clocks go back across midnight a date begins twice, and its first instant is the
+ * earlier one, whatever else the process did. America/St_Johns, 2010-11-07 (zdump -v -c
+ * 2010,2011 America/St_Johns): 00:00:59 NDT (02:30:59Z) is followed by 23:01 NST of 11-06,
+ * so 00:00 of 11-07 happens at 02:30Z and again at 03:30Z. glibc's mktime(tm_isdst = -1)
+ * chose between them by a hint that any mktime call moves: an unrelated mktime of
+ * 11-06 23:30 NST made the same name start an hour later.
+ *   date -u -d 2010-11-07T02:30:00Z +%s -> 1289097000 (the first 00:00, NDT)
+ *   TZ=America/St_Johns date -d '2010-11-06 00:00' +%s -> 1289010600
+ *   date -u -d 2010-11-08T03:30:00Z +%s -> 1289187000 (11-08 00:00 NST): 25 h
+ * Antarctica/Casey, 2010-03-05 (zdump -v -c 2010,2011 Antarctica/Casey): 01:59:59 +11
+ * (14:59:59Z of 03-04) is followed by 23:00 +08 of 03-04, no DST flag on either side.
+ *   date -u -d 2010-03-04T13:00:00Z +%s -> 1267707600 (the first 00:00, +11)
+ *   TZ=Antarctica/Casey date -d '2010-03-04 00:00' +%s -> 1267621200
+ *   TZ=Antarctica/Casey date -d '2010-03-06 00:00' +%s -> 1267804800: 27 h */
+static void test_days_clocks_back_across_midnight(void **state)
+{
+    struct vpath_clock clk = {INT64_C(1735689600000), 60};
+    struct vpath_image a, b, prev;
+    const struct image_case st_johns[] = {
+        {"2010-11-06.png", 0, 1289010600000LL, 1289097000000LL, AUTO, 0, NEVER},
+        {"2010-11-07.png", 0, 1289097000000LL, 1289187000000LL, AUTO, 0, NEVER},
+    };
+    const struct image_case casey[] = {
+        {"2010-03-04.png", 0, 1267621200000LL, 1267707600000LL, AUTO, 0, NEVER},
+        {"2010-03-05.png", 0, 1267707600000LL, 1267804800000LL, AUTO, 0, NEVER},
+    };
+
+    (void)state;
+    assert_int_equal(vpath_tz_set("America/St_Johns"), 0);
+    assert_int_equal(vpath_parse_day("2010-11-06.png", 0, &clk, &prev), 0);
+    assert_int_equal(vpath_parse_day("2010-11-07.png", 0, &clk, &a), 0);
+    struct tm tm = {0};
+    tm.tm_year = 110;
+    tm.tm_mon = 10;
+    tm.tm_mday = 6;
+    tm.tm_hour = 23;
+    tm.tm_min = 30;
+    tm.tm_isdst = 0;
+    (void)mktime(&tm);
+    assert_int_equal(vpath_parse_day("2010-11-07.png", 0, &clk, &b), 0);
+    assert_int_equal(a.start_ms, INT64_C(1289097000000));
+    assert_int_equal(b.start_ms, a.start_ms);
+    assert_int_equal(prev.end_ms, b.start_ms);
+    RUN_DAYS(&clk, AUTO, st_johns);
+    /* The second 00:00 still belongs to the day that began at the first. */
+    assert_int_equal(vpath_day_start_ms(1289100600000LL), 1289097000000LL);
+    assert_int_equal(vpath_day_start_ms(1289096999999LL), 1289010600000LL);
+
+    set_tz("Antarctica/Casey");
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = 110;
+    tm.tm_mon = 2;
+    tm.tm_mday = 4;
+    tm.tm_hour = 23;
+    tm.tm_min = 30;
+    tm.tm_isdst = 0;
+    (void)mktime(&tm); /* 03-04 23:30 +08: the later 00:00 is the nearer one */
+    RUN_DAYS(&clk, AUTO, casey);
+    set_tz("UTC");
+}
+
 /* Pacific/Kiritimati skipped 1994-12-31 (zdump -v -c 1994,1996 Pacific/Kiritimati:
  * 1994-12-31T09:59:59Z is 12-30 23:59:59 -10, the next second 1995-01-01 00:00 +14).
  * The day before still lasts 24 h: it ends where 1995-01-01 starts. The skipped date has
@@ -1010,6 +1072,7 @@ int main(void)
         cmocka_unit_test(test_days_utc),
         cmocka_unit_test(test_days_zones),
         cmocka_unit_test(test_days_midnight_transitions),
+        cmocka_unit_test(test_days_clocks_back_across_midnight),
         cmocka_unit_test(test_days_skipped_date),
         cmocka_unit_test(test_day_name),
         cmocka_unit_test(test_day_start),
