@@ -418,15 +418,20 @@ int cfg_credentials_take(struct cfg_loader *ld)
     bool no_file = ld->dir == NULL;
     int rc;
 
-    if (ld->access)
+    if (ld->access) {
         cfg->access_key = strdup(config_setting_get_string(ld->access));
-    else if (env && env->access_key && *env->access_key)
+    } else if (env && env->access_key && *env->access_key) {
+        /* The rule of api.access_key: the key goes into a request header, where a CR or
+         * LF would inject a header (an env file with CRLF endings gives "AK\r"). */
+        if (cfg_has_control(env->access_key))
+            return cfg_fail(ld, -EINVAL, 0, "NCLOUD_ACCESS_KEY", "contains a control character");
         cfg->access_key = strdup(env->access_key);
-    else if (no_file)
+    } else if (no_file) {
         return cfg_fail(ld, -EINVAL, 0, "NCLOUD_ACCESS_KEY", "not set, and no configuration file");
-    else
+    } else {
         return cfg_fail(ld, -EINVAL, 0, "api.access_key",
                         "missing (set it here or in NCLOUD_ACCESS_KEY)");
+    }
     if (!cfg->access_key)
         return cfg_fail(ld, -ENOMEM, 0, NULL, "out of memory");
 

@@ -1320,6 +1320,24 @@ def test_credentials_from_the_environment(api, tmp_path):
     assert api.log() == []
 
 
+def test_environment_access_key_with_a_control_character(api, tmp_path):
+    """NCLOUD_ACCESS_KEY follows api.access_key's rule (SPEC 3): a CR (an env file with
+    CRLF endings) or LF would go into the request headers. One configuration error line
+    naming the variable, never its value, and no request."""
+    cfg = write_file(tmp_path / "env.conf", api_group(api, credentials=False) + DEFAULT_DASHBOARDS,
+                     0o644)
+    for bad in (api.access_key + "\r", api.access_key + "\r\nX-Injected: 1"):
+        api.clear_log()
+        env = {"NCLOUD_ACCESS_KEY": bad, "NCLOUD_SECRET_KEY": api.secret_key}
+        for args in (("--check-config", "--config", cfg),
+                     ("--fetch", "web/cpu/" + RANGE, "--config", cfg)):
+            p = cli(*args, env=env)
+            assert p.returncode == 1 and p.stdout == b"", (args, p.stderr)
+            assert p.stderr.decode() == (
+                "insightfs: %s: NCLOUD_ACCESS_KEY: contains a control character\n" % cfg), args
+        assert api.log() == []
+
+
 # ---- secrets ------------------------------------------------------------------------------
 
 def test_secret_never_printed_at_debug_level(api, config, tmp_path):

@@ -889,6 +889,36 @@ static void test_credentials_order(void **state)
     free(sec);
 }
 
+/* NCLOUD_ACCESS_KEY follows api.access_key's rule: the key goes into a request header,
+ * so a CR or LF (an env file with CRLF endings) would inject one. */
+static void test_env_access_key_control(void **state)
+{
+    static char ak_cr[] = "AKENVACCESS0000ABCD\r", ak_lf[] = "AKENVACCESS0000ABCD\nX-Evil: 1";
+    static char ak_del[] = "AKENVACCESS0000ABCD\x7f";
+    char *bad[] = {ak_cr, ak_lf, ak_del};
+    struct cfg *cfg = NULL;
+    char *err = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct cfg_env env = {bad[i], env_sk};
+
+        expect_err("history_days = 3;", 0600, CFG_MODE_API, &env, -EINVAL,
+                   "@F: NCLOUD_ACCESS_KEY: contains a control character");
+        assert_int_equal(cfg_load(NULL, CFG_MODE_API, &env, &cfg, &err), -EINVAL);
+        assert_null(cfg);
+        assert_string_equal(err, "environment: NCLOUD_ACCESS_KEY: contains a control character");
+        no_secret_in(err);
+        free(err);
+        err = NULL;
+        /* the file's access key wins: the variable is then not used */
+        cfg = load_ok("api = { access_key = \"" FILE_AK "\"; };", CFG_MODE_API, &env);
+        assert_string_equal(cfg->access_key, FILE_AK);
+        cfg_free(cfg);
+        cfg = NULL;
+    }
+}
+
 static void test_secret_file(void **state)
 {
     static const struct {
@@ -1480,7 +1510,7 @@ int main(void)
         cmocka_unit_test(test_config_symlink), cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_env_take),       cmocka_unit_test(test_endpoint_ok),
         cmocka_unit_test(test_find),           cmocka_unit_test(test_dump),
-        cmocka_unit_test(test_sanitize),
+        cmocka_unit_test(test_sanitize),       cmocka_unit_test(test_env_access_key_control),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
