@@ -469,9 +469,13 @@ int cfg_credentials_take(struct cfg_loader *ld)
 
 /* ---- environment ---- */
 
-/* Copy name's value, then zero its bytes in the environment block and unset it. */
+/* Copy name's value, then zero the value of every NAME= entry of the environment block
+ * and unset it. The block is what /proc/PID/environ shows and it may hold the name more
+ * than once (execve takes any list): getenv returns only the first entry, and unsetenv
+ * drops them all from environ but leaves their bytes in place. */
 static int env_take_one(const char *name, char **out)
 {
+    size_t n = strlen(name);
     char *v = getenv(name);
 
     *out = NULL;
@@ -480,8 +484,9 @@ static int env_take_one(const char *name, char **out)
     *out = strdup(v);
     if (!*out)
         return -ENOMEM;
-    /* The block is what /proc/PID/environ shows; unsetenv alone leaves the bytes there. */
-    memset(v, 0, strlen(v));
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            memset(*e + n + 1, 0, strlen(*e + n + 1));
     unsetenv(name);
     return 0;
 }

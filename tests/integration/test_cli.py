@@ -8,11 +8,13 @@ No run may print the secret key or the whole access key (checked after every tes
 """
 import calendar
 import email.utils
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -1506,6 +1508,66 @@ def test_environment_credentials_leave_proc_environ(tmp_path):
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=10 * TIME_FACTOR)
         _outputs.append(("--fetch (environ)", out, err))
+        assert out == b""
+    finally:
+        server.stop()
+
+
+# An environment block may hold a name twice (execve takes any list; subprocess cannot
+# make one): this helper reads {"argv": [...], "env": ["NAME=VALUE", ...]} from the JSON
+# file named by its argument and execs argv with exactly that list (the pid stays).
+EXECVE_LIST = r"""
+import ctypes, json, os, sys
+with open(sys.argv[1]) as f:
+    req = json.load(f)
+def array(items):
+    return (ctypes.c_char_p * (len(items) + 1))(*[s.encode() for s in items], None)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.execve(req["argv"][0].encode(), array(req["argv"]), array(req["env"]))
+sys.exit("execve: " + os.strerror(ctypes.get_errno()))
+"""
+
+
+@pytest.mark.skipif(VALGRIND, reason="/proc/PID/environ is valgrind's copy, not insightfs's")
+def test_repeated_environment_credentials_leave_proc_environ(tmp_path):
+    """Each of NCLOUD_ACCESS_KEY and NCLOUD_SECRET_KEY twice in the block: getenv sees
+    only the first, unsetenv drops both from environ but leaves their bytes, and
+    /proc/PID/environ shows the original block. Neither value of either may remain."""
+    secret = forbid("repeated-environ-secret-0123456789")
+    secret2 = forbid("repeated-environ-second-secret-9876")
+    access = forbid("REPEATEDENVIRONACCESS1")
+    access2 = forbid("REPEATEDENVIRONACCESS2")
+    server = LocalAPI().start(str(tmp_path / "envapi"), access_key=access, secret_key=secret)
+    try:
+        cfg = write_file(tmp_path / "env.conf", api_group(server, "  timeout_ms = 10000;\n"
+                                                                  "  retries = 0;\n",
+                                                          credentials=False) + DEFAULT_DASHBOARDS)
+        server.fault("hang", count=-1)
+        env = ["%s=%s" % kv for kv in clean_env().items()]
+        env += ["NCLOUD_ACCESS_KEY=" + access, "NCLOUD_SECRET_KEY=" + secret,
+                "NCLOUD_SECRET_KEY=" + secret2, "NCLOUD_ACCESS_KEY=" + access2]
+        argv = bin_cmd(["--fetch", "web/cpu/" + RANGE, "--config", cfg])
+        req = write_file(tmp_path / "execve.json", json.dumps({"argv": argv, "env": env}))
+        proc = subprocess.Popen([sys.executable, "-c", EXECVE_LIST, req],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            # The request is in flight (signed with the first secret): the process holds it.
+            wait_for(lambda: server.requests() or proc.poll() is not None, 10,
+                     "the hung request")
+            assert proc.poll() is None, proc.stderr.read()
+            with open("/proc/%d/cmdline" % proc.pid, "rb") as f:
+                cmdline = f.read()
+            with open("/proc/%d/environ" % proc.pid, "rb") as f:
+                environ = f.read()
+            assert cmdline.split(b"\0")[0] == argv[0].encode()  # insightfs itself
+            assert b"PATH=" in environ  # the environment itself is readable
+            for value in (secret, secret2, access, access2):
+                assert value.encode() not in environ, value
+                assert value.encode() not in cmdline, value
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=10 * TIME_FACTOR)
+        _outputs.append(("--fetch (repeated environ)", out, err))
         assert out == b""
     finally:
         server.stop()

@@ -1151,6 +1151,54 @@ static void test_env_take(void **state)
     assert_null(env.secret_key);
 }
 
+/* A block may hold a name twice (execve takes any list): getenv sees only the first
+ * entry and unsetenv drops both from environ, so each value must be zeroed by hand. */
+static void test_env_take_repeated(void **state)
+{
+    char e_sk1[] = "NCLOUD_SECRET_KEY=first-secret", e_path[] = "PATH=/bin";
+    char e_ak1[] = "NCLOUD_ACCESS_KEY=AKFIRST", e_sk2[] = "NCLOUD_SECRET_KEY=second-secret";
+    char e_ak2[] = "NCLOUD_ACCESS_KEY=AKSECOND", e_near[] = "NCLOUD_SECRET_KEYX=kept";
+    char *block[] = {e_sk1, e_path, e_ak1, e_sk2, e_near, e_ak2, NULL};
+    const struct {
+        char *entry;
+        size_t size;
+    } taken[] = {{e_sk1, sizeof(e_sk1)},
+                 {e_ak1, sizeof(e_ak1)},
+                 {e_sk2, sizeof(e_sk2)},
+                 {e_ak2, sizeof(e_ak2)}};
+    char **saved = environ;
+    const char *ak, *sk, *near;
+    struct cfg_env env;
+    int rc;
+
+    (void)state;
+    /* no assertion while environ is the local block: a failure would leave it there */
+    environ = block;
+    rc = cfg_env_take(&env);
+    ak = getenv("NCLOUD_ACCESS_KEY");
+    sk = getenv("NCLOUD_SECRET_KEY");
+    near = getenv("NCLOUD_SECRET_KEYX");
+    environ = saved;
+    assert_int_equal(rc, 0);
+    assert_null(ak);
+    assert_null(sk);
+    assert_string_equal(near, "kept");
+    assert_string_equal(env.access_key, "AKFIRST");
+    assert_string_equal(env.secret_key, "first-secret");
+    /* the block's bytes, as /proc/PID/environ shows them: zeros after each "NAME=" */
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+        const char *value = strchr(taken[i].entry, '=') + 1;
+
+        for (const char *p = value; p < taken[i].entry + taken[i].size; p++)
+            if (*p)
+                fail_msg("%.*s: a byte of the value is left", (int)(value - taken[i].entry),
+                         taken[i].entry);
+    }
+    assert_string_equal(e_path, "PATH=/bin");
+    assert_string_equal(e_near, "NCLOUD_SECRET_KEYX=kept");
+    cfg_env_cleanup(&env);
+}
+
 static void test_endpoint_ok(void **state)
 {
     static const struct {
@@ -1500,17 +1548,29 @@ static void test_sanitize(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_fixture),   cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_example),        cmocka_unit_test(test_ok_values),
-        cmocka_unit_test(test_domain_code),    cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_name_length),    cmocka_unit_test(test_nul_byte),
-        cmocka_unit_test(test_missing_file),   cmocka_unit_test(test_mount_needs_dashboards),
-        cmocka_unit_test(test_no_file),        cmocka_unit_test(test_credentials_order),
-        cmocka_unit_test(test_secret_file),    cmocka_unit_test(test_secret_modes),
-        cmocka_unit_test(test_config_symlink), cmocka_unit_test(test_relative_paths),
-        cmocka_unit_test(test_env_take),       cmocka_unit_test(test_endpoint_ok),
-        cmocka_unit_test(test_find),           cmocka_unit_test(test_dump),
-        cmocka_unit_test(test_sanitize),       cmocka_unit_test(test_env_access_key_control),
+        cmocka_unit_test(test_good_fixture),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_example),
+        cmocka_unit_test(test_ok_values),
+        cmocka_unit_test(test_domain_code),
+        cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_name_length),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_mount_needs_dashboards),
+        cmocka_unit_test(test_no_file),
+        cmocka_unit_test(test_credentials_order),
+        cmocka_unit_test(test_secret_file),
+        cmocka_unit_test(test_secret_modes),
+        cmocka_unit_test(test_config_symlink),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_env_take),
+        cmocka_unit_test(test_env_take_repeated),
+        cmocka_unit_test(test_endpoint_ok),
+        cmocka_unit_test(test_find),
+        cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_sanitize),
+        cmocka_unit_test(test_env_access_key_control),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
