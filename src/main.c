@@ -30,17 +30,41 @@
 #include "insightfs/vpath.h"
 #include "main_int.h"
 
-/* An absolute version of path (the file need not exist). Returns malloc'd or NULL. */
+/* An absolute version of path (the file need not exist). Returns malloc'd, or NULL with
+ * errno set: ENOMEM, or getcwd's (ENOENT when the current directory was removed). */
 static char *absolute(const char *path)
 {
     if (path[0] == '/')
         return strdup(path);
     char *cwd = getcwd(NULL, 0);
     char *out = NULL;
-    if (cwd && asprintf(&out, "%s/%s", cwd, path) < 0)
+    if (!cwd)
+        return NULL;
+    if (asprintf(&out, "%s/%s", cwd, path) < 0) {
         out = NULL;
+        errno = ENOMEM;
+    }
     free(cwd);
     return out;
+}
+
+/* What to put before strerror(e) when absolute() failed with e: one line saying why a
+ * relative path cannot be used, or nothing (out of memory). */
+static const char *absolute_why(int e)
+{
+    return e == ENOMEM ? "" : "relative to a current directory that cannot be read: ";
+}
+
+/* The configuration file named, made absolute: 0, or -1 after SPEC 2's "FILE: MESSAGE". */
+static int config_absolute(const char *named, char **path)
+{
+    *path = absolute(named);
+    if (!*path) {
+        int e = errno;
+        fprintf(stderr, "insightfs: %s: %s%s\n", named, absolute_why(e), strerror(e));
+        return -1;
+    }
+    return 0;
 }
 
 /* Which configuration file: SPEC 2. *path is malloc'd and absolute, or NULL when none
@@ -49,15 +73,13 @@ static int pick_config(const struct main_opts *o, const char *positional, int re
 {
     *path = NULL;
     const char *named = o->config ? o->config : positional;
-    if (named) {
-        *path = absolute(named);
-        return *path ? 0 : -1;
-    }
+    if (named)
+        return config_absolute(named, path);
     char *found = NULL, *tried = NULL;
     if (cfg_find(&found, &tried) == 0) {
-        *path = absolute(found);
+        int rc = config_absolute(found, path);
         free(found);
-        return *path ? 0 : -1;
+        return rc;
     }
     if (!required) {
         free(tried);
@@ -476,7 +498,12 @@ static int run_mount(struct main_opts *o, struct cfg_env *env)
     if (load_config(path, CFG_MODE_MOUNT, env, &cfg) != 0)
         goto out;
     mount_abs = absolute(mp);
-    if (!mount_abs || check_mountpoint(mount_abs) != 0)
+    if (!mount_abs) {
+        int e = errno;
+        main_usage_error("%s: mount point: %s%s", mp, absolute_why(e), strerror(e));
+        goto out;
+    }
+    if (check_mountpoint(mount_abs) != 0)
         goto out;
     if (vpath_tz_set(cfg->timezone) != 0) {
         fprintf(stderr, "insightfs: %s: time.timezone: unknown time zone '%s'\n", path,

@@ -676,6 +676,31 @@ def test_check_config_relative_path_is_made_absolute(api, config, tmp_path):
     assert p.stdout.decode() == "insightfs: %s/insightfs.conf: OK (4 dashboards visible)\n" % tmp_path
 
 
+def run_in_removed_cwd(tmp_path, args, env=None):
+    """insightfs run with a current directory that was removed (getcwd fails)."""
+    gone = tmp_path / ("gone-%d" % len(_outputs))
+    gone.mkdir()
+    p = subprocess.run(bin_cmd(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=clean_env(env), cwd=str(gone), preexec_fn=lambda: os.rmdir(str(gone)),
+                       timeout=60 * TIME_FACTOR)
+    assert not gone.exists()
+    check_stderr(p.stderr.decode(errors="replace"))
+    _outputs.append((args, p.stdout, p.stderr))
+    return p
+
+
+def test_relative_config_in_a_removed_current_directory(tmp_path):
+    """SPEC 2: a relative configuration path that cannot be made absolute is one line
+    on stderr and exit 1, not a silent failure (the file's existence does not matter)."""
+    why = "relative to a current directory that cannot be read: No such file or directory"
+    for args, env, named in [(("--check-config", "-c", "x.conf"), None, "x.conf"),
+                             (("--fetch", "web/cpu/" + RANGE, "-c", "x.conf"), None, "x.conf"),
+                             (("--discover",), {"INSIGHTFS_CONFIG": "y.conf"}, "y.conf")]:
+        p = run_in_removed_cwd(tmp_path, args, env)
+        assert (p.returncode, p.stdout) == (1, b""), (args, p.stderr)
+        assert p.stderr.decode() == "insightfs: %s: %s\n" % (named, why), args
+
+
 def test_check_config_needs_only_the_api_group(api, tmp_path):
     cfg = write_file(tmp_path / "api-only.conf", api_group(api))
     p = check(cfg)

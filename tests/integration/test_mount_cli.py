@@ -38,6 +38,26 @@ def test_mount_point_not_a_directory(config, tmp_path):
     assert not_mounted_anywhere_under(str(tmp_path))
 
 
+def test_relative_paths_in_a_removed_current_directory(config, tmp_path):
+    """SPEC 2: a relative configuration or mount point that cannot be made absolute (the
+    current directory was removed) is one line on stderr and exit 1, not silence."""
+    why = "relative to a current directory that cannot be read: No such file or directory"
+    cfg = config()
+    for i, (args, want) in enumerate([
+            (["x.conf", "mnt"], "insightfs: x.conf: %s\n" % why),
+            (["-f", "-c", "x.conf", "src", "mnt"], "insightfs: x.conf: %s\n" % why),
+            ([cfg, "mnt"], "insightfs: mnt: mount point: %s (see insightfs --help)\n" % why)]):
+        gone = tmp_path / ("gone-%d" % i)
+        gone.mkdir()
+        p = subprocess.run(bin_cmd(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=clean_env(), cwd=str(gone), preexec_fn=lambda: os.rmdir(str(gone)),
+                           timeout=60 * TIME_FACTOR)
+        assert not gone.exists()
+        check_stderr(p.stderr.decode(errors="replace"))
+        assert (p.returncode, p.stderr.decode()) == (1, want), args
+    assert not_mounted_anywhere_under(str(tmp_path))
+
+
 def test_unknown_mount_option_and_missing_mount_point(config, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
