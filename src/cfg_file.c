@@ -111,7 +111,9 @@ struct scan {
     int include_line, nul_line, int_line;
     const char *int_tok; /* the integer literal at int_line */
     size_t int_len;
-    bool int_64; /* it had an L suffix: it overflows 64 bits */
+    bool int_64;        /* it had an L suffix: it overflows 64 bits */
+    unsigned numbers;   /* number literals seen so far */
+    unsigned int_index; /* which of them (from 0) the one at int_line is */
 };
 
 static bool is_digit(char c)
@@ -144,6 +146,7 @@ static size_t scan_number(const char *t, size_t n, size_t i, int line, struct sc
     size_t start = i;
     uint64_t v = 0, limit;
     bool over = false, neg = false, l64 = false;
+    unsigned index = sc->numbers++;
 
     if (t[i] == '-' || t[i] == '+')
         neg = t[i++] == '-';
@@ -184,6 +187,7 @@ static size_t scan_number(const char *t, size_t n, size_t i, int line, struct sc
         sc->int_tok = t + start;
         sc->int_len = i - start;
         sc->int_64 = l64;
+        sc->int_index = index;
     }
     return i;
 }
@@ -255,6 +259,52 @@ static void scan_text(const char *t, size_t n, struct scan *sc)
 
 /* ---- the configuration file ---- */
 
+/* The number setting (int, int64 or float; a scalar or an element) that is the *n-th
+ * (from 0) number literal of the file under s, or NULL. The parser appends the members of
+ * groups, lists and arrays in file order, and in a file it parsed each number literal the
+ * scan counted is one such setting. Counts *n down. */
+static const config_setting_t *nth_number(const config_setting_t *s, unsigned *n)
+{
+    int type = config_setting_type(s);
+
+    if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64 || type == CONFIG_TYPE_FLOAT)
+        return (*n)-- == 0 ? s : NULL;
+    if (config_setting_is_aggregate(s)) {
+        for (int i = 0; i < config_setting_length(s); i++) {
+            const config_setting_t *hit = nth_number(config_setting_get_elem(s, (unsigned)i), n);
+
+            if (hit)
+                return hit;
+        }
+    }
+    return NULL;
+}
+
+/* The integer literal libconfig would truncate: "FILE:LINE: SETTING: MESSAGE" (SPEC 2
+ * leaves SETTING out only for errors libconfig's own parser reports, and it reports
+ * none here). */
+static int fail_int(struct cfg_loader *ld, const struct scan *sc)
+{
+    int shown = sc->int_len > 40 ? 40 : (int)sc->int_len;
+    const char *more = sc->int_len > 40 ? "..." : "";
+    unsigned n = sc->int_index;
+    const config_setting_t *s = nth_number(config_root_setting(&ld->lc), &n);
+    char *path = s ? cfg_setting_path(s) : NULL;
+    int rc;
+
+    if (s && !path)
+        return cfg_fail(ld, -ENOMEM, 0, NULL, "out of memory");
+    if (sc->int_64)
+        rc = cfg_fail(ld, -EINVAL, sc->int_line, path, "%.*s%s does not fit in a 64-bit integer",
+                      shown, sc->int_tok, more);
+    else
+        rc = cfg_fail(ld, -EINVAL, sc->int_line, path,
+                      "%.*s%s does not fit in a 32-bit integer: write %.*s%sL", shown, sc->int_tok,
+                      more, shown, sc->int_tok, more);
+    free(path);
+    return rc;
+}
+
 /* Open, check, scan and parse the file into ld->lc. */
 int cfg_file_parse(struct cfg_loader *ld)
 {
@@ -299,16 +349,7 @@ int cfg_file_parse(struct cfg_loader *ld)
         goto out;
     }
     if (sc.int_line) {
-        int shown = sc.int_len > 40 ? 40 : (int)sc.int_len;
-        const char *more = sc.int_len > 40 ? "..." : "";
-
-        if (sc.int_64)
-            rc = cfg_fail(ld, -EINVAL, sc.int_line, NULL, "%.*s%s does not fit in a 64-bit integer",
-                          shown, sc.int_tok, more);
-        else
-            rc = cfg_fail(ld, -EINVAL, sc.int_line, NULL,
-                          "%.*s%s does not fit in a 32-bit integer: write %.*s%sL", shown,
-                          sc.int_tok, more, shown, sc.int_tok, more);
+        rc = fail_int(ld, &sc);
         goto out;
     }
 out:

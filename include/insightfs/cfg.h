@@ -4,8 +4,8 @@
  * line in the forms of SPEC section 2, without the "insightfs: " prefix:
  *   "FILE:LINE: SETTING: MESSAGE"  (a setting with a line)
  *   "FILE: SETTING: MESSAGE"       (no line: missing setting, unreadable file, bad mode)
- *   "FILE:LINE: MESSAGE"           (libconfig's parser: syntax errors; also @include,
- *                                   a NUL byte, an integer too large for its type)
+ *   "FILE:LINE: MESSAGE"           (libconfig's parser: syntax errors; also @include
+ *                                   and a NUL byte, which belong to no setting)
  *   "FILE: MESSAGE"                (the configuration file itself cannot be opened/read)
  * FILE is the absolute path of the configuration file; with no file (CFG_MODE_API, path
  * NULL) it is the word "environment" and SETTING the variable, e.g.

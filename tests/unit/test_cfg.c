@@ -533,19 +533,35 @@ static const struct bad_case bad_cases[] = {
      "cache.max_bytes)"},
     {"api = { max_image_bytes = 1023; };", -EINVAL,
      "@F:1: api.max_image_bytes: 1023 is out of range (1024-268435456; at most cache.max_bytes)"},
-    /* integers libconfig 1.5 would truncate silently */
+    /* integers libconfig 1.5 would truncate silently: our scan, not libconfig's parser,
+     * reports them, so SPEC 2 wants the setting named */
     {"cache = {\n  max_bytes = 5000000000;\n};", -EINVAL,
-     "@F:2: 5000000000 does not fit in a 32-bit integer: write 5000000000L"},
+     "@F:2: cache.max_bytes: 5000000000 does not fit in a 32-bit integer: write 5000000000L"},
     {"api = { timeout_ms = 4294967396; };", -EINVAL,
-     "@F:1: 4294967396 does not fit in a 32-bit integer: write 4294967396L"},
+     "@F:1: api.timeout_ms: 4294967396 does not fit in a 32-bit integer: write 4294967396L"},
+    {"history_days = 4294967396;", -EINVAL,
+     "@F:1: history_days: 4294967396 does not fit in a 32-bit integer: write 4294967396L"},
     {"api = { retries = -2147483649; };", -EINVAL,
-     "@F:1: -2147483649 does not fit in a 32-bit integer: write -2147483649L"},
+     "@F:1: api.retries: -2147483649 does not fit in a 32-bit integer: write -2147483649L"},
     {"api = { timeout_ms = 0x80000000; };", -EINVAL,
-     "@F:1: 0x80000000 does not fit in a 32-bit integer: write 0x80000000L"},
+     "@F:1: api.timeout_ms: 0x80000000 does not fit in a 32-bit integer: write 0x80000000L"},
     {"cache = { max_bytes = 99999999999999999999L; };", -EINVAL,
-     "@F:1: 99999999999999999999L does not fit in a 64-bit integer"},
+     "@F:1: cache.max_bytes: 99999999999999999999L does not fit in a 64-bit integer"},
     {"cache = { max_bytes = 9223372036854775808L; };", -EINVAL,
-     "@F:1: 9223372036854775808L does not fit in a 64-bit integer"},
+     "@F:1: cache.max_bytes: 9223372036854775808L does not fit in a 64-bit integer"},
+    /* the setting is the one holding the literal, among others on the line and before */
+    {"x = 1.5e3; y = ( .5, 7 );\napi = { retries = 1; timeout_ms = 0x10; max_pending = "
+     "2147483648; };",
+     -EINVAL,
+     "@F:2: api.max_pending: 2147483648 does not fit in a 32-bit integer: write 2147483648L"},
+    {"presets = [ 1, 2,\n  4294967396 ];", -EINVAL,
+     "@F:2: presets.[2]: 4294967396 does not fit in a 32-bit integer: write 4294967396L"},
+    {"dashboards = ( { id = \"5\"; widgets = ( 1, { n = ( 2L, 3.0 ); m = -4294967396; } ); } );",
+     -EINVAL,
+     "@F:1: dashboards.[0].widgets.[1].m: -4294967396 does not fit in a 32-bit integer: write "
+     "-4294967396L"},
+    {"api = { timeut_ms = 4294967396; };", -EINVAL,
+     "@F:1: api.timeut_ms: 4294967396 does not fit in a 32-bit integer: write 4294967396L"},
 
     /* enumerations */
     {"api = { resolution = \"auto\"; };", -EINVAL,
