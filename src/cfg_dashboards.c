@@ -78,6 +78,23 @@ static int check_id(struct cfg_loader *ld, const struct entry *e)
     return 0;
 }
 
+/* SPEC 2 gives a missing setting the form without a line: "FILE: SETTING: MESSAGE",
+ * SETTING the id's own path (dashboards.[0].id). */
+static int fail_missing_id(struct cfg_loader *ld, const config_setting_t *g)
+{
+    char *grp = cfg_setting_path(g), *id = NULL;
+    int rc;
+
+    if (!grp || asprintf(&id, "%s.id", grp) < 0) {
+        free(grp);
+        return cfg_fail(ld, -ENOMEM, 0, NULL, "out of memory");
+    }
+    rc = cfg_fail(ld, -EINVAL, 0, id, "missing");
+    free(id);
+    free(grp);
+    return rc;
+}
+
 static int take_entry(struct cfg_loader *ld, const config_setting_t *g, bool dashboard,
                       struct entry *e)
 {
@@ -103,7 +120,7 @@ static int take_entry(struct cfg_loader *ld, const config_setting_t *g, bool das
             return rc;
     }
     if (!e->id_s)
-        return cfg_fail_at(ld, -EINVAL, g, "id is missing");
+        return fail_missing_id(ld, g);
     e->id = config_setting_get_string(e->id_s);
     e->name = e->name_s ? config_setting_get_string(e->name_s) : e->id;
     rc = check_id(ld, e);

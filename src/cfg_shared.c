@@ -274,7 +274,7 @@ int cfg_take_shared(struct cfg_loader *ld, const config_setting_t *grp)
             rc = cfg_fail_at(ld, -EINVAL, s, "unknown setting");
     }
     if (rc == 0 && !redis)
-        rc = cfg_fail(ld, -EINVAL, config_setting_source_line(grp), "shared.redis",
+        rc = cfg_fail(ld, -EINVAL, 0, "shared.redis",
                       "missing (redis://HOST[:PORT][/DB] or unix:/PATH[?db=N])");
     return rc;
 }

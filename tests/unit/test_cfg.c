@@ -646,7 +646,12 @@ static const struct bad_case bad_cases[] = {
      "@F:1: dashboards.[0].id: is empty"},
     {"dashboards = ( { name = \"a\"; id = \"x\\ny\"; } );", -EINVAL,
      "@F:1: dashboards.[0].id: \"x\\x0ay\" contains a control character"},
-    {"dashboards = (\n  { name = \"a\"; }\n);", -EINVAL, "@F:2: dashboards.[0]: id is missing"},
+    /* a missing setting has no line (SPEC 2) */
+    {"dashboards = (\n  { name = \"a\"; }\n);", -EINVAL, "@F: dashboards.[0].id: missing"},
+    {"dashboards = (\n  { id = \"d\";\n    widgets = ( { id = \"w\"; }, { name = \"v\"; } ); }\n);",
+     -EINVAL, "@F: dashboards.[0].widgets.[1].id: missing"},
+    {"shared = {\n  timeout_ms = 100;\n};", -EINVAL,
+     "@F: shared.redis: missing (redis://HOST[:PORT][/DB] or unix:/PATH[?db=N])"},
     /* with pages = true, index.html is the pages' name (SPEC 4), wherever `pages` comes;
      * dashboards are blamed before widgets, as for every other name rule */
     {"pages = true;\ndashboards = (\n  { name = \"index.html\"; id = \"x\"; }\n);", -EINVAL,
