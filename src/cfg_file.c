@@ -51,16 +51,19 @@ static void text_free(char *buf, size_t len)
     }
 }
 
-/* Read all of fd (at most max bytes) into a NUL-terminated buffer. Growth copies and
- * wipes by hand (no realloc) because the text may hold a secret. */
+/* Read all of fd (at most max bytes; exactly max is fine) into a NUL-terminated buffer.
+ * The buffer holds one byte more than the text, so the read that finds the end needs
+ * no growth (and, at max, tells a file of max bytes from a larger one). Growth copies
+ * and wipes by hand (no realloc) because the text may hold a secret. */
 static int read_all(int fd, size_t max, char **out, size_t *len_out)
 {
     struct stat st;
-    size_t cap = 4096, len = 0;
+    size_t cap = max + 2 < 4096 ? max + 2 : 4096, len = 0; /* never above max + 2 */
     char *buf;
 
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 && (uint64_t)st.st_size < max)
-        cap = (size_t)st.st_size + 1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
+        (uint64_t)st.st_size <= max)
+        cap = (size_t)st.st_size + 2;
     buf = malloc(cap);
     if (!buf)
         return -ENOMEM;
@@ -68,10 +71,10 @@ static int read_all(int fd, size_t max, char **out, size_t *len_out)
         ssize_t r;
 
         if (len + 1 == cap) {
-            size_t ncap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+            size_t ncap = cap * 2 > max + 2 ? max + 2 : cap * 2;
             char *nbuf;
 
-            if (len >= max) {
+            if (len > max) {
                 text_free(buf, len);
                 return -EFBIG;
             }

@@ -986,6 +986,54 @@ static void test_secret_file(void **state)
     free(p);
 }
 
+/* The limits are sizes a file may have: exactly 64 KiB (a secret file) or 16 MiB (the
+ * configuration) is read, one byte more is "larger than". */
+static void test_file_size_limits(void **state)
+{
+    const size_t key_max = 64u << 10, conf_max = 16u << 20;
+    char *text = malloc(conf_max + 1), *p, *want, *err = NULL;
+    struct cfg *cfg = NULL;
+    size_t n;
+
+    (void)state;
+    assert_non_null(text);
+    /* a secret file: the key on its first line, then filler lines */
+    memset(text, 'x', key_max + 1);
+    memcpy(text, "the-key\n", 8);
+    for (size_t i = 80; i < key_max + 1; i += 80)
+        text[i] = '\n';
+    p = write_bytes("key", 0600, text, key_max);
+    cfg = load_ok("api = { secret_key_file = \"key\"; };", CFG_MODE_API, &ENV);
+    assert_string_equal(cfg->secret_key, "the-key");
+    cfg_free(cfg);
+    free(p);
+    p = write_bytes("key", 0600, text, key_max + 1);
+    expect_err("api = { secret_key_file = \"key\"; };", 0600, CFG_MODE_API, &ENV, -EFBIG,
+               "@F: api.secret_key_file: @D/key is larger than 64 KiB");
+    free(p);
+
+    /* the configuration: a setting, then comment lines of 64 bytes up to the size */
+    n = (size_t)sprintf(text, "history_days = 7;\n");
+    for (size_t i = n; i < conf_max + 1; i++)
+        text[i] = (i - n) % 64 == 0 ? '#' : (i - n) % 64 == 63 ? '\n' : ' ';
+    text[conf_max - 1] = '\n'; /* libconfig 1.5 wants a comment to end in one */
+    p = write_bytes("t.conf", 0600, text, conf_max);
+    if (cfg_load(p, CFG_MODE_API, &ENV, &cfg, &err) != 0)
+        fail_msg("a configuration of exactly 16 MiB: %s", err);
+    assert_int_equal(cfg->history_days, 7);
+    cfg_free(cfg);
+    free(p);
+    p = write_bytes("t.conf", 0600, text, conf_max + 1);
+    want = expand("@F: larger than 16 MiB");
+    assert_int_equal(cfg_load(p, CFG_MODE_API, &ENV, &cfg, &err), -EFBIG);
+    assert_null(cfg);
+    assert_string_equal(err, want);
+    free(err);
+    free(want);
+    free(p);
+    free(text);
+}
+
 static void test_secret_modes(void **state)
 {
     static const mode_t bad[] = {0644, 0640, 0604, 0610, 0601, 0660};
@@ -1582,6 +1630,7 @@ int main(void)
         cmocka_unit_test(test_no_file),
         cmocka_unit_test(test_credentials_order),
         cmocka_unit_test(test_secret_file),
+        cmocka_unit_test(test_file_size_limits),
         cmocka_unit_test(test_secret_modes),
         cmocka_unit_test(test_config_symlink),
         cmocka_unit_test(test_relative_paths),
