@@ -1502,6 +1502,23 @@ def test_secret_never_printed_by_a_debug_mount(api, config, tmp_path):
     wait_for(lambda: not is_mounted(mnt), 10, "the mount to go away")
 
 
+def hung_env_config(tmp_path, server):
+    """A configuration without credentials (they come from the environment) whose
+    --fetch hangs on server's API, so that the process stays to be looked at."""
+    server.fault("hang", count=-1)
+    return write_file(tmp_path / "env.conf",
+                      api_group(server, "  timeout_ms = 10000;\n  retries = 0;\n",
+                                credentials=False) + DEFAULT_DASHBOARDS)
+
+
+def proc_environ_cmdline(pid):
+    """(/proc/PID/environ, /proc/PID/cmdline) as bytes."""
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        environ = f.read()
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return environ, f.read()
+
+
 # Valgrind builds the client's environment block itself: /proc/PID/environ shows
 # valgrind's original copy (secret included), which insightfs never sees and cannot zero.
 @pytest.mark.skipif(VALGRIND, reason="/proc/PID/environ is valgrind's copy, not insightfs's")
@@ -1510,20 +1527,14 @@ def test_environment_credentials_leave_proc_environ(tmp_path):
     access = forbid("PROCENVIRONACCESSKEY77")
     server = LocalAPI().start(str(tmp_path / "envapi"), access_key=access, secret_key=secret)
     try:
-        cfg = write_file(tmp_path / "env.conf", api_group(server, "  timeout_ms = 10000;\n"
-                                                                  "  retries = 0;\n",
-                                                          credentials=False) + DEFAULT_DASHBOARDS)
-        server.fault("hang", count=-1)
+        cfg = hung_env_config(tmp_path, server)
         env = clean_env({"NCLOUD_ACCESS_KEY": access, "NCLOUD_SECRET_KEY": secret})
         proc = subprocess.Popen(bin_cmd(["--fetch", "web/cpu/" + RANGE, "--config", cfg]), env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             # The request is in flight (signed with the secret): the process holds it.
             wait_for(lambda: server.requests(), 10, "the hung request")
-            with open("/proc/%d/environ" % proc.pid, "rb") as f:
-                environ = f.read()
-            with open("/proc/%d/cmdline" % proc.pid, "rb") as f:
-                cmdline = f.read()
+            environ, cmdline = proc_environ_cmdline(proc.pid)
             assert proc.poll() is None
             assert b"PATH=" in environ  # the environment itself is readable
             assert secret.encode() not in environ
@@ -1564,10 +1575,7 @@ def test_repeated_environment_credentials_leave_proc_environ(tmp_path):
     access2 = forbid("REPEATEDENVIRONACCESS2")
     server = LocalAPI().start(str(tmp_path / "envapi"), access_key=access, secret_key=secret)
     try:
-        cfg = write_file(tmp_path / "env.conf", api_group(server, "  timeout_ms = 10000;\n"
-                                                                  "  retries = 0;\n",
-                                                          credentials=False) + DEFAULT_DASHBOARDS)
-        server.fault("hang", count=-1)
+        cfg = hung_env_config(tmp_path, server)
         env = ["%s=%s" % kv for kv in clean_env().items()]
         env += ["NCLOUD_ACCESS_KEY=" + access, "NCLOUD_SECRET_KEY=" + secret,
                 "NCLOUD_SECRET_KEY=" + secret2, "NCLOUD_ACCESS_KEY=" + access2]
@@ -1580,10 +1588,7 @@ def test_repeated_environment_credentials_leave_proc_environ(tmp_path):
             wait_for(lambda: server.requests() or proc.poll() is not None, 10,
                      "the hung request")
             assert proc.poll() is None, proc.stderr.read()
-            with open("/proc/%d/cmdline" % proc.pid, "rb") as f:
-                cmdline = f.read()
-            with open("/proc/%d/environ" % proc.pid, "rb") as f:
-                environ = f.read()
+            environ, cmdline = proc_environ_cmdline(proc.pid)
             assert cmdline.split(b"\0")[0] == argv[0].encode()  # insightfs itself
             assert b"PATH=" in environ  # the environment itself is readable
             for value in (secret, secret2, access, access2):
