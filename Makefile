@@ -49,11 +49,11 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker shared shared_conn flight slab cache cache_index ns disc engine fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_io fs_mount fs_pages main_opts main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker shared shared_conn flight slab cache cache_index ns disc engine cpu fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_io fs_mount fs_pages main_opts main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.
-UNIT_TESTS := vpath cfg sign http api flight slab cache log ns disc engine shared fs
+UNIT_TESTS := vpath cfg sign http api flight slab cache log ns disc engine cpu shared fs
 UNIT_DEPS_vpath := vpath
 UNIT_DEPS_cfg := cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump vpath log
 UNIT_DEPS_sign := sign
@@ -62,6 +62,7 @@ UNIT_DEPS_api := api api_body api_breaker http http_errno http_tls sign log
 UNIT_DEPS_flight := flight
 UNIT_DEPS_cache := cache cache_index flight slab vpath log
 UNIT_DEPS_engine := engine
+UNIT_DEPS_cpu := cpu
 UNIT_DEPS_slab := slab
 UNIT_DEPS_log := log
 UNIT_DEPS_ns := ns cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump vpath log

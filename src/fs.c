@@ -14,10 +14,11 @@
  *   fs_pages.c  the pages (pages = true): index.html, built at LOOKUP as a snapshot
  * Below it: cache (versions, tickets, the byte bound), flight (single flight and failure
  * memory, for images and discovery alike), disc (discovered lists), engine (fetch
- * threads and the timer), api (signed calls, retries, circuit breaker), ns (the tree
- * and the one pure name resolver, also used by --fetch). Data flows down: lower modules
- * get `now` (both clocks) and a byte budget handed in and return what the caller must act
- * on (a ticket, the waiters of a completed fetch, versions to invalidate); none calls up.
+ * threads and the timer), cpu (one CPU for a lightly loaded daemon), api (signed calls, retries,
+ * circuit breaker), ns (the tree and the one pure name resolver, also used by --fetch). Data flows
+ * down: lower modules get `now` (both clocks) and a byte budget handed in and return what the
+ * caller must act on (a ticket, the waiters of a completed fetch, versions to invalidate); none
+ * calls up.
  *
  * Why the low-level API (SPEC 12). libfuse 3.14's high-level API has one inode per
  * path, so a refreshed live image would reuse an inode whose size and pages the kernel
@@ -39,7 +40,9 @@
  * dashboard while its discovered list is refreshed (SPEC 4), are kept (fs_wait.c):
  * answered by the fetch thread that completes the fetch, by their deadline, or EINTR.
  * So libfuse's default workers (at most 10) always read the next request at once, and a
- * cached file reads at once while any number of fetches hang.
+ * cached file reads at once while any number of fetches hang. While the daemon's load
+ * is light all its threads share one CPU (cpu.h: the hand-offs of a fetch between
+ * threads then cost no wake-up across CPUs); busy, they spread (the housekeeping tick).
  *
  * Memory (SPEC 7): every key, pending version, remembered failure, inode, remembered
  * name, listing snapshot and kept request counts in cache.max_bytes; the least recently

@@ -278,7 +278,7 @@ struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struct fs_op
 /* Free what fs_new made (threads stopped, or never started). NULL-safe. */
 void fs_free(struct fs *fs);
 
-/* Start and stop the housekeeping timer (idle sweep, heap trimming) and answer every
+/* Start and stop the housekeeping timer (idle sweep, heap trimming, the CPU share) and answer every
  * kept request at teardown. */
 void fs_wait_start(struct fs *fs);
 void fs_wait_stop(struct fs *fs);
@@ -342,8 +342,9 @@ struct fs {
     atomic_int_fast64_t shed_logged_mono;
     atomic_int stopping;
     struct engine_timer housekeeping;
-    uint64_t trim_mark; /* the housekeeping timer's: bytes held at its last tick */
-    size_t trim_inodes; /* the housekeeping timer's: image inodes at its last tick */
+    uint64_t trim_mark;    /* the housekeeping timer's: bytes held at its last tick */
+    size_t trim_inodes;    /* the housekeeping timer's: image inodes at its last tick */
+    struct cpu_share *cpu; /* the housekeeping timer's (set by fs_run before any thread) */
 
     /* Open directory handles (fs_dir.c), so that fs_free frees those whose RELEASEDIR
      * never came: the kernel sends RELEASEDIR in the background and drops what is still

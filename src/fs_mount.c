@@ -33,6 +33,7 @@
 #include "fs_int.h"
 #include "insightfs/api.h"
 #include "insightfs/cache.h"
+#include "insightfs/cpu.h"
 #include "insightfs/engine.h"
 #include "insightfs/log.h"
 
@@ -72,6 +73,7 @@ void fs_free(struct fs *fs)
     fs_dir_free_all(fs); /* handles whose RELEASEDIR never came (fs_int.h) */
     pthread_mutex_destroy(&fs->dirs_lock);
     fs_ra_free(fs->ra);
+    cpu_share_free(fs->cpu);
     fs_inval_free(fs->inval);
     fs_ino_free(fs->ino); /* drops the inodes' version references before the cache goes */
     engine_free(fs->engine);
@@ -191,6 +193,9 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
         goto out_unmount;
     if (!o->foreground)
         log_init(1, log_get_level());
+    /* Before the loop starts libfuse's workers and .init the other threads: every thread
+     * inherits main's mask (cpu.h). */
+    fs->cpu = cpu_share_new();
     int rc;
     if (o->single_thread) {
         rc = fuse_session_loop(fs->se);

@@ -55,6 +55,7 @@
 
 #include "insightfs/api.h"
 #include "insightfs/cache.h"
+#include "insightfs/cpu.h"
 #include "insightfs/disc.h"
 #include "insightfs/engine.h"
 #include "insightfs/http.h"
@@ -623,6 +624,10 @@ static void housekeeping(struct engine_timer *t)
         malloc_trim(0);
     fs->trim_mark = held;
     fs->trim_inodes = fs_ino_images(fs->ino);
+    int cpus = cpu_share_cpus(fs->cpu);
+    cpu_share_tick(fs->cpu, mono_ms(), cpu_used_ns());
+    if (cpu_share_cpus(fs->cpu) != cpus)
+        log_debug("threads now share %d CPU(s)", cpu_share_cpus(fs->cpu));
     t->when = mono_ms() + HOUSEKEEPING_MS;
     engine_timer_set(fs->engine, t);
 }

@@ -983,3 +983,74 @@ def test_reload_keeps_counters(api, config, mount):
     assert read_file(img(m, 1))
     assert stats(m)["upstream"]["requests"] == 2
     assert m.proc.poll() is None
+
+
+# ---- one CPU while idle (src/cpu.c) ------------------------------------------------------
+
+CALM_TICKS = 5  # cpu.h: CPU_CALM_TICKS housekeeping ticks of 1 s under the line
+
+LOAD = r"""
+import os, sys, time
+d, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+i = 0
+while time.monotonic() < until:
+    for _ in range(200):
+        i += 1
+        try:
+            os.stat(os.path.join(d, "no-such-name-%d-%d" % (os.getpid(), i)))
+        except FileNotFoundError:
+            pass
+"""
+
+
+def thread_masks(pid):
+    """{tid: frozenset of the CPUs it may run on} for every thread of pid."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            out[int(t)] = frozenset(os.sched_getaffinity(int(t)))
+        except OSError:  # ended meanwhile
+            pass
+    return out
+
+
+def on_one_cpu(pid, wide):
+    masks = set(thread_masks(pid).values())
+    return len(masks) == 1 and len(next(iter(masks))) == 1 and next(iter(masks)) <= wide
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="this process may use one CPU")
+@pytest.mark.skipif(VALGRIND, reason="valgrind runs one thread at a time anyway")
+def test_threads_share_one_cpu_until_busy(api, config, mount):
+    """Idle, every thread of the daemon (workers, fetch threads, timer, invalidation,
+    reload) runs on one and the same CPU of the mask it was started with. Kept busy
+    (LOOKUPs of names that do not exist, from three processes) it spreads over the whole
+    mask within a few ticks; CALM_TICKS quiet ticks later it is back on one CPU."""
+    wide = frozenset(os.sched_getaffinity(0))  # the daemon inherits this mask
+    m = mount(config(*cfg()))
+    pid = m.proc.pid
+    status, _, body = api.signed_get(target(0))
+    assert status == 200
+    assert read_file(img(m, 0)) == body  # a fetch: every kind of thread has started
+    assert stat_errno(m.path("web", "cpu", "no-such-name")) == errno.ENOENT
+    masks = thread_masks(pid)
+    assert len(masks) >= 10
+    assert on_one_cpu(pid, wide), masks
+
+    loaders = [subprocess.Popen([sys.executable, "-c", LOAD, m.path("web", "cpu"), str(60 * TIME_FACTOR)])
+               for _ in range(3)]
+    try:
+        wait_for(lambda: set(thread_masks(pid).values()) == {wide}, 10,
+                 "the busy daemon's threads to spread over %s" % sorted(wide))
+    finally:
+        for p in loaders:
+            p.kill()
+            p.wait()
+    wait_for(lambda: on_one_cpu(pid, wide), CALM_TICKS + 5,
+             "the quiet daemon's threads back on one CPU")
+    assert count(api, target(0)) == 2  # the test's own request and the daemon's
+    status, _, body = api.signed_get(target(1))
+    assert status == 200
+    assert read_file(img(m, 1)) == body
+    assert count(api, target(1)) == 2
+    assert m.proc.poll() is None
