@@ -17,14 +17,15 @@
  * left out would keep the inode, and its version's bytes, until the kernel's entry
  * timeout. Each name is charged at its size, so max_bytes bounds them (SPEC 7).
  *
- * Storage: a hash of chains by number, grown 4x when it holds more than 2 inodes per
- * bucket (a failed growth keeps the longer chains: lookups stay correct). Image and
- * snapshot inodes and remembered names churn, so they come from an age-ordered slab pool
- * (slab.h); directory inodes and their ids live as long as the table, so they come from
- * malloc: in the pool each would pin a 64 KiB block of records the kernel has forgotten.
- * Directory inodes are also indexed by (kind, dashboard id, widget id) in a hash of
- * their own, grown the same way, so finding one (every directory LOOKUP, every child
- * listed by OPENDIR of / or a dashboard) never walks the image inodes under the lock.
+ * Storage: a hash of chains by number (struct chains: grown 4x when it holds more than
+ * 2 inodes per bucket; a failed growth keeps the longer chains, lookups stay correct).
+ * Image and snapshot inodes and remembered names churn, so they come from an
+ * age-ordered slab pool (slab.h); directory inodes and their ids live as long as the
+ * table, so they come from malloc: in the pool each would pin a 64 KiB block of records
+ * the kernel has forgotten. Directory inodes are also indexed by (kind, dashboard id,
+ * widget id) in a second hash of chains, so finding one (every directory LOOKUP, every
+ * child listed by OPENDIR of / or a dashboard) never walks the image inodes under the
+ * lock.
  *
  * Memory (SPEC 7): image inodes and the names they remember are charged to the cache's
  * byte bound (cache_charge) while they live, so the number of names the kernel holds is
@@ -36,6 +37,7 @@
  */
 #include "fs_int.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,17 +46,113 @@
 
 #include "insightfs/slab.h"
 
+/* A hash of chains of inodes, linked through the inode member at link_off; an inode's
+ * bucket is key(n) masked to the number of buckets (a power of 2). Grown 4x when it holds
+ * more than 2 inodes per bucket; a failed growth keeps the longer chains, and lookups
+ * stay correct. Used twice: every inode by number, directory inodes by their ids. */
+struct chains {
+    struct fs_inode **b;
+    size_t n_b;
+    size_t count;
+    size_t link_off;
+    uint64_t (*key)(const struct fs_inode *n);
+};
+
+static struct fs_inode **link_of(const struct chains *c, struct fs_inode *n)
+{
+    return (struct fs_inode **)((char *)n + c->link_off);
+}
+
+/* 0, or -ENOMEM. */
+static int chains_init(struct chains *c, size_t n_b, size_t link_off,
+                       uint64_t (*key)(const struct fs_inode *n))
+{
+    c->b = calloc(n_b, sizeof(*c->b));
+    c->n_b = n_b;
+    c->count = 0;
+    c->link_off = link_off;
+    c->key = key;
+    return c->b ? 0 : -ENOMEM;
+}
+
+static struct fs_inode *chains_first(const struct chains *c, uint64_t key)
+{
+    return c->b[key & (c->n_b - 1)];
+}
+
+static void chains_insert(struct chains *c, struct fs_inode *n)
+{
+    struct fs_inode **b;
+    if (c->count + 1 > c->n_b * 2 && (b = calloc(c->n_b * 4, sizeof(*b))) != NULL) {
+        size_t nb = c->n_b * 4;
+        for (size_t i = 0; i < c->n_b; i++) {
+            for (struct fs_inode *p = c->b[i], *next; p; p = next) {
+                next = *link_of(c, p);
+                size_t k = c->key(p) & (nb - 1);
+                *link_of(c, p) = b[k];
+                b[k] = p;
+            }
+        }
+        free(c->b);
+        c->b = b;
+        c->n_b = nb;
+    }
+    size_t k = c->key(n) & (c->n_b - 1);
+    *link_of(c, n) = c->b[k];
+    c->b[k] = n;
+    c->count++;
+}
+
+static void chains_remove(struct chains *c, struct fs_inode *n)
+{
+    for (struct fs_inode **pp = &c->b[c->key(n) & (c->n_b - 1)]; *pp; pp = link_of(c, *pp)) {
+        if (*pp == n) {
+            *pp = *link_of(c, n);
+            c->count--;
+            return;
+        }
+    }
+}
+
+static uint64_t ino_key(uint64_t ino)
+{
+    return (ino * UINT64_C(0x9E3779B97F4A7C15)) >> 17;
+}
+
+static uint64_t ino_key_of(const struct fs_inode *n)
+{
+    return ino_key(n->ino);
+}
+
+static uint64_t dir_key(enum fs_kind kind, const char *dash_id, const char *widget_id)
+{
+    /* FNV-1a over the kind, then each id with its NUL, so ("a", "bc") != ("ab", "c"). */
+    uint64_t h = (UINT64_C(14695981039346656037) ^ (uint64_t)kind) * UINT64_C(1099511628211);
+    for (const char *s = dash_id;; s++) {
+        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+        if (!*s)
+            break;
+    }
+    for (const char *s = widget_id; s; s++) {
+        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+        if (!*s)
+            break;
+    }
+    return h;
+}
+
+static uint64_t dir_key_of(const struct fs_inode *n)
+{
+    return dir_key(n->kind, n->dash_id, n->widget_id);
+}
+
 struct fs_ino {
     struct cache *cache;    /* charged for image inodes and their names */
     struct slab_pool *pool; /* image and snapshot inodes, names (slab.h): freed heap goes
                                back; never a directory inode, which would pin its block */
     pthread_mutex_t lock;
-    struct fs_inode **buckets;  /* protected by lock */
-    size_t n_buckets;           /* protected by lock; a power of 2 */
-    size_t n_inodes;            /* protected by lock */
-    struct fs_inode **dirs;     /* protected by lock: directory inodes by their ids */
-    size_t n_dir_buckets;       /* protected by lock; a power of 2 */
-    size_t n_dirs;              /* protected by lock */
+    struct chains by_ino;       /* protected by lock: every inode, by number */
+    struct chains dirs;         /* protected by lock: directory inodes, by their ids */
     uint64_t next_ino;          /* protected by lock */
     size_t n_images;            /* protected by lock: image inodes */
     uint64_t pinned;            /* protected by lock: bytes of pinned inodes' records */
@@ -78,123 +176,26 @@ struct fs_ino_name {
 #define INODE_COST (sizeof(struct fs_inode) + 16)
 #define NAME_COST(len) ((sizeof(struct fs_ino_name) + (len) + 1 + 15) / 16 * 16)
 
-static size_t bucket_of(const struct fs_ino *t, uint64_t ino)
-{
-    uint64_t h = ino * UINT64_C(0x9E3779B97F4A7C15);
-    return (size_t)(h >> 17) & (t->n_buckets - 1);
-}
-
 /* lock held. */
 static struct fs_inode *find_locked(struct fs_ino *t, uint64_t ino)
 {
-    for (struct fs_inode *n = t->buckets[bucket_of(t, ino)]; n; n = n->next)
+    for (struct fs_inode *n = chains_first(&t->by_ino, ino_key(ino)); n; n = n->next)
         if (n->ino == ino)
             return n;
     return NULL;
-}
-
-/* lock held; grows the table when it gets crowded. */
-static void insert_locked(struct fs_ino *t, struct fs_inode *n)
-{
-    if (t->n_inodes + 1 > t->n_buckets * 2) {
-        size_t nb = t->n_buckets * 4;
-        struct fs_inode **b = calloc(nb, sizeof(*b));
-        if (b) {
-            struct fs_inode **old = t->buckets;
-            size_t old_n = t->n_buckets;
-            t->buckets = b;
-            t->n_buckets = nb;
-            for (size_t i = 0; i < old_n; i++) {
-                for (struct fs_inode *p = old[i], *next; p; p = next) {
-                    next = p->next;
-                    size_t k = bucket_of(t, p->ino);
-                    p->next = b[k];
-                    b[k] = p;
-                }
-            }
-            free(old);
-        } /* else: keep the longer chains; lookups stay correct */
-    }
-    size_t k = bucket_of(t, n->ino);
-    n->next = t->buckets[k];
-    t->buckets[k] = n;
-    t->n_inodes++;
-}
-
-static uint64_t dir_hash(enum fs_kind kind, const char *dash_id, const char *widget_id)
-{
-    /* FNV-1a over the kind, then each id with its NUL, so ("a", "bc") != ("ab", "c"). */
-    uint64_t h = (UINT64_C(14695981039346656037) ^ (uint64_t)kind) * UINT64_C(1099511628211);
-    for (const char *s = dash_id;; s++) {
-        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
-        if (!*s)
-            break;
-    }
-    for (const char *s = widget_id; s; s++) {
-        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
-        if (!*s)
-            break;
-    }
-    return h;
-}
-
-static size_t dir_bucket_of(const struct fs_ino *t, const struct fs_inode *n)
-{
-    return (size_t)dir_hash(n->kind, n->dash_id, n->widget_id) & (t->n_dir_buckets - 1);
 }
 
 /* lock held; the directory inode for (kind, dash_id, widget_id), or NULL. */
 static struct fs_inode *find_dir_locked(struct fs_ino *t, enum fs_kind kind, const char *dash_id,
                                         const char *widget_id)
 {
-    size_t k = (size_t)dir_hash(kind, dash_id, widget_id) & (t->n_dir_buckets - 1);
-    for (struct fs_inode *n = t->dirs[k]; n; n = n->dir_next) {
+    for (struct fs_inode *n = chains_first(&t->dirs, dir_key(kind, dash_id, widget_id)); n;
+         n = n->dir_next) {
         if (n->kind == kind && strcmp(n->dash_id, dash_id) == 0 &&
             (widget_id ? n->widget_id && strcmp(n->widget_id, widget_id) == 0 : !n->widget_id))
             return n;
     }
     return NULL;
-}
-
-/* lock held; indexes directory inode n, growing the index as insert_locked grows the
- * table. */
-static void insert_dir_locked(struct fs_ino *t, struct fs_inode *n)
-{
-    if (t->n_dirs + 1 > t->n_dir_buckets * 2) {
-        size_t nb = t->n_dir_buckets * 4;
-        struct fs_inode **b = calloc(nb, sizeof(*b));
-        if (b) {
-            struct fs_inode **old = t->dirs;
-            size_t old_n = t->n_dir_buckets;
-            t->dirs = b;
-            t->n_dir_buckets = nb;
-            for (size_t i = 0; i < old_n; i++) {
-                for (struct fs_inode *p = old[i], *next; p; p = next) {
-                    next = p->dir_next;
-                    size_t k = dir_bucket_of(t, p);
-                    p->dir_next = b[k];
-                    b[k] = p;
-                }
-            }
-            free(old);
-        } /* else: keep the longer chains; lookups stay correct */
-    }
-    size_t k = dir_bucket_of(t, n);
-    n->dir_next = t->dirs[k];
-    t->dirs[k] = n;
-    t->n_dirs++;
-}
-
-/* lock held. */
-static void remove_locked(struct fs_ino *t, struct fs_inode *n)
-{
-    for (struct fs_inode **pp = &t->buckets[bucket_of(t, n->ino)]; *pp; pp = &(*pp)->next) {
-        if (*pp == n) {
-            *pp = n->next;
-            t->n_inodes--;
-            return;
-        }
-    }
 }
 
 /* What image inode n's records count (the inode and its remembered names). */
@@ -260,11 +261,8 @@ struct fs_ino *fs_ino_new(struct cache *cache)
         return NULL;
     }
     t->next_ino = FS_INO_FIRST_DYNAMIC;
-    t->n_buckets = 256;
-    t->buckets = calloc(t->n_buckets, sizeof(*t->buckets));
-    t->n_dir_buckets = 64;
-    t->dirs = calloc(t->n_dir_buckets, sizeof(*t->dirs));
-    if (!t->buckets || !t->dirs)
+    if (chains_init(&t->by_ino, 256, offsetof(struct fs_inode, next), ino_key_of) != 0 ||
+        chains_init(&t->dirs, 64, offsetof(struct fs_inode, dir_next), dir_key_of) != 0)
         goto err;
     static const struct {
         uint64_t ino;
@@ -277,7 +275,7 @@ struct fs_ino *fs_ino_new(struct cache *cache)
         n->ino = fixed[i].ino;
         n->kind = fixed[i].kind;
         n->nlookup = 1;
-        insert_locked(t, n); /* not shared yet */
+        chains_insert(&t->by_ino, n); /* not shared yet */
     }
     return t;
 err:
@@ -289,14 +287,14 @@ void fs_ino_free(struct fs_ino *t)
 {
     if (!t)
         return;
-    for (size_t i = 0; t->buckets && i < t->n_buckets; i++) {
-        for (struct fs_inode *n = t->buckets[i], *next; n; n = next) {
+    for (size_t i = 0; t->by_ino.b && i < t->by_ino.n_b; i++) {
+        for (struct fs_inode *n = t->by_ino.b[i], *next; n; n = next) {
             next = n->next;
             inode_free(NULL, n);
         }
     }
-    free(t->buckets);
-    free(t->dirs);
+    free(t->by_ino.b);
+    free(t->dirs.b);
     pthread_mutex_destroy(&t->lock);
     slab_pool_release(t->pool);
     free(t);
@@ -325,8 +323,8 @@ struct fs_inode *fs_ino_dir(struct fs_ino *t, enum fs_kind kind, const char *das
                 inode_free(NULL, n);
             } else {
                 n->ino = t->next_ino++;
-                insert_locked(t, n);
-                insert_dir_locked(t, n);
+                chains_insert(&t->by_ino, n);
+                chains_insert(&t->dirs, n);
                 found = n;
             }
         }
@@ -351,7 +349,7 @@ struct fs_inode *fs_ino_image(struct fs_ino *t, struct cache_version *v)
             n->kind = FK_IMAGE;
             n->v = v;
             n->nlookup = 1;
-            insert_locked(t, n);
+            chains_insert(&t->by_ino, n);
             t->n_images++;
         } else {
             extra = v;
@@ -377,7 +375,7 @@ struct fs_inode *fs_ino_snapshot(struct fs_ino *t, char *data, size_t len)
     n->nlookup = 1;
     pthread_mutex_lock(&t->lock);
     n->ino = t->next_ino++;
-    insert_locked(t, n);
+    chains_insert(&t->by_ino, n);
     pthread_mutex_unlock(&t->lock);
     return n;
 }
@@ -390,7 +388,7 @@ void fs_ino_forget(struct fs_ino *t, uint64_t ino, uint64_t nlookup)
     if (n) {
         n->nlookup = n->nlookup > nlookup ? n->nlookup - nlookup : 0;
         if (n->nlookup == 0 && (n->kind == FK_IMAGE || n->kind == FK_META_FILE)) {
-            remove_locked(t, n);
+            chains_remove(&t->by_ino, n);
             if (n->kind == FK_IMAGE)
                 t->n_images--;
             dead = n;
