@@ -625,8 +625,11 @@ static void housekeeping(struct engine_timer *t)
     fs->trim_mark = held;
     fs->trim_inodes = fs_ino_images(fs->ino);
     int cpus = cpu_share_cpus(fs->cpu);
-    cpu_share_tick(fs->cpu, mono_ms(), cpu_used_ns());
-    if (cpu_share_cpus(fs->cpu) != cpus)
+    int rc = cpu_share_tick(fs->cpu, mono_ms(), cpu_used_ns());
+    if (rc != 0)
+        log_warn("threads spread over every CPU for good: the system refused a CPU mask (%s)",
+                 strerror(-rc));
+    else if (cpu_share_cpus(fs->cpu) != cpus)
         log_debug("threads now share %d CPU(s)", cpu_share_cpus(fs->cpu));
     t->when = mono_ms() + HOUSEKEEPING_MS;
     engine_timer_set(fs->engine, t);

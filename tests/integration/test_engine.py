@@ -987,7 +987,7 @@ def test_reload_keeps_counters(api, config, mount):
 
 # ---- one CPU while idle (src/cpu.c) ------------------------------------------------------
 
-CALM_TICKS = 5  # cpu.h: CPU_CALM_TICKS housekeeping ticks of 1 s under the line
+CALM_TICKS = 5  # cpu.h: CPU_SHARE_CALM_TICKS housekeeping ticks of 1 s under the line
 
 LOAD = r"""
 import os, sys, time

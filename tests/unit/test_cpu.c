@@ -26,24 +26,24 @@ static void test_decide(void **state)
     /* On one CPU: stays below or at the line, spreads above it; calm is not counted. */
     assert_int_equal(cpu_share_decide(1, 0, &calm), 1);
     assert_int_equal(calm, 0);
-    assert_int_equal(cpu_share_decide(1, CPU_SPREAD_PERMILLE, &calm), 1);
-    assert_int_equal(cpu_share_decide(1, CPU_SPREAD_PERMILLE + 1, &calm), 0);
+    assert_int_equal(cpu_share_decide(1, CPU_SHARE_SPREAD_PERMILLE, &calm), 1);
+    assert_int_equal(cpu_share_decide(1, CPU_SHARE_SPREAD_PERMILLE + 1, &calm), 0);
     assert_int_equal(cpu_share_decide(1, 1000, &calm), 0);
-    /* Spread: CPU_CALM_TICKS ticks in a row under CPU_PIN_PERMILLE bring it back. */
+    /* Spread: CPU_SHARE_CALM_TICKS ticks in a row under CPU_SHARE_PIN_PERMILLE bring it back. */
     calm = 0;
-    for (int i = 1; i < CPU_CALM_TICKS; i++) {
-        assert_int_equal(cpu_share_decide(0, CPU_PIN_PERMILLE - 1, &calm), 0);
+    for (int i = 1; i < CPU_SHARE_CALM_TICKS; i++) {
+        assert_int_equal(cpu_share_decide(0, CPU_SHARE_PIN_PERMILLE - 1, &calm), 0);
         assert_int_equal(calm, i);
     }
-    assert_int_equal(cpu_share_decide(0, CPU_PIN_PERMILLE - 1, &calm), 1);
+    assert_int_equal(cpu_share_decide(0, CPU_SHARE_PIN_PERMILLE - 1, &calm), 1);
     assert_int_equal(calm, 0);
     /* One tick at the line breaks the run. */
     calm = 0;
-    for (int i = 1; i < CPU_CALM_TICKS; i++)
+    for (int i = 1; i < CPU_SHARE_CALM_TICKS; i++)
         assert_int_equal(cpu_share_decide(0, 0, &calm), 0);
-    assert_int_equal(cpu_share_decide(0, CPU_PIN_PERMILLE, &calm), 0);
+    assert_int_equal(cpu_share_decide(0, CPU_SHARE_PIN_PERMILLE, &calm), 0);
     assert_int_equal(calm, 0);
-    for (int i = 1; i < CPU_CALM_TICKS; i++)
+    for (int i = 1; i < CPU_SHARE_CALM_TICKS; i++)
         assert_int_equal(cpu_share_decide(0, 0, &calm), 0);
     assert_int_equal(cpu_share_decide(0, 0, &calm), 1);
     /* Busy while spread: stays spread. */
@@ -135,16 +135,21 @@ static void test_pin_spread_pin(void **state)
     m = mask_of(after.t);
     assert_true(CPU_EQUAL(&m, &one));
 
-    int64_t now = 5000, cpu = 7 * MS;
-    cpu_share_tick(c, now, cpu); /* the first tick starts the measure only */
+    /* The first tick starts the measure only: 5 s of CPU in the 5 s before it are not
+     * counted. */
+    int64_t now = 5000, cpu = 5000 * MS;
+    assert_int_equal(cpu_share_tick(c, now, cpu), 0);
     assert_int_equal(cpu_share_cpus(c), 1);
-    cpu_share_tick(c, now, cpu + 900 * MS); /* no time passed: no measure */
+    assert_int_equal(cpu_share_tick(c, now + 500, -1), 0); /* CPU time unknown: no measure */
     assert_int_equal(cpu_share_cpus(c), 1);
-    now += 1000, cpu += CPU_SPREAD_PERMILLE * MS; /* exactly at the line */
-    cpu_share_tick(c, now, cpu);
+    now += 1000, cpu += CPU_SHARE_SPREAD_PERMILLE * MS; /* exactly at the line */
+    assert_int_equal(cpu_share_tick(c, now, cpu), 0);
     assert_int_equal(cpu_share_cpus(c), 1);
-    now += 1000, cpu += (CPU_SPREAD_PERMILLE + 1) * MS; /* above: spread */
-    cpu_share_tick(c, now, cpu);
+    /* No time passed: no measure, and the next one still runs from the last tick. */
+    assert_int_equal(cpu_share_tick(c, now, cpu + 300 * MS), 0);
+    assert_int_equal(cpu_share_cpus(c), 1);
+    now += 1000, cpu += (CPU_SHARE_SPREAD_PERMILLE + 1) * MS; /* above: spread */
+    assert_int_equal(cpu_share_tick(c, now, cpu), 0);
     assert_int_equal(cpu_share_cpus(c), CPU_COUNT(&start_mask));
     m = mask_of(pthread_self());
     assert_true(CPU_EQUAL(&m, &start_mask));
@@ -152,20 +157,44 @@ static void test_pin_spread_pin(void **state)
     assert_true(CPU_EQUAL(&m, &start_mask));
     m = mask_of(after.t);
     assert_true(CPU_EQUAL(&m, &start_mask));
+    /* A thread the walk missed (made during it by a thread not yet set) is set by the
+     * walk of the next tick. */
+    assert_int_equal(pthread_setaffinity_np(before.t, sizeof(one), &one), 0);
+    now += 1000;
+    assert_int_equal(cpu_share_tick(c, now, cpu), 0);
+    m = mask_of(before.t);
+    assert_true(CPU_EQUAL(&m, &start_mask));
 
-    /* Calm ticks of 2 s each (per mille over the whole interval), one short. */
-    for (int i = 1; i < CPU_CALM_TICKS; i++) {
-        now += 2000, cpu += 2 * (CPU_PIN_PERMILLE - 1) * MS;
-        cpu_share_tick(c, now, cpu);
+    /* Calm ticks of 2 s each (per mille over the whole interval), one short (the tick
+     * above was the first calm one). */
+    for (int i = 2; i < CPU_SHARE_CALM_TICKS; i++) {
+        now += 2000, cpu += 2 * (CPU_SHARE_PIN_PERMILLE - 1) * MS;
+        assert_int_equal(cpu_share_tick(c, now, cpu), 0);
         assert_int_equal(cpu_share_cpus(c), CPU_COUNT(&start_mask));
     }
-    now += 2000, cpu += 2 * (CPU_PIN_PERMILLE - 1) * MS;
-    cpu_share_tick(c, now, cpu);
+    now += 2000, cpu += 2 * (CPU_SHARE_PIN_PERMILLE - 1) * MS;
+    assert_int_equal(cpu_share_tick(c, now, cpu), 0);
     assert_int_equal(cpu_share_cpus(c), 1);
     one = mask_of(pthread_self());
     assert_int_equal(CPU_COUNT(&one), 1);
     m = mask_of(before.t);
     assert_true(CPU_EQUAL(&m, &one));
+    m = mask_of(after.t);
+    assert_true(CPU_EQUAL(&m, &one));
+    /* The walk after the change again sets a thread it missed. */
+    assert_int_equal(pthread_setaffinity_np(after.t, sizeof(start_mask), &start_mask), 0);
+    now += 1000;
+    assert_int_equal(cpu_share_tick(c, now, cpu), 0);
+    m = mask_of(after.t);
+    assert_true(CPU_EQUAL(&m, &one));
+    /* Masks reset from outside (taskset -a, a cpuset update) are pinned again. */
+    assert_int_equal(sched_setaffinity(0, sizeof(start_mask), &start_mask), 0);
+    assert_int_equal(pthread_setaffinity_np(after.t, sizeof(start_mask), &start_mask), 0);
+    now += 1000;
+    assert_int_equal(cpu_share_tick(c, now, cpu), 0);
+    assert_int_equal(cpu_share_cpus(c), 1);
+    one = mask_of(pthread_self());
+    assert_int_equal(CPU_COUNT(&one), 1);
     m = mask_of(after.t);
     assert_true(CPU_EQUAL(&m, &one));
 
@@ -193,8 +222,8 @@ static void test_one_cpu_is_idle(void **state)
     struct cpu_share *c = cpu_share_new();
     assert_non_null(c);
     assert_int_equal(cpu_share_cpus(c), 0);
-    cpu_share_tick(c, 1000, 0);
-    cpu_share_tick(c, 2000, 1000 * MS); /* a whole CPU: nothing to spread over */
+    assert_int_equal(cpu_share_tick(c, 1000, 0), 0);
+    assert_int_equal(cpu_share_tick(c, 2000, 1000 * MS), 0); /* a whole CPU: nowhere to go */
     assert_int_equal(cpu_share_cpus(c), 0);
     cpu_set_t m = mask_of(pthread_self());
     assert_true(CPU_EQUAL(&m, &one));
@@ -206,7 +235,7 @@ static void test_one_cpu_is_idle(void **state)
 static void test_null_and_clock(void **state)
 {
     (void)state;
-    cpu_share_tick(NULL, 1, 1);
+    assert_int_equal(cpu_share_tick(NULL, 1, 1), 0);
     assert_int_equal(cpu_share_cpus(NULL), 0);
     cpu_share_free(NULL);
     int64_t a = cpu_used_ns(), b = a;
