@@ -278,8 +278,8 @@ struct fs *fs_new(struct cfg *cfg, const struct cfg_env *env, const struct fs_op
 /* Free what fs_new made (threads stopped, or never started). NULL-safe. */
 void fs_free(struct fs *fs);
 
-/* Start and stop the housekeeping timer (idle sweep, heap trimming, the CPU share) and answer every
- * kept request at teardown. */
+/* Start and stop the housekeeping timer (idle sweep, heap trimming, the CPU share) and
+ * answer every kept request at teardown. */
 void fs_wait_start(struct fs *fs);
 void fs_wait_stop(struct fs *fs);
 

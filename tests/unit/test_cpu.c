@@ -99,6 +99,16 @@ static cpu_set_t mask_of(pthread_t t)
     return m;
 }
 
+/* This thread, a and b all have mask want. */
+static void assert_masks(const cpu_set_t *want, pthread_t a, pthread_t b)
+{
+    pthread_t ts[] = {pthread_self(), a, b};
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+        cpu_set_t m = mask_of(ts[i]);
+        assert_true(CPU_EQUAL(&m, want));
+    }
+}
+
 /* The process's mask at the start of each test, restored at its end. */
 static cpu_set_t start_mask;
 
@@ -151,12 +161,7 @@ static void test_pin_spread_pin(void **state)
     now += 1000, cpu += (CPU_SHARE_SPREAD_PERMILLE + 1) * MS; /* above: spread */
     assert_int_equal(cpu_share_tick(c, now, cpu), 0);
     assert_int_equal(cpu_share_cpus(c), CPU_COUNT(&start_mask));
-    m = mask_of(pthread_self());
-    assert_true(CPU_EQUAL(&m, &start_mask));
-    m = mask_of(before.t);
-    assert_true(CPU_EQUAL(&m, &start_mask));
-    m = mask_of(after.t);
-    assert_true(CPU_EQUAL(&m, &start_mask));
+    assert_masks(&start_mask, before.t, after.t);
     /* A thread the walk missed (made during it by a thread not yet set) is set by the
      * walk of the next tick. */
     assert_int_equal(pthread_setaffinity_np(before.t, sizeof(one), &one), 0);
@@ -177,10 +182,7 @@ static void test_pin_spread_pin(void **state)
     assert_int_equal(cpu_share_cpus(c), 1);
     one = mask_of(pthread_self());
     assert_int_equal(CPU_COUNT(&one), 1);
-    m = mask_of(before.t);
-    assert_true(CPU_EQUAL(&m, &one));
-    m = mask_of(after.t);
-    assert_true(CPU_EQUAL(&m, &one));
+    assert_masks(&one, before.t, after.t);
     /* The walk after the change again sets a thread it missed. */
     assert_int_equal(pthread_setaffinity_np(after.t, sizeof(start_mask), &start_mask), 0);
     now += 1000;
