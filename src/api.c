@@ -490,18 +490,12 @@ const char *api_errno_name(int neg_errno)
 
 /* ---- targets ---- */
 
-/* An id that can be a path segment: non-empty, and not "." or ".." (which stay as they
- * are when escaped, and which a server may resolve as directory steps). */
-static bool id_ok(const char *id)
-{
-    return id && *id && strcmp(id, ".") != 0 && strcmp(id, "..") != 0;
-}
-
 char *api_image_target(const char *dash_id, const char *widget_id, int64_t start_ms, int64_t end_ms,
                        enum vpath_res res)
 {
     char *d = NULL, *w = NULL, *out = NULL;
-    if (!id_ok(dash_id) || !id_ok(widget_id) || (res != VPATH_RES_AUTO && res != VPATH_RES_HIGH))
+    if (!api_id_addressable(dash_id) || !api_id_addressable(widget_id) ||
+        (res != VPATH_RES_AUTO && res != VPATH_RES_HIGH))
         return NULL;
     d = http_escape(dash_id, strlen(dash_id));
     w = http_escape(widget_id, strlen(widget_id));
@@ -519,7 +513,7 @@ char *api_image_target(const char *dash_id, const char *widget_id, int64_t start
 static char *widgets_target(const char *dash_id)
 {
     char *d = NULL, *out = NULL;
-    if (!id_ok(dash_id))
+    if (!api_id_addressable(dash_id))
         return NULL;
     d = http_escape(dash_id, strlen(dash_id));
     if (d && asprintf(&out, PATH_DASHBOARDS "/%s/widgets", d) < 0)
@@ -542,6 +536,7 @@ struct call {
     struct http_response resp; /* the last try's; on success the body is here */
     struct api_item *items;    /* BODY_LIST on success */
     size_t n_items;
+    size_t left_out; /* BODY_LIST: elements whose id cannot be addressed */
     int64_t signed_at_ms;
     struct api_result res;
     uint64_t opened_at; /* acct.opened when the call was admitted, or its retry decided */
@@ -579,7 +574,7 @@ static int accept_body(struct call *c, bool *cut)
         *cut = png == API_PNG_TRUNCATED;
         return png == API_PNG_VALID ? 0 : -EIO;
     }
-    return api_parse_items(r->body, r->len, c->id_key, &c->items, &c->n_items);
+    return api_parse_items(r->body, r->len, c->id_key, &c->items, &c->n_items, &c->left_out);
 }
 
 /* One try: sign, send, judge. Returns the try's verdict (err 0 on success). */
@@ -881,7 +876,8 @@ int api_fetch_image(struct api *api, const char *dash_id, const char *widget_id,
 {
     struct call c = {.kind = BODY_PNG, .max_body = api->max_image_bytes, .mem = mem};
     memset(out, 0, sizeof(*out));
-    if (!id_ok(dash_id) || !id_ok(widget_id) || (res != VPATH_RES_AUTO && res != VPATH_RES_HIGH)) {
+    if (!api_id_addressable(dash_id) || !api_id_addressable(widget_id) ||
+        (res != VPATH_RES_AUTO && res != VPATH_RES_HIGH)) {
         c.res.outcome = API_HTTP; /* as the gateway's 400 would be */
         snprintf(c.res.message, sizeof(c.res.message), "bad id or resolution");
         give_result(&c, result);
@@ -920,6 +916,10 @@ static int list_call(struct api *api, char *target, const char *id_key, int64_t 
         *items = c.items;
         *n = c.n_items;
         http_response_cleanup(&c.resp, NULL);
+        if (c.left_out > 0)
+            log_warn("upstream: GET %s: %zu entr%s left out (an id of \".\" or \"..\", or with a "
+                     "control character, can be neither asked for nor configured)",
+                     target, c.left_out, c.left_out == 1 ? "y" : "ies");
     }
     give_result(&c, result);
     return rc;
@@ -943,7 +943,7 @@ int api_list_widgets(struct api *api, const char *dash_id, int64_t deadline_mono
             memset(result, 0, sizeof(*result));
             result->outcome = API_UNREACHABLE;
         }
-        return id_ok(dash_id) ? -ENOMEM : -EINVAL;
+        return api_id_addressable(dash_id) ? -ENOMEM : -EINVAL;
     }
     int rc = list_call(api, target, "widgetId", deadline_mono_ms, items, n, result);
     free(target);

@@ -171,14 +171,26 @@ static char *item_id(json_object *v)
     return NULL;
 }
 
+bool api_id_addressable(const char *id)
+{
+    if (!id || !*id || strcmp(id, ".") == 0 || strcmp(id, "..") == 0)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
 int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
-                    struct api_item **items, size_t *n)
+                    struct api_item **items, size_t *n, size_t *left_out)
 {
     int rc = -EIO;
     struct api_item *out = NULL;
-    size_t count = 0;
+    size_t count = 0, skipped = 0;
     *items = NULL;
     *n = 0;
+    if (left_out)
+        *left_out = 0;
     json_object *root = parse_json(body, len);
     if (!root || !json_object_is_type(root, json_type_array))
         goto out;
@@ -188,14 +200,19 @@ int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
         rc = -ENOMEM;
         goto out;
     }
-    for (; count < total; count++) {
-        json_object *el = json_object_array_get_idx(root, count), *v = NULL;
+    for (size_t i = 0; i < total; i++) {
+        json_object *el = json_object_array_get_idx(root, i), *v = NULL;
         if (!json_object_is_type(el, json_type_object) ||
             !json_object_object_get_ex(el, id_key, &v))
             goto out;
         char *id = item_id(v);
         if (!id)
             goto out; /* -EIO, or an ENOMEM we cannot tell apart: both fail the list */
+        if (!api_id_addressable(id)) {
+            free(id);
+            skipped++;
+            continue;
+        }
         char *name = NULL;
         if (json_object_object_get_ex(el, "name", &v) && json_object_is_type(v, json_type_string)) {
             /* "\u0000" decodes to a NUL inside the name: it becomes '_' as sanitizing
@@ -213,14 +230,16 @@ int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
             name = strdup(id);
         out[count].id = id;
         out[count].name = name;
+        count++;
         if (!name) {
-            count++;
             rc = -ENOMEM;
             goto out;
         }
     }
     *items = out;
     *n = count;
+    if (left_out)
+        *left_out = skipped;
     out = NULL;
     rc = 0;
 out:

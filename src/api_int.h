@@ -55,15 +55,23 @@ enum api_png api_png_check(const unsigned char *p, size_t len, int64_t content_l
 void api_gateway_error(const unsigned char *body, size_t len, char *code, size_t code_size,
                        char *msg, size_t msg_size);
 
+/* An id insightfs can address and a configuration can name: non-empty, no control
+ * character (0x01-0x1f, 0x7f), and not "." or ".." (which stay as they are when escaped,
+ * and which a server may resolve as directory steps). cfg_dashboards.c refuses the same
+ * ids in a configuration. Pure. */
+bool api_id_addressable(const char *id);
+
 /* A list answer: a JSON array of objects, each with id_key a string (non-empty, no NUL)
  * or an integer (kept as its decimal text), "name" a string or else the id; other members
  * ignored. The body must be one strict JSON text (json-c's strict mode: no comments,
  * single quotes or trailing commas), followed by nothing but blanks (space, tab, CR, LF),
- * with no NUL byte. Returns 0 with *items, *n (free with api_items_free), -EIO for
- * anything else (not strict JSON, trailing junk, not an array, an element without a
+ * with no NUL byte. An element whose id is well-formed but not api_id_addressable is left
+ * out (nothing could be asked about it, and no configuration could name it) and counted
+ * in *left_out (may be NULL). Returns 0 with *items, *n (free with api_items_free), -EIO
+ * for anything else (not strict JSON, trailing junk, not an array, an element without a
  * usable id, over API_JSON_MAX), or -ENOMEM. */
 int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
-                    struct api_item **items, size_t *n);
+                    struct api_item **items, size_t *n, size_t *left_out);
 
 /* The random part of the wait before retry number `retry` (1 for the second try):
  * uniform over [0, min(5000, 250 * 2^(retry-1))] ms, drawn from rnd. */

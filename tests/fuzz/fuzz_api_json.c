@@ -13,9 +13,10 @@
  *     buffer is not written; with small buffers each is a prefix of what large buffers
  *     get, cut at most 3 bytes short and never inside a UTF-8 sequence when the whole
  *     was valid UTF-8; a code or message found means the body, blanks aside, is {...};
- *   - list: 0, -EIO or -ENOMEM; on error no items; on success every item has a
- *     non-empty id and a name, and the body, blanks aside, is [...] without a NUL byte
- *     (a comment or junk around it is a failure); all freed (LeakSanitizer);
+ *   - list: 0, -EIO or -ENOMEM; on error no items and none left out; on success every
+ *     item has an addressable id and a name, items and left-out elements add up to the
+ *     array's length, and the body, blanks aside, is [...] without a NUL byte (a comment
+ *     or junk around it is a failure); all freed (LeakSanitizer);
  *   - PNG: the same answer with content_length -1 and len; another length makes a valid
  *     body truncated (longer) or foreign (shorter) and changes nothing else; a truncated
  *     body starts with the signature; a valid body starts with the signature and IHDR,
@@ -28,6 +29,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "../../src/api_int.h"
 
@@ -161,18 +164,26 @@ static void fuzz_gateway_error(const unsigned char *body, size_t len, size_t cod
 static void fuzz_items(const unsigned char *body, size_t len, const char *id_key)
 {
     struct api_item *items = (struct api_item *)1;
-    size_t n = 12345;
-    int rc = api_parse_items(body, len, id_key, &items, &n);
+    size_t n = 12345, left_out = 777;
+    int rc = api_parse_items(body, len, id_key, &items, &n, &left_out);
 
     CHECK(rc == 0 || rc == -EIO || rc == -ENOMEM);
     if (rc != 0) {
-        CHECK(items == NULL && n == 0);
+        CHECK(items == NULL && n == 0 && left_out == 0);
         return;
     }
     CHECK(items != NULL);
     CHECK(json_text_is(body, len, '[', ']'));
+    /* Every element is either an item or left out; every item can be asked for. */
+    json_tokener *tok = json_tokener_new();
+    CHECK(tok != NULL);
+    json_object *arr = json_tokener_parse_ex(tok, (const char *)body, (int)len);
+    CHECK(arr && json_object_is_type(arr, json_type_array) &&
+          json_object_array_length(arr) == n + left_out);
+    json_object_put(arr);
+    json_tokener_free(tok);
     for (size_t k = 0; k < n; k++) {
-        CHECK(items[k].id && items[k].id[0] && items[k].name);
+        CHECK(items[k].id && api_id_addressable(items[k].id) && items[k].name);
     }
     api_items_free(items, n);
 }

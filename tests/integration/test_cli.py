@@ -1005,6 +1005,39 @@ def test_discover_no_dashboards(api, tmp_path):
     assert p.stdout.decode() == "insightfs: %s: OK (0 dashboards visible)\n" % full
 
 
+def test_discover_leaves_out_ids_nothing_can_address(api, tmp_path):
+    # "." and ".." cannot be path segments of a request, and no configuration may name an
+    # id with a control character: such entries are left out with one warn line per list,
+    # and the rest is printed, loads and serves (one of them failed the whole run before).
+    api.set_data([{"id": ".", "name": "dot", "widgets": [{"widgetId": "w", "name": "w"}]},
+                  {"id": "ok", "name": "", "widgets": [
+                      {"widgetId": "..", "name": "up"}, {"widgetId": "a\x01b", "name": "ctl"},
+                      {"widgetId": "...", "name": "."}]},
+                  {"id": "c\x7f", "name": "del", "widgets": []}])
+    cfg = write_file(tmp_path / "api.conf", api_group(api))
+    api.clear_log()
+    p = cli("--discover", "--config", cfg)
+    assert p.returncode == 0, p.stderr
+    text = p.stdout.decode()
+    assert text == (
+        'dashboards = (\n'
+        '  { name = "ok"; id = "ok";\n'
+        '    widgets = (\n'
+        '      { name = "_"; id = "..."; }\n'
+        '    ); }\n'
+        ');\n')
+    why = ('entr%s left out (an id of "." or "..", or with a control character, can be neither '
+           'asked for nor configured)')
+    assert p.stderr.decode() == (
+        "insightfs: warn: upstream: GET %s: 2 %s\n" % (API_PREFIX, why % "ies") +
+        "insightfs: warn: upstream: GET %s/ok/widgets: 2 %s\n" % (API_PREFIX, why % "ies"))
+    assert targets(api) == [API_PREFIX, API_PREFIX + "/ok/widgets"]
+    full = write_file(tmp_path / "full.conf", api_group(api) + text)
+    p = check(full)  # its one line only
+    assert p.stdout.decode() == "insightfs: %s: OK (1 dashboards visible)\n" % full
+    fetch_ok(api, full, "ok/_/" + RANGE, image_target("ok", "...", S, E))
+
+
 def test_discover_failure(api, tmp_path):
     cfg = write_file(tmp_path / "api.conf", api_group(api, "  retries = 0;\n"))
     api.fault("status", count=-1, prefix=API_PREFIX + "/df_empty", status=404)

@@ -234,3 +234,34 @@ def test_fetch_configured_name_equal_to_a_discovered_id(api, config, run_insight
     assert p.returncode == 1 and p.stdout == b""
     assert p.stderr.decode().endswith(
         "insightfs: df_222/b/20241202T0000Z-20241203T0000Z.png: No such file or directory\n")
+
+
+def test_ids_nothing_can_address_are_left_out(api, config, mount):
+    # "." and ".." cannot be path segments of a request and no configuration may name an
+    # id with a control character: a mount leaves such entries out of its listings (one
+    # warn line per list answer) and never asks for them; the others work as usual.
+    api.set_data([{"id": "..", "name": "up", "widgets": [{"widgetId": "w", "name": "w"}]},
+                  {"id": "good", "name": "good", "widgets": [
+                      {"widgetId": ".", "name": "dot"}, {"widgetId": "t\tab", "name": "tab"},
+                      {"widgetId": "fine", "name": "fine"}]}])
+    m = mount(config(api_extra="  retries = 0;\n", body="discover = true;\n"))
+    api.clear_log()
+    assert os.listdir(m.mnt) == ["good"]
+    assert os.listdir(m.path("good")) == ["fine"]
+    for name in ("up", "..", "dot", "tab"):
+        parent = m.mnt if name in ("up", "..") else m.path("good")
+        if name != "..":
+            assert errno_of(os.stat, os.path.join(parent, name)) == errno.ENOENT
+    assert targets(api) == [LIST, LIST + "/good/widgets"]
+    with open(m.path("good", "fine", "20241202T0000Z-20241203T0000Z.png"), "rb") as f:
+        data = f.read()
+    target = image_target("good", "fine", *DAY)
+    assert targets(api)[2:] == [target]
+    status, _, body = api.signed_get(target)
+    assert status == 200 and data == body
+    why = ('left out (an id of "." or "..", or with a control character, can be neither '
+           'asked for nor configured)')
+    wait_for(lambda: m.stderr().count(why) == 2, 5, "two warn lines")
+    assert "insightfs: warn: upstream: GET %s: 1 entry %s\n" % (LIST, why) in m.stderr()
+    assert "insightfs: warn: upstream: GET %s/good/widgets: 2 entries %s\n" % (LIST, why) \
+        in m.stderr()

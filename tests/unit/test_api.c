@@ -56,12 +56,13 @@ static void test_image_target(void **state)
     expect_target("a/b", "c d%e~f", 0, 1, VPATH_RES_HIGH,
                   "/cw_fea/real/cw/api/chart/dashboard/a%2Fb/widgets/c%20d%25e~f"
                   "?startTime=0&endTime=1&widgetResolutionMode=HIGH");
-    /* Non-ASCII (UTF-8 for 대시), reserved characters, control bytes, unreserved kept. */
+    /* Non-ASCII (UTF-8 for 대시), reserved characters, bytes outside ASCII and the space,
+     * unreserved kept. */
     expect_target("\xeb\x8c\x80\xec\x8b\x9c", "+&=?#", 5, 10, VPATH_RES_AUTO,
                   "/cw_fea/real/cw/api/chart/dashboard/%EB%8C%80%EC%8B%9C/widgets/"
                   "%2B%26%3D%3F%23?startTime=5&endTime=10&widgetResolutionMode=AUTO");
-    expect_target("\x01\x7f\xff", "AZaz09-._~", 1, INT64_MAX, VPATH_RES_AUTO,
-                  "/cw_fea/real/cw/api/chart/dashboard/%01%7F%FF/widgets/AZaz09-._~"
+    expect_target("\x80 \xff", "AZaz09-._~", 1, INT64_MAX, VPATH_RES_AUTO,
+                  "/cw_fea/real/cw/api/chart/dashboard/%80%20%FF/widgets/AZaz09-._~"
                   "?startTime=1&endTime=9223372036854775807&widgetResolutionMode=AUTO");
     expect_target("x.y", "..z", 1, 2, VPATH_RES_AUTO,
                   "/cw_fea/real/cw/api/chart/dashboard/x.y/widgets/..z"
@@ -69,9 +70,12 @@ static void test_image_target(void **state)
     expect_target(NULL, "w", 1, 2, VPATH_RES_AUTO, NULL);
     expect_target("d", "", 1, 2, VPATH_RES_AUTO, NULL);
     expect_target("d", "w", 1, 2, (enum vpath_res)7, NULL);
-    /* "." and ".." would be path segments the gateway may resolve: refused. */
+    /* "." and ".." would be path segments the gateway may resolve, and no configuration
+     * may name an id with a control character: refused (api_id_addressable). */
     expect_target("..", "w", 1, 2, VPATH_RES_AUTO, NULL);
     expect_target("d", ".", 1, 2, VPATH_RES_AUTO, NULL);
+    expect_target("a\x01", "w", 1, 2, VPATH_RES_AUTO, NULL);
+    expect_target("d", "\x7f", 1, 2, VPATH_RES_AUTO, NULL);
 }
 
 /* ---- PNG ---- */
@@ -241,7 +245,8 @@ static void test_parse_items(void **state)
     const char *ok = "[{\"id\":\"d1\",\"name\":\"web\"},{\"id\":42,\"name\":null},"
                      "{\"id\":\"d3\",\"extra\":{\"x\":[1,2]},\"dashboardId\":\"zz\"},"
                      "{\"id\":18446744073709551615,\"name\":\"big\"},{\"id\":-5,\"name\":7}]";
-    assert_int_equal(api_parse_items((const unsigned char *)ok, strlen(ok), "id", &it, &n), 0);
+    assert_int_equal(api_parse_items((const unsigned char *)ok, strlen(ok), "id", &it, &n, NULL),
+                     0);
     assert_int_equal(n, 5);
     assert_string_equal(it[0].id, "d1");
     assert_string_equal(it[0].name, "web");
@@ -256,15 +261,36 @@ static void test_parse_items(void **state)
 
     const char *widgets = "[{\"dashboardId\":\"d1\",\"name\":\"cpu\",\"widgetId\":\"w/1\"}]";
     assert_int_equal(
-        api_parse_items((const unsigned char *)widgets, strlen(widgets), "widgetId", &it, &n), 0);
+        api_parse_items((const unsigned char *)widgets, strlen(widgets), "widgetId", &it, &n, NULL),
+        0);
     assert_int_equal(n, 1);
     assert_string_equal(it[0].id, "w/1");
     assert_string_equal(it[0].name, "cpu");
     api_items_free(it, n);
 
-    const char *empty = " [ ] \n";
-    assert_int_equal(api_parse_items((const unsigned char *)empty, strlen(empty), "id", &it, &n),
+    /* Ids that cannot be asked for (nor configured) are left out and counted; an empty
+     * id is no id at all: the list is refused (below). */
+    const char *odd = "[{\"id\":\".\"},{\"id\":\"ok\",\"name\":\".\"},{\"id\":\"..\"},"
+                      "{\"id\":\"c\\u0001\"},{\"id\":\"d\\u007f\"},{\"id\":\"...\"},"
+                      "{\"id\":\"a\\u00e9\"}]";
+    size_t left = 99;
+    assert_int_equal(api_parse_items((const unsigned char *)odd, strlen(odd), "id", &it, &n, &left),
                      0);
+    assert_int_equal(n, 3);
+    assert_int_equal(left, 4);
+    assert_string_equal(it[0].id, "ok");
+    assert_string_equal(it[0].name, ".");
+    assert_string_equal(it[1].id, "...");
+    assert_string_equal(it[2].id, "a\xc3\xa9");
+    api_items_free(it, n);
+    assert_true(api_id_addressable("x") && api_id_addressable("...") && api_id_addressable(".a"));
+    assert_false(api_id_addressable(NULL) || api_id_addressable("") || api_id_addressable(".") ||
+                 api_id_addressable("..") || api_id_addressable("a\tb") ||
+                 api_id_addressable("\x7f") || api_id_addressable("\x1f"));
+
+    const char *empty = " [ ] \n";
+    assert_int_equal(
+        api_parse_items((const unsigned char *)empty, strlen(empty), "id", &it, &n, NULL), 0);
     assert_int_equal(n, 0);
     api_items_free(it, n);
 
@@ -287,7 +313,8 @@ static void test_parse_items(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         it = (struct api_item *)1;
         n = 7;
-        int rc = api_parse_items((const unsigned char *)bad[i], strlen(bad[i]), "id", &it, &n);
+        int rc =
+            api_parse_items((const unsigned char *)bad[i], strlen(bad[i]), "id", &it, &n, NULL);
         if (rc != -EIO)
             fail_msg("\"%s\": rc %d", bad[i], rc);
         assert_null(it);
@@ -295,13 +322,13 @@ static void test_parse_items(void **state)
     }
     /* A body with a NUL byte, and one over 4 MiB. */
     const unsigned char nul[] = "[{\"id\":\"d\"}]\0";
-    assert_int_equal(api_parse_items(nul, sizeof(nul), "id", &it, &n), -EIO);
+    assert_int_equal(api_parse_items(nul, sizeof(nul), "id", &it, &n, NULL), -EIO);
     size_t big = API_JSON_MAX + 1;
     unsigned char *huge = malloc(big);
     memset(huge, ' ', big);
     huge[0] = '[';
     huge[big - 1] = ']';
-    assert_int_equal(api_parse_items(huge, big, "id", &it, &n), -EIO);
+    assert_int_equal(api_parse_items(huge, big, "id", &it, &n, NULL), -EIO);
     free(huge);
     api_items_free(NULL, 0);
 }
@@ -332,7 +359,8 @@ static void test_json_strict(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         it = (struct api_item *)1;
         n = 7;
-        int rc = api_parse_items((const unsigned char *)bad[i], strlen(bad[i]), "id", &it, &n);
+        int rc =
+            api_parse_items((const unsigned char *)bad[i], strlen(bad[i]), "id", &it, &n, NULL);
         if (rc != -EIO)
             fail_msg("\"%s\": rc %d", bad[i], rc);
         assert_null(it);
@@ -340,10 +368,11 @@ static void test_json_strict(void **state)
     }
     /* A NUL after the value is not a blank. */
     const unsigned char nul[] = "[] \0 ";
-    assert_int_equal(api_parse_items(nul, sizeof(nul) - 1, "id", &it, &n), -EIO);
+    assert_int_equal(api_parse_items(nul, sizeof(nul) - 1, "id", &it, &n, NULL), -EIO);
     /* Blanks around the value are fine. */
     const char *ok = "\r\n\t [{\"id\":\"d1\",\"name\":\"web\"}] \t\r\n";
-    assert_int_equal(api_parse_items((const unsigned char *)ok, strlen(ok), "id", &it, &n), 0);
+    assert_int_equal(api_parse_items((const unsigned char *)ok, strlen(ok), "id", &it, &n, NULL),
+                     0);
     assert_int_equal(n, 1);
     assert_string_equal(it[0].id, "d1");
     assert_string_equal(it[0].name, "web");
