@@ -26,7 +26,7 @@
  *     corrected clock is within 5 minutes of the gateway: this extra try is outside
  *     `retries` (a wrong clock is ours to fix, not the server's fault).
  *   - A pacer handed in (api_set_pacer: the shared cache's fleet rate limit) is asked
- *     before every try and its wait counts against D.
+ *     before every try; its wait counts against D and ends when the breaker opens.
  *   - One warn line per failed logical call (SPEC 8), one debug line per failed try.
  *     Logged: the target, status, gateway errorCode and message (escaped), curl's text,
  *     the errno name. Never the secret, the signature or the access key.
@@ -123,7 +123,7 @@ struct api {
     int timeout_ms, connect_timeout_ms, retries;
     size_t max_image_bytes;
     int64_t test_offset_ms;
-    struct api_pacer pacer;                /* wait_turn NULL: none */
+    struct api_pacer pacer;                /* book_turn NULL: none */
     struct api *next_client, *prev_client; /* in acct->clients, protected by clients_mu */
     bool listed;                           /* in acct->clients */
 };
@@ -137,31 +137,39 @@ static int64_t realtime_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The backoff sleep of a retry: ms from now (counted from now in nanoseconds: a start
- * truncated to whole ms would end up to 1 ms early, and a Retry-After of 1 s must mean
- * at least 1 s, T4), cut short when the breaker opens. opened is the opening count
- * when the retry was decided: an opening since then, even one already closed again,
- * ends it. Returns 0 when the sleep ran out, or the negative errno that opened the
- * breaker (the retry must not be sent). */
-static int backoff_sleep(struct acct *a, int64_t ms, uint64_t opened)
+/* Wait ns from now on CLOCK_MONOTONIC unless the breaker opens: opened is the opening
+ * count when the try was admitted (or its retry decided), and an opening since then,
+ * even one already closed again, ends the wait. with_open: an open breaker ends it too
+ * (a retry's backoff; a probe, admitted while open, waits for its pacer turn without
+ * it). Returns 0 when the wait ran out, or the negative errno that opened the breaker
+ * (the try must not be sent). */
+static int sleep_unless_opened(struct acct *a, int64_t ns, uint64_t opened, bool with_open)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec += (long)(ns % 1000000000);
     if (ts.tv_nsec >= 1000000000) {
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&a->mu);
     /* Openings are counted, so one that a straggling answer closed again before this
-     * thread got the lock back still cancels the retry. */
-    while (!a->br.open && a->opened == opened)
+     * thread got the lock back still ends the wait. */
+    while (!(with_open && a->br.open) && a->opened == opened)
         if (pthread_cond_timedwait(&a->cv, &a->mu, &ts) == ETIMEDOUT)
             break;
-    int rc = a->br.open || a->opened != opened ? a->br.err : 0;
+    int rc = (with_open && a->br.open) || a->opened != opened ? a->br.err : 0;
     pthread_mutex_unlock(&a->mu);
     return rc;
+}
+
+/* The backoff sleep of a retry: ms from now (counted from now in nanoseconds: a start
+ * truncated to whole ms would end up to 1 ms early, and a Retry-After of 1 s must mean
+ * at least 1 s, T4), cut short when the breaker opens. */
+static int backoff_sleep(struct acct *a, int64_t ms, uint64_t opened)
+{
+    return sleep_unless_opened(a, ms * 1000000, opened, true);
 }
 
 /* 64 random bits for jitter: getrandom, or (should it fail) a xorshift of the clock
@@ -744,8 +752,11 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
                 break;
         }
         /* The fleet's pacer first (SPEC 13): its wait counts against D; no slot before D
-         * means no try, and the call ends with the last try's errno (ETIMEDOUT if none). */
-        if (api->pacer.wait_turn && api->pacer.wait_turn(api->pacer.arg, deadline) < 0) {
+         * means no try, and the call ends with the last try's errno (ETIMEDOUT if none).
+         * An opening breaker ends the wait at once (SPEC 6); one_try then finds the
+         * opening count moved and sends nothing. */
+        int64_t pace_ns = 0;
+        if (api->pacer.book_turn && api->pacer.book_turn(api->pacer.arg, deadline, &pace_ns) < 0) {
             if (admit == API_ADMIT_PROBE) {
                 pthread_mutex_lock(&a->mu);
                 api_breaker_probe_unsent(&a->br);
@@ -760,6 +771,8 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
             }
             break;
         }
+        if (pace_ns > 0)
+            (void)sleep_unless_opened(a, pace_ns, c->opened_at, false);
         int64_t ts, try_start = http_mono_ms();
         struct http_verdict v_last = v;
         struct api_result res_last = c->res;

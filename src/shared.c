@@ -475,13 +475,14 @@ void shared_finish(struct shared *s, const char *hash, struct shared_lease *leas
 
 /* ---- the fleet pacer ---- */
 
-static int wait_turn(void *arg, int64_t deadline_mono_ms)
+static int book_turn(void *arg, int64_t deadline_mono_ms, int64_t *wait_ns)
 {
     struct shared *s = arg;
     int64_t now = shared_mono_ms();
     char spacing[24], maxw[24];
     int rc = 0;
 
+    *wait_ns = 0;
     if (now >= deadline_mono_ms)
         return -ETIMEDOUT;
     if (!atomic_load(&s->up))
@@ -497,15 +498,10 @@ static int wait_turn(void *arg, int64_t deadline_mono_ms)
     shared_conn_put(s, c, r != NULL);
     if (!r)
         return 0;
-    if (r->type == REDIS_REPLY_INTEGER && r->integer < 0) {
+    if (r->type == REDIS_REPLY_INTEGER && r->integer < 0)
         rc = -ETIMEDOUT;
-    } else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
-        /* Round up: waking a moment early would let the try run ahead of its slot. */
-        long long us = r->integer;
-        struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
-    }
+    else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        *wait_ns = (int64_t)r->integer * 1000; /* whole microseconds: never early */
     freeReplyObject(r);
     return rc;
 }
@@ -514,7 +510,7 @@ struct api_pacer shared_pacer(struct shared *s)
 {
     struct api_pacer p = {NULL, NULL};
     if (s->fleet_rps > 0) {
-        p.wait_turn = wait_turn;
+        p.book_turn = book_turn;
         p.arg = s;
     }
     return p;

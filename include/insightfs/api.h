@@ -72,13 +72,14 @@ struct api_stats {
     uint64_t down_total; /* times the circuit breaker opened */
 };
 
-/* A pacer every try waits on before it is sent (the shared cache's fleet rate limit,
- * SPEC 13), handed in as a value: wait_turn(arg, D) waits for this try's slot and
- * returns 0 (go now; also when the pacer cannot decide, e.g. Redis is down), or
- * -ETIMEDOUT when the slot would come after D (no slot is taken, no try is made). Must
- * be thread-safe. */
+/* A pacer every try asks before it is sent (the shared cache's fleet rate limit, SPEC
+ * 13), handed in as a value: book_turn(arg, D, &wait_ns) books this try's slot and
+ * returns 0 with *wait_ns, how long from now the try must wait (0: go now; also when
+ * the pacer cannot decide, e.g. Redis is down), or -ETIMEDOUT when the slot would come
+ * after D (no slot is taken, no try is made). It never sleeps: the api waits itself, so
+ * that an opening circuit breaker ends the wait at once (SPEC 6). Must be thread-safe. */
 struct api_pacer {
-    int (*wait_turn)(void *arg, int64_t deadline_mono_ms);
+    int (*book_turn)(void *arg, int64_t deadline_mono_ms, int64_t *wait_ns);
     void *arg;
 };
 

@@ -78,8 +78,8 @@ void shared_free(struct shared *s);
 /* 1 when this instance's settings are cfg's shared group (so a reload may keep it). */
 int shared_same(const struct shared *s, const struct cfg *cfg);
 
-/* The fleet pacer for api_set_pacer (wait_turn NULL when fleet_requests_per_second is 0):
- * each try takes its slot from the GCRA script and sleeps until then. */
+/* The fleet pacer for api_set_pacer (book_turn NULL when fleet_requests_per_second is 0):
+ * each try takes its slot from the GCRA script and is told how long until then. */
 struct api_pacer shared_pacer(struct shared *s);
 
 enum shared_answer {

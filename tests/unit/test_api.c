@@ -1688,11 +1688,26 @@ struct pacer_once {
     atomic_int calls;
 };
 
-static int pacer_refuse_first(void *arg, int64_t deadline_ms)
+static int pacer_refuse_first(void *arg, int64_t deadline_ms, int64_t *wait_ns)
 {
     (void)deadline_ms;
     struct pacer_once *p = arg;
+    *wait_ns = 0;
     return atomic_fetch_add(&p->calls, 1) == 0 ? -ETIMEDOUT : 0;
+}
+
+/* A fleet pacer whose first turn is wait_ns away and every later one is now. */
+struct pacer_late {
+    atomic_int calls;
+    int64_t first_wait_ns;
+};
+
+static int pacer_first_late(void *arg, int64_t deadline_ms, int64_t *wait_ns)
+{
+    (void)deadline_ms;
+    struct pacer_late *p = arg;
+    *wait_ns = atomic_fetch_add(&p->calls, 1) == 0 ? p->first_wait_ns : 0;
+    return 0;
 }
 
 /* The probe gets no turn from the fleet's pacer: it was never sent, so the next call
@@ -1724,6 +1739,46 @@ static void test_breaker_probe_without_turn(void **state)
     assert_int_equal(r.tries, 1);
     assert_int_equal(api_is_down(f->api), 0);
     assert_int_equal(srv_requests(f->s), 4);
+    fx_free(f);
+}
+
+/* A try waiting 2 s for its fleet pacer turn fails at once, unsent, when another
+ * thread's tries open the breaker (SPEC 6: an opening fails every unsent try at once).
+ * Before, the pacer slept through the opening and the try failed at its turn. */
+static void test_breaker_cancels_pacer_wait(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(300, 7);
+    srv_set_default(f->s, hang_reply());
+    struct pacer_late late = {.first_wait_ns = 2000000000};
+    api_set_pacer(f->api, &(struct api_pacer){pacer_first_late, &late});
+    struct bg_fetch b = {.f = f};
+    pthread_t th;
+    struct cap c;
+    cap_start(&c);
+    assert_int_equal(pthread_create(&th, NULL, bg_fetch_main, &b), 0);
+    int64_t until = http_mono_ms() + srv_tf(2000);
+    while (atomic_load(&late.calls) == 0 && http_mono_ms() < until)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    assert_int_equal(atomic_load(&late.calls), 1); /* the background call waits its turn */
+    /* This call's three hung tries open the breaker (its turns are now). */
+    struct api_image img;
+    struct api_result r;
+    int rc = fetch(f, &img, &r, NULL);
+    int64_t opened = http_mono_ms();
+    pthread_join(th, NULL);
+    char *log = cap_stop(&c);
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_int_equal(r.tries, 3);
+    assert_true(api_is_down(f->api));
+    assert_int_equal(b.rc, -ETIMEDOUT);
+    assert_int_equal(b.r.tries, 0);
+    assert_int_equal(b.r.fast_fail, 1);
+    assert_true(b.end - b.start < 1900);
+    assert_true(b.end <= opened + srv_tf(100));
+    assert_int_equal(srv_requests(f->s), 3);
+    assert_non_null(strstr(log, "insightfs: warn: upstream down: ETIMEDOUT\n"));
+    free(log);
     fx_free(f);
 }
 
@@ -2016,6 +2071,7 @@ int main(void)
         cmocka_unit_test(test_breaker_hung_api),
         cmocka_unit_test(test_breaker_failures_amid_answers),
         cmocka_unit_test(test_breaker_cancels_backoff),
+        cmocka_unit_test(test_breaker_cancels_pacer_wait),
         cmocka_unit_test(test_skew_from_answers),
         cmocka_unit_test(test_breaker_probe_without_turn),
         cmocka_unit_test(test_unsent_retry_keeps_last_errno),
