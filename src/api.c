@@ -3,8 +3,8 @@
  * A logical call runs tries until one succeeds or one is final:
  *   - D (CLOCK_MONOTONIC, fixed by the caller when the call was first asked for, or
  *     now + timeout_ms * (retries + 1)) bounds everything: slot and rate waits inside
- *     http, transfers, and the backoff sleeps here. A wait that would end after D is not
- *     started: the call fails at once with the last errno.
+ *     http, transfers, and the backoff sleeps and fleet pacer waits here. A wait that
+ *     would end after D is not started: the call fails at once with the last errno.
  *   - Each try is signed afresh: timestamp = api_now_ms, signature over
  *     "GET <target>\n<timestamp>\n<access key>" where <target> is the exact string sent
  *     (api_image_target or a list path). The same string appears in the log lines.
@@ -52,8 +52,8 @@
  * open, end with result.fast_fail = 1, the outcome of the opening try, and no warn line.
  *
  * Locking: acct.mu protects the retry budget, the skew bookkeeping and the breaker; it
- * is held only for arithmetic and for the backoff wait on acct.cv (no I/O, no logging,
- * no calls into other modules). The applied offset, its generation, `down` and the
+ * is held only for arithmetic and for the backoff and fleet pacer waits on acct.cv (no
+ * I/O, no logging, no calls into other modules). The applied offset, its generation, `down` and the
  * counters are atomics, so api_now_ms, api_is_down and api_get_stats take no lock.
  * Everything else in struct api and struct acct is immutable after api_new.
  */
@@ -704,7 +704,7 @@ static void breaker_note(struct api *api, const struct call *c, struct http_verd
         a->down_outcome = c->res.outcome;
         atomic_store(&a->down, 1);
         atomic_fetch_add(&a->down_total, 1);
-        pthread_cond_broadcast(&a->cv); /* cancel every retry sleeping in its backoff */
+        pthread_cond_broadcast(&a->cv); /* end every backoff and fleet pacer wait */
     } else if (t == API_BREAKER_CLOSED) {
         atomic_store(&a->down, 0);
     }
@@ -714,6 +714,25 @@ static void breaker_note(struct api *api, const struct call *c, struct http_verd
         log_warn("upstream down: %s", api_errno_name(v.err));
     } else if (t == API_BREAKER_CLOSED)
         log_info("upstream up after %" PRId64 " s", (down_ms + 500) / 1000);
+}
+
+/* A try called off unsent because the breaker opened (while it waited for its fleet
+ * turn, a slot or a rate turn): a first try ends as a refused call would (the opening's
+ * outcome); a retry's caller keeps the last try's description, as one cancelled in its
+ * backoff does. Returns the errno that opened the breaker. */
+static int called_off(struct acct *a, struct call *c, bool first_try)
+{
+    pthread_mutex_lock(&a->mu);
+    int err = a->br.err;
+    enum api_outcome outcome = a->down_outcome;
+    pthread_mutex_unlock(&a->mu);
+    if (first_try) {
+        c->res.outcome = outcome;
+        c->res.status = 0;
+        c->res.error_code[0] = '\0';
+        snprintf(c->res.message, sizeof(c->res.message), "upstream down (circuit breaker open)");
+    }
+    return err;
 }
 
 static int call_run(struct api *api, struct call *c, int64_t deadline)
@@ -753,8 +772,8 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
         }
         /* The fleet's pacer first (SPEC 13): its wait counts against D; no slot before D
          * means no try, and the call ends with the last try's errno (ETIMEDOUT if none).
-         * An opening breaker ends the wait at once (SPEC 6); one_try then finds the
-         * opening count moved and sends nothing. */
+         * An opening breaker ends the wait at once (SPEC 6): the try is called off. A
+         * probe (admitted while open) waits for its turn whatever the breaker says. */
         int64_t pace_ns = 0;
         if (api->pacer.book_turn && api->pacer.book_turn(api->pacer.arg, deadline, &pace_ns) < 0) {
             if (admit == API_ADMIT_PROBE) {
@@ -771,8 +790,15 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
             }
             break;
         }
-        if (pace_ns > 0)
-            (void)sleep_unless_opened(a, pace_ns, c->opened_at, false);
+        if (pace_ns > 0 && sleep_unless_opened(a, pace_ns, c->opened_at, false) != 0) {
+            if (admit == API_ADMIT_PROBE) {
+                pthread_mutex_lock(&a->mu);
+                api_breaker_probe_unsent(&a->br);
+                pthread_mutex_unlock(&a->mu);
+            }
+            down_err = called_off(a, c, tries == 0);
+            break;
+        }
         int64_t ts, try_start = http_mono_ms();
         struct http_verdict v_last = v;
         struct api_result res_last = c->res;
@@ -781,23 +807,12 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
         v = one_try(api, c, deadline, &ts, &rejected);
         breaker_note(api, c, v, admit == API_ADMIT_PROBE, try_start);
         if (!c->resp.sent && atomic_load(&a->opened) != c->opened_at) {
-            /* Called off while it waited for a slot or a turn: the breaker opened. A
-             * first try ends as a refused call would; a retry keeps the last try's
-             * description, as one cancelled in its backoff does. */
-            pthread_mutex_lock(&a->mu);
-            down_err = a->br.err;
-            enum api_outcome down_outcome = a->down_outcome;
-            pthread_mutex_unlock(&a->mu);
+            /* Called off while it waited for a slot or a turn in http. */
             if (tries > 0) {
                 v = v_last;
                 c->res = res_last;
-            } else {
-                c->res.outcome = down_outcome;
-                c->res.status = 0;
-                c->res.error_code[0] = '\0';
-                snprintf(c->res.message, sizeof(c->res.message),
-                         "upstream down (circuit breaker open)");
             }
+            down_err = called_off(a, c, tries == 0);
             break;
         }
         if (tries > 0 && !c->resp.sent) {
@@ -930,8 +945,8 @@ static int list_call(struct api *api, char *target, const char *id_key, int64_t 
         *n = c.n_items;
         http_response_cleanup(&c.resp, NULL);
         if (c.left_out > 0)
-            log_warn("upstream: GET %s: %zu entr%s left out (an id of \".\" or \"..\", or with a "
-                     "control character, can be neither asked for nor configured)",
+            log_warn("upstream: GET %s: %zu entr%s left out (an id that is empty, \".\" or \"..\", "
+                     "or has a control character, can be neither asked for nor configured)",
                      target, c.left_out, c.left_out == 1 ? "y" : "ies");
     }
     give_result(&c, result);

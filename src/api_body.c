@@ -156,14 +156,15 @@ void api_items_free(struct api_item *items, size_t n)
     free(items);
 }
 
-/* An id: a non-empty string without NUL, or an integer as its decimal text. */
-static char *item_id(json_object *v)
+/* An id: a string, or an integer as its decimal text; NULL for any other type (or out
+ * of memory). *usable is cleared for a string that is empty or holds a NUL byte. */
+static char *item_id(json_object *v, bool *usable)
 {
+    *usable = true;
     if (json_object_is_type(v, json_type_string)) {
         const char *s = json_object_get_string(v);
         size_t n = (size_t)json_object_get_string_len(v);
-        if (n == 0 || strlen(s) != n)
-            return NULL;
+        *usable = n > 0 && strlen(s) == n;
         return strdup(s);
     }
     if (json_object_is_type(v, json_type_int))
@@ -205,10 +206,11 @@ int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
         if (!json_object_is_type(el, json_type_object) ||
             !json_object_object_get_ex(el, id_key, &v))
             goto out;
-        char *id = item_id(v);
+        bool usable;
+        char *id = item_id(v, &usable);
         if (!id)
             goto out; /* -EIO, or an ENOMEM we cannot tell apart: both fail the list */
-        if (!api_id_addressable(id)) {
+        if (!usable || !api_id_addressable(id)) {
             free(id);
             skipped++;
             continue;

@@ -61,15 +61,16 @@ void api_gateway_error(const unsigned char *body, size_t len, char *code, size_t
  * ids in a configuration. Pure. */
 bool api_id_addressable(const char *id);
 
-/* A list answer: a JSON array of objects, each with id_key a string (non-empty, no NUL)
- * or an integer (kept as its decimal text), "name" a string or else the id; other members
- * ignored. The body must be one strict JSON text (json-c's strict mode: no comments,
- * single quotes or trailing commas), followed by nothing but blanks (space, tab, CR, LF),
- * with no NUL byte. An element whose id is well-formed but not api_id_addressable is left
- * out (nothing could be asked about it, and no configuration could name it) and counted
- * in *left_out (may be NULL). Returns 0 with *items, *n (free with api_items_free), -EIO
- * for anything else (not strict JSON, trailing junk, not an array, an element without a
- * usable id, over API_JSON_MAX), or -ENOMEM. */
+/* A list answer: a JSON array of objects, each with id_key a string or an integer (kept
+ * as its decimal text), "name" a string or else the id; other members ignored. The body
+ * must be one strict JSON text (json-c's strict mode: no comments, single quotes or
+ * trailing commas), followed by nothing but blanks (space, tab, CR, LF), with no NUL
+ * byte. An element whose string id is empty, holds a NUL byte or is not
+ * api_id_addressable is left out (nothing could be asked about it, and no configuration
+ * could name it) and counted in *left_out (may be NULL). Returns 0 with *items, *n (free
+ * with api_items_free), -EIO for anything else (not strict JSON, trailing junk, not an
+ * array, an element that is not an object or whose id is missing or of another type,
+ * over API_JSON_MAX), or -ENOMEM. */
 int api_parse_items(const unsigned char *body, size_t len, const char *id_key,
                     struct api_item **items, size_t *n, size_t *left_out);
 

@@ -14,9 +14,11 @@
  *     get, cut at most 3 bytes short and never inside a UTF-8 sequence when the whole
  *     was valid UTF-8; a code or message found means the body, blanks aside, is {...};
  *   - list: 0, -EIO or -ENOMEM; on error no items and none left out; on success every
- *     item has an addressable id and a name, items and left-out elements add up to the
- *     array's length, and the body, blanks aside, is [...] without a NUL byte (a comment
- *     or junk around it is a failure); all freed (LeakSanitizer);
+ *     item has an addressable id and a name, the left-out elements are exactly those
+ *     whose string id is empty, holds a NUL or is not addressable, items and left-out
+ *     elements add up to the array's length, and the body, blanks aside, is [...]
+ *     without a NUL byte (a comment or junk around it is a failure); all freed
+ *     (LeakSanitizer);
  *   - PNG: the same answer with content_length -1 and len; another length makes a valid
  *     body truncated (longer) or foreign (shorter) and changes nothing else; a truncated
  *     body starts with the signature; a valid body starts with the signature and IHDR,
@@ -174,12 +176,27 @@ static void fuzz_items(const unsigned char *body, size_t len, const char *id_key
     }
     CHECK(items != NULL);
     CHECK(json_text_is(body, len, '[', ']'));
-    /* Every element is either an item or left out; every item can be asked for. */
+    /* Every element is either an item or left out, and exactly those whose string id is
+     * empty, holds a NUL or cannot be addressed are left out; every item can be asked for. */
     json_tokener *tok = json_tokener_new();
     CHECK(tok != NULL);
     json_object *arr = json_tokener_parse_ex(tok, (const char *)body, (int)len);
     CHECK(arr && json_object_is_type(arr, json_type_array) &&
           json_object_array_length(arr) == n + left_out);
+    size_t odd = 0;
+    for (size_t k = 0; k < json_object_array_length(arr); k++) {
+        json_object *id = NULL;
+        CHECK(json_object_object_get_ex(json_object_array_get_idx(arr, k), id_key, &id));
+        if (json_object_is_type(id, json_type_string)) {
+            const char *s = json_object_get_string(id);
+            size_t slen = (size_t)json_object_get_string_len(id);
+            if (slen == 0 || strlen(s) != slen || !api_id_addressable(s))
+                odd++;
+        } else {
+            CHECK(json_object_is_type(id, json_type_int));
+        }
+    }
+    CHECK(odd == left_out);
     json_object_put(arr);
     json_tokener_free(tok);
     for (size_t k = 0; k < n; k++) {

@@ -1026,8 +1026,8 @@ def test_discover_leaves_out_ids_nothing_can_address(api, tmp_path):
         '      { name = "_"; id = "..."; }\n'
         '    ); }\n'
         ');\n')
-    why = ('entr%s left out (an id of "." or "..", or with a control character, can be neither '
-           'asked for nor configured)')
+    why = ('entr%s left out (an id that is empty, "." or "..", or has a control character, can be '
+           'neither asked for nor configured)')
     assert p.stderr.decode() == (
         "insightfs: warn: upstream: GET %s: 2 %s\n" % (API_PREFIX, why % "ies") +
         "insightfs: warn: upstream: GET %s/ok/widgets: 2 %s\n" % (API_PREFIX, why % "ies"))

@@ -248,10 +248,8 @@ def test_ids_nothing_can_address_are_left_out(api, config, mount):
     api.clear_log()
     assert os.listdir(m.mnt) == ["good"]
     assert os.listdir(m.path("good")) == ["fine"]
-    for name in ("up", "..", "dot", "tab"):
-        parent = m.mnt if name in ("up", "..") else m.path("good")
-        if name != "..":
-            assert errno_of(os.stat, os.path.join(parent, name)) == errno.ENOENT
+    for parent, name in ((m.mnt, "up"), (m.path("good"), "dot"), (m.path("good"), "tab")):
+        assert errno_of(os.stat, os.path.join(parent, name)) == errno.ENOENT
     assert targets(api) == [LIST, LIST + "/good/widgets"]
     with open(m.path("good", "fine", "20241202T0000Z-20241203T0000Z.png"), "rb") as f:
         data = f.read()
@@ -259,8 +257,8 @@ def test_ids_nothing_can_address_are_left_out(api, config, mount):
     assert targets(api)[2:] == [target]
     status, _, body = api.signed_get(target)
     assert status == 200 and data == body
-    why = ('left out (an id of "." or "..", or with a control character, can be neither '
-           'asked for nor configured)')
+    why = ('left out (an id that is empty, "." or "..", or has a control character, can be '
+           'neither asked for nor configured)')
     wait_for(lambda: m.stderr().count(why) == 2, 5, "two warn lines")
     assert "insightfs: warn: upstream: GET %s: 1 entry %s\n" % (LIST, why) in m.stderr()
     assert "insightfs: warn: upstream: GET %s/good/widgets: 2 entries %s\n" % (LIST, why) \

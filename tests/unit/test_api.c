@@ -268,16 +268,17 @@ static void test_parse_items(void **state)
     assert_string_equal(it[0].name, "cpu");
     api_items_free(it, n);
 
-    /* Ids that cannot be asked for (nor configured) are left out and counted; an empty
-     * id is no id at all: the list is refused (below). */
+    /* Ids that cannot be asked for (nor configured) are left out and counted: ".", "..",
+     * control characters, empty, a NUL inside. A missing id or one of another type fails
+     * the whole list (below). */
     const char *odd = "[{\"id\":\".\"},{\"id\":\"ok\",\"name\":\".\"},{\"id\":\"..\"},"
                       "{\"id\":\"c\\u0001\"},{\"id\":\"d\\u007f\"},{\"id\":\"...\"},"
-                      "{\"id\":\"a\\u00e9\"}]";
+                      "{\"id\":\"a\\u00e9\"},{\"id\":\"\"},{\"id\":\"a\\u0000b\"}]";
     size_t left = 99;
     assert_int_equal(api_parse_items((const unsigned char *)odd, strlen(odd), "id", &it, &n, &left),
                      0);
     assert_int_equal(n, 3);
-    assert_int_equal(left, 4);
+    assert_int_equal(left, 6);
     assert_string_equal(it[0].id, "ok");
     assert_string_equal(it[0].name, ".");
     assert_string_equal(it[1].id, "...");
@@ -295,18 +296,16 @@ static void test_parse_items(void **state)
     api_items_free(it, n);
 
     const char *bad[] = {
-        "{\"id\":\"d1\"}",          /* not an array */
-        "\"text\"",                 /* not an array */
-        "[{\"id\":\"d1\"}",         /* cut off */
-        "[{\"id\":\"d1\"}] x",      /* trailing junk */
-        "[{\"name\":\"no id\"}]",   /* no id */
-        "[{\"id\":null}]",          /* null id */
-        "[{\"id\":1.5}]",           /* not an integer */
-        "[{\"id\":true}]",          /* wrong type */
-        "[{\"id\":\"\"}]",          /* empty id */
-        "[{\"id\":\"a\\u0000b\"}]", /* NUL inside */
-        "[\"d1\"]",                 /* element not an object */
-        "[{\"widgetId\":\"w\"}]",   /* the other key */
+        "{\"id\":\"d1\"}",        /* not an array */
+        "\"text\"",               /* not an array */
+        "[{\"id\":\"d1\"}",       /* cut off */
+        "[{\"id\":\"d1\"}] x",    /* trailing junk */
+        "[{\"name\":\"no id\"}]", /* no id */
+        "[{\"id\":null}]",        /* null id */
+        "[{\"id\":1.5}]",         /* not an integer */
+        "[{\"id\":true}]",        /* wrong type */
+        "[\"d1\"]",               /* element not an object */
+        "[{\"widgetId\":\"w\"}]", /* the other key */
         "<html></html>",
         "",
     };
@@ -1742,15 +1741,15 @@ static void test_breaker_probe_without_turn(void **state)
     fx_free(f);
 }
 
-/* A try waiting 2 s for its fleet pacer turn fails at once, unsent, when another
+/* A try waiting 10 s for its fleet pacer turn fails at once, unsent, when another
  * thread's tries open the breaker (SPEC 6: an opening fails every unsent try at once).
  * Before, the pacer slept through the opening and the try failed at its turn. */
 static void test_breaker_cancels_pacer_wait(void **state)
 {
     (void)state;
-    struct fx *f = fx_new(300, 7);
+    struct fx *f = fx_new(300, 40); /* D = 12.3 s: the 10 s turn is within it */
     srv_set_default(f->s, hang_reply());
-    struct pacer_late late = {.first_wait_ns = 2000000000};
+    struct pacer_late late = {.first_wait_ns = 10000000000};
     api_set_pacer(f->api, &(struct api_pacer){pacer_first_late, &late});
     struct bg_fetch b = {.f = f};
     pthread_t th;
@@ -1774,11 +1773,40 @@ static void test_breaker_cancels_pacer_wait(void **state)
     assert_int_equal(b.rc, -ETIMEDOUT);
     assert_int_equal(b.r.tries, 0);
     assert_int_equal(b.r.fast_fail, 1);
-    assert_true(b.end - b.start < 1900);
+    assert_string_equal(b.r.message, "upstream down (circuit breaker open)");
+    assert_true(b.end - b.start < 9000);
     assert_true(b.end <= opened + srv_tf(100));
     assert_int_equal(srv_requests(f->s), 3);
-    assert_non_null(strstr(log, "insightfs: warn: upstream down: ETIMEDOUT\n"));
+    assert_int_equal(atomic_load(&late.calls), 4); /* called off: no second turn asked */
+    assert_string_equal(log, "insightfs: warn: upstream down: ETIMEDOUT\n");
     free(log);
+    fx_free(f);
+}
+
+/* The probe, admitted while the breaker is open, waits for its fleet pacer turn like any
+ * try: the open breaker does not end that wait, and the probe is sent at its turn (and
+ * closes the breaker when the API answers). */
+static void test_probe_waits_for_its_pacer_turn(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(200, 0);
+    srv_set_default(f->s, hang_reply());
+    struct pacer_late late = {.first_wait_ns = 100000000}; /* within D = 200 ms */
+    api_set_pacer(f->api, &(struct api_pacer){pacer_first_late, &late});
+    atomic_store(&late.calls, 1); /* open_breaker's three calls get their turns at once */
+    (void)open_breaker(f);
+    atomic_store(&late.calls, 0); /* the next turn asked for, the probe's, is 100 ms away */
+    srv_set_default(f->s, png_reply(""));
+    struct api_result r;
+    int64_t start;
+    assert_int_equal(until_probe(f, srv_tf(3000), &r, &start), 0);
+    int64_t took = http_mono_ms() - start;
+    assert_int_equal(r.tries, 1);
+    assert_int_equal(r.fast_fail, 0);
+    assert_true(took >= 100);
+    assert_int_equal(atomic_load(&late.calls), 1);
+    assert_int_equal(api_is_down(f->api), 0);
+    assert_int_equal(srv_requests(f->s), 4);
     fx_free(f);
 }
 
@@ -2072,6 +2100,7 @@ int main(void)
         cmocka_unit_test(test_breaker_failures_amid_answers),
         cmocka_unit_test(test_breaker_cancels_backoff),
         cmocka_unit_test(test_breaker_cancels_pacer_wait),
+        cmocka_unit_test(test_probe_waits_for_its_pacer_turn),
         cmocka_unit_test(test_skew_from_answers),
         cmocka_unit_test(test_breaker_probe_without_turn),
         cmocka_unit_test(test_unsent_retry_keeps_last_errno),
