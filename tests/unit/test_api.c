@@ -1589,6 +1589,26 @@ static void *bg_fetch_main(void *arg)
     return NULL;
 }
 
+/* Start b's fetch in the background, capturing the log from now on. */
+static void bg_start(struct bg_fetch *b, pthread_t *th, struct cap *c)
+{
+    cap_start(c);
+    assert_int_equal(pthread_create(th, NULL, bg_fetch_main, b), 0);
+}
+
+/* This thread's fetch, whose tries open the breaker behind the background one (th):
+ * its errno in *rc and result in *r, when it ended in *opened. Joins th and returns the
+ * log captured since bg_start. */
+static char *fetch_opening(struct fx *f, pthread_t th, struct cap *c, int *rc, struct api_result *r,
+                           int64_t *opened)
+{
+    struct api_image img;
+    *rc = fetch(f, &img, r, NULL);
+    *opened = http_mono_ms();
+    pthread_join(th, NULL);
+    return cap_stop(c);
+}
+
 /* A retry sleeping in a 2 s backoff (503 with Retry-After: 2) fails at once when
  * another thread's try opens the breaker. */
 static void test_breaker_cancels_backoff(void **state)
@@ -1600,16 +1620,13 @@ static void test_breaker_cancels_backoff(void **state)
     struct bg_fetch b = {.f = f};
     pthread_t th;
     struct cap c;
-    cap_start(&c);
-    assert_int_equal(pthread_create(&th, NULL, bg_fetch_main, &b), 0);
+    bg_start(&b, &th, &c);
     assert_int_equal(srv_wait_requests(f->s, 1, (int)srv_tf(2000)), 1);
     /* This call's two hung tries are the 2nd and 3rd failures: the second opens it. */
-    struct api_image img;
     struct api_result r;
-    int rc = fetch(f, &img, &r, NULL);
-    int64_t opened = http_mono_ms();
-    pthread_join(th, NULL);
-    char *log = cap_stop(&c);
+    int rc;
+    int64_t opened;
+    char *log = fetch_opening(f, th, &c, &rc, &r, &opened);
     assert_int_equal(rc, -ETIMEDOUT);
     assert_int_equal(r.tries, 2);
     assert_int_equal(r.fast_fail, 1);
@@ -1754,19 +1771,16 @@ static void test_breaker_cancels_pacer_wait(void **state)
     struct bg_fetch b = {.f = f};
     pthread_t th;
     struct cap c;
-    cap_start(&c);
-    assert_int_equal(pthread_create(&th, NULL, bg_fetch_main, &b), 0);
+    bg_start(&b, &th, &c);
     int64_t until = http_mono_ms() + srv_tf(2000);
     while (atomic_load(&late.calls) == 0 && http_mono_ms() < until)
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     assert_int_equal(atomic_load(&late.calls), 1); /* the background call waits its turn */
     /* This call's three hung tries open the breaker (its turns are now). */
-    struct api_image img;
     struct api_result r;
-    int rc = fetch(f, &img, &r, NULL);
-    int64_t opened = http_mono_ms();
-    pthread_join(th, NULL);
-    char *log = cap_stop(&c);
+    int rc;
+    int64_t opened;
+    char *log = fetch_opening(f, th, &c, &rc, &r, &opened);
     assert_int_equal(rc, -ETIMEDOUT);
     assert_int_equal(r.tries, 3);
     assert_true(api_is_down(f->api));
