@@ -53,8 +53,9 @@
  *
  * Locking: acct.mu protects the retry budget, the skew bookkeeping and the breaker; it
  * is held only for arithmetic and for the backoff and fleet pacer waits on acct.cv (no
- * I/O, no logging, no calls into other modules). The applied offset, its generation, `down` and the
- * counters are atomics, so api_now_ms, api_is_down and api_get_stats take no lock.
+ * I/O, no logging, no calls into other modules). The applied offset, its generation,
+ * `down` and the counters are atomics, so api_now_ms, api_is_down and api_get_stats take
+ * no lock.
  * Everything else in struct api and struct acct is immutable after api_new.
  */
 #include "insightfs/api.h"
@@ -735,6 +736,14 @@ static int called_off(struct acct *a, struct call *c, bool first_try)
     return err;
 }
 
+/* The probe was never sent (no fleet turn, or called off): free its place. */
+static void probe_unsent(struct acct *a)
+{
+    pthread_mutex_lock(&a->mu);
+    api_breaker_probe_unsent(&a->br);
+    pthread_mutex_unlock(&a->mu);
+}
+
 static int call_run(struct api *api, struct call *c, int64_t deadline)
 {
     struct acct *a = api->acct;
@@ -776,11 +785,8 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
          * probe (admitted while open) waits for its turn whatever the breaker says. */
         int64_t pace_ns = 0;
         if (api->pacer.book_turn && api->pacer.book_turn(api->pacer.arg, deadline, &pace_ns) < 0) {
-            if (admit == API_ADMIT_PROBE) {
-                pthread_mutex_lock(&a->mu);
-                api_breaker_probe_unsent(&a->br);
-                pthread_mutex_unlock(&a->mu);
-            }
+            if (admit == API_ADMIT_PROBE)
+                probe_unsent(a);
             if (tries == 0) {
                 v = (struct http_verdict){
                     .err = -ETIMEDOUT, .retryable = false, .kind = HTTP_KIND_TIMEOUT};
@@ -791,11 +797,8 @@ static int call_run(struct api *api, struct call *c, int64_t deadline)
             break;
         }
         if (pace_ns > 0 && sleep_unless_opened(a, pace_ns, c->opened_at, false) != 0) {
-            if (admit == API_ADMIT_PROBE) {
-                pthread_mutex_lock(&a->mu);
-                api_breaker_probe_unsent(&a->br);
-                pthread_mutex_unlock(&a->mu);
-            }
+            if (admit == API_ADMIT_PROBE)
+                probe_unsent(a);
             down_err = called_off(a, c, tries == 0);
             break;
         }
