@@ -4,7 +4,8 @@ P4 bounded memory, P5 clean exit).
 8 reader threads read 500 distinct final images (absolute ranges over 5 widgets, in
 epoch and ISO spellings, with and without @high/@auto) and 4 live relative names, as
 fast as they can, for SOAK_SECONDS (default 120; `make soak` 3600), through a real mount
-of build/insightfs against the local API with probabilistic faults (fixed --seed):
+of build/insightfs against the local API with probabilistic faults (fixed --seed), then
+for a short tail (GRACE_S) without faults:
 
     10%   503 without Retry-After                        EIO, retried
      1%   reset before the status line (RST)             EIO, retried
@@ -53,7 +54,8 @@ retry would have succeeded: that is correct behaviour, counted, and bounded:
   (no retries at all would give 0.13 F; an unlimited budget q^4 F = 0.0003 F). The test
   takes F, G and q (failures / requests) from the daemon's counters, checks the identity
   E = failures - G, and asserts E <= q F - (1 - q)(0.1 F - 10) + 0.005 F + 10 (the margin
-  covers income lost while the bucket was full at the start).
+  covers income lost while the bucket was full at the start), with F and q as they were
+  when the faults ended, plus one failed fetch per reader for the fetches still out then.
 Each failed fetch is remembered for error_ttl_s = 1 s, so several calls may report it:
 calls are checked against failed fetches by target, fetches against the bound.
 
@@ -86,6 +88,9 @@ SEED = 20241201
 TIMEOUT_MS, RETRIES = 2000, 3
 D_S = TIMEOUT_MS * (RETRIES + 1) / 1000.0
 P1_BOUND_S = (D_S + 1.0) * TIME_FACTOR  # SPEC 6: every call returns by D + 1 s
+# The readers go on this long after the faults end: every faulty try still out then ends
+# within timeout_ms, while answers go on around it (see test_soak).
+GRACE_S = (2 * TIMEOUT_MS / 1000.0 + 1.0) * TIME_FACTOR
 MAX_BYTES = 1 << 20
 BUDGET_MAX, BUDGET_PER_FIRST_TRY = 10.0, 0.1  # SPEC 6
 ERROR_TTL_S = 1
@@ -156,19 +161,20 @@ API_PATH_RE = re.compile(r"^/cw_fea/real/cw/api/chart/dashboard/([^/]+)/widgets/
 WARN_FAILED_RE = re.compile(r'^insightfs: warn: upstream: GET (\S+): HTTP \S+ errorCode=\S+ '
                             r'".*" after (\d+) tries: (E[A-Z]+)$')
 BUDGET_EMPTY = "(retry budget empty)"
+CPU_SHARE_RE = re.compile(r"^insightfs: debug: threads now share \d+ CPU\(s\)$")
 
 
 class Reader(threading.Thread):
     """One reader: picks a name, maybe stats it, opens, reads to EOF, reads the api_path
     xattr from the descriptor, closes; every syscall timed."""
 
-    def __init__(self, k, root, finals, stop_at):
+    def __init__(self, k, root, finals):
         super().__init__(daemon=True, name="reader%d" % k)
         self.rng = random.Random(SEED + k)
         self.root = root
         self.finals = finals
         self.final_list = sorted(finals)
-        self.stop_at = stop_at
+        self.stop_at = float("inf")  # set by test_soak when the run ends
         self.iterations = 0
         self.ok_reads = 0
         self.ok_live = 0
@@ -319,24 +325,36 @@ def test_soak(faulty_api, oracle, mount, tmp_path):
     interval = min(10.0, max(1.0, SOAK_SECONDS / 40.0))
     t_start = time.monotonic()
     stop_at = t_start + SOAK_SECONDS
-    readers = [Reader(k, m.mnt, finals, stop_at) for k in range(READERS)]
+    readers = [Reader(k, m.mnt, finals) for k in range(READERS)]
     for r in readers:
         r.start()
     samples = []         # (t, fds, rss, pinned_bytes, cache bytes)
     stats_timing = []
-    while time.monotonic() < stop_at:
-        fds, rss = proc_sample(pid)
-        s = read_stats(m, stats_timing)
-        samples.append((time.monotonic() - t_start, fds, rss, s["cache"]["pinned_bytes"],
-                        s["cache"]["bytes"]))
-        time.sleep(max(0.0, min(interval, stop_at - time.monotonic())))
-    # The faults end with the run. Left on, the tail would be a few readers alone with
-    # their last slow tries and retries, no answers around them: three such failures two
-    # seconds after the last answer are exactly SPEC 6's rule for a down upstream, not
-    # the random failures amid answers this run is about. A try that starts from now on
-    # is answered; those already out end as they would have.
-    fault_hits = {f["kind"]: f["hits"] for f in api.faults()}
-    api.clear_faults()
+    try:
+        while time.monotonic() < stop_at:
+            fds, rss = proc_sample(pid)
+            s = read_stats(m, stats_timing)
+            samples.append((time.monotonic() - t_start, fds, rss, s["cache"]["pinned_bytes"],
+                            s["cache"]["bytes"]))
+            time.sleep(max(0.0, min(interval, stop_at - time.monotonic())))
+        # The faults end here, and the readers go on for GRACE_S. Were they to stop with
+        # the faults still on, or at the moment the faults end, the tail would be a few
+        # readers alone with their last slow tries, no answers around them: three such
+        # failures timeout_ms after the last answer are exactly SPEC 6's rule for a down
+        # upstream (CI saw it once), not the random failures amid answers this run is
+        # about. A try that reaches the API from now on is answered; one already out ends
+        # within timeout_ms, while the readers' answered tries go on around it.
+        at_clear = read_stats(m, stats_timing)["upstream"]
+        api_requests_at_clear = api.stats()["requests"]
+        fault_hits = {f["kind"]: f["hits"] for f in api.faults()}
+        api.clear_faults()
+    except BaseException:
+        for r in readers:
+            r.stop_at = 0.0
+        raise
+    tail_end = time.monotonic() + GRACE_S
+    for r in readers:
+        r.stop_at = tail_end
     for r in readers:
         r.join(P1_BOUND_S * 4 + 10)
     stuck = [r.name for r in readers if r.is_alive()]
@@ -359,7 +377,7 @@ def test_soak(faulty_api, oracle, mount, tmp_path):
     up = final_stats["upstream"]
     F = up["requests"] - up["retries"]      # logical fetches (first tries)
     G = up["retries"]
-    q_api = hits / api_requests if api_requests else 0.0
+    q_api = hits / api_requests_at_clear if api_requests_at_clear else 0.0
     q = up["failures"] / up["requests"] if up["requests"] else 0.0  # as the daemon saw it
     absorbed = api_requests - up["requests"]  # resent by libcurl itself (module comment)
     failed = []                              # (target, tries, errno name)
@@ -373,6 +391,8 @@ def test_soak(faulty_api, oracle, mount, tmp_path):
             budget_empty += BUDGET_EMPTY in line
         elif line.startswith("insightfs: warn: serving ") and " stale " in line:
             stale += 1  # a live name's refresh failed: its old version served (SPEC 6)
+        elif CPU_SHARE_RE.match(line):
+            pass  # the daemon's own CPU use crossed cpu.c's line: its threads re-spread
         elif line.strip():
             unexpected_lines.append(line)
     E = len(failed)
@@ -388,13 +408,19 @@ def test_soak(faulty_api, oracle, mount, tmp_path):
     max_s["stats"] = max(stats_timing)
     calls = sum(sum(r.calls.values()) for r in readers)
     ok_reads = sum(r.ok_reads for r in readers)
-    e_bound = failed_fetch_bound(q, F)
+    # The bound holds for the faulty run, whose counters were taken as the faults ended;
+    # the tail adds no failed try except those already out then, at most one fetch per
+    # reader (a reader waits for one fetch at a time). Its answered fetches earn budget
+    # that no failure spends, so they must not enter the bound's F.
+    F_c = at_clear["requests"] - at_clear["retries"]
+    q_c = at_clear["failures"] / at_clear["requests"] if at_clear["requests"] else 0.0
+    e_bound = failed_fetch_bound(q_c, F_c) + READERS
 
     n = len(samples)
     quarter = max(1, n // 4)
     first, last = samples[:quarter], samples[-quarter:]
     summary = {
-        "seconds": SOAK_SECONDS, "iterations": sum(r.iterations for r in readers),
+        "seconds": SOAK_SECONDS, "tail_s": GRACE_S, "iterations": sum(r.iterations for r in readers),
         "syscalls": calls, "ok_reads": ok_reads, "bytes_read": sum(r.bytes for r in readers),
         "failed_calls": len(errors),
         "failed_calls_by_errno": _count(errno.errorcode.get(e[2], str(e[2])) for e in errors),
@@ -471,7 +497,7 @@ def test_soak(faulty_api, oracle, mount, tmp_path):
     # P2: the budget is never overspent, and failed fetches stay under the bound.
     assert G <= BUDGET_MAX + BUDGET_PER_FIRST_TRY * F + 1, (G, F)
     assert E == up["failures"] - G, (E, up["failures"], G)
-    assert E <= e_bound, (E, e_bound, F, G, q)
+    assert E <= e_bound, (E, e_bound, F_c, q_c, F, G, q)
     assert abs(q_api - Q) < 0.02, q_api  # the faults were applied at the intended rate
     # Every request the API saw is a try the daemon counted, except those libcurl resent
     # on its own after a reset before the status line on a reused connection.
