@@ -153,8 +153,11 @@ struct fs_inval;
 struct fuse_session;
 
 struct fs_inval *fs_inval_new(struct fs_ino *ino) __attribute__((warn_unused_result));
-/* Start the thread (.init); 0 or a negative errno (then nothing is invalidated). */
-int fs_inval_start(struct fs_inval *q, struct fuse_session *se) __attribute__((warn_unused_result));
+/* Start the thread (.init); 0 or a negative errno (then nothing is invalidated). probe
+ * (tests only, else NULL): a path inside the mount that the thread stats as it stops, to
+ * wait on the mount as a stuck notify would. */
+int fs_inval_start(struct fs_inval *q, struct fuse_session *se, const char *probe)
+    __attribute__((warn_unused_result));
 /* Queue the names the kernel got image inode ino under. */
 void fs_inval_image(struct fs_inval *q, uint64_t ino);
 /* Queue parent/name (copied; out of memory loses this invalidation only). */
@@ -164,8 +167,13 @@ void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
 void fs_inval_close(struct fs_inval *q);
 /* Once every kept request is answered: close, then join the thread; a notify still
  * waiting after a second waits for a LOOKUP nobody will read, and the connection of the
- * mount at mountpoint (NULL: none) is aborted so that it ends. */
-void fs_inval_stop(struct fs_inval *q, const char *mountpoint);
+ * mount at mountpoint (NULL: none) is aborted so that it ends (umount2 with MNT_FORCE,
+ * else fusectl's abort file). Returns 1 when it aborted the connection: libfuse then
+ * leaves the mount in place (fs_mount.c detaches it), else 0. */
+int fs_inval_stop(struct fs_inval *q, const char *mountpoint);
+/* The fusectl connection number of the FUSE mount at mountpoint in mountinfo (the text
+ * of /proc/self/mountinfo): 0 and *conn, or -ENOENT. The last matching line wins. */
+int fs_inval_conn_of(const char *mountinfo, const char *mountpoint, unsigned long *conn);
 void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started */
 
 /* ---- fs_gen.c: configuration generations, the tree, SIGHUP reload --------------- */

@@ -20,8 +20,16 @@
  * A notify already under way may wait for a LOOKUP kept by fs_wait (answered when
  * teardown answers every kept request) or, in a window of microseconds, for one the loop
  * never read: fs_inval_stop joins after the kept requests are answered, and if the thread
- * is still in its notify INVAL_STUCK_MS later, aborts the connection (umount2 with
- * MNT_FORCE, as root), which ends the LOOKUPs that hold the lock.
+ * is still in its notify INVAL_STUCK_MS later, aborts the connection, which ends the
+ * LOOKUPs that hold the lock. As root: umount2 with MNT_FORCE (the kernel aborts before
+ * it finds the mount busy, so EBUSY still means aborted). Otherwise: "1" written to the
+ * connection's `abort` file in fusectl, which belongs to the user who mounted; the
+ * connection's number is the mount's device, read from /proc/self/mountinfo, since a
+ * stat of the mount could itself wait for the dead loop.
+ *
+ * Test hook (fs_inval_start's probe): when the thread stops, it stats a name inside the
+ * mount that nobody looked up, which sends a LOOKUP that the ended loop never reads -
+ * exactly the stuck notify's situation, so the abort path runs against a real kernel.
  *
  * Locking: lock guards the queue and the stop flag; it is never held across a notify.
  */
@@ -30,13 +38,17 @@
 #include "fs_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "insightfs/log.h"
 #include "insightfs/slab.h"
@@ -60,6 +72,7 @@ struct fs_inval {
     int stop;                       /* protected by lock */
     pthread_t thread;
     int started;
+    char *probe; /* test hook: a path inside the mount to stat when stopping, or NULL */
 };
 
 struct fs_inval *fs_inval_new(struct fs_ino *ino)
@@ -156,13 +169,20 @@ static void *inval_main(void *arg)
         pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);
+    if (q->probe) { /* test hook: wait on the mount as a stuck notify would */
+        struct stat st;
+        int rc = stat(q->probe, &st);
+        log_debug("stuck-notify probe ended: %s", rc == 0 ? "found" : strerror(errno));
+    }
     return NULL;
 }
 
-int fs_inval_start(struct fs_inval *q, struct fuse_session *se)
+int fs_inval_start(struct fs_inval *q, struct fuse_session *se, const char *probe)
 {
     sigset_t all, old;
     q->se = se;
+    if (probe && !(q->probe = strdup(probe)))
+        return -ENOMEM;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     int rc = pthread_create(&q->thread, NULL, inval_main, q);
@@ -186,23 +206,147 @@ void fs_inval_close(struct fs_inval *q)
     }
 }
 
-void fs_inval_stop(struct fs_inval *q, const char *mountpoint)
+/* One mount point field of mountinfo (octal escapes: \040 space, \011 tab, \012
+ * newline, \134 backslash) compared with path. */
+static int field_is(const char *f, size_t n, const char *path)
 {
+    size_t i = 0;
+    while (i < n) {
+        int c = (unsigned char)f[i];
+        if (c == '\\' && i + 3 < n && f[i + 1] >= '0' && f[i + 1] <= '3' && f[i + 2] >= '0' &&
+            f[i + 2] <= '7' && f[i + 3] >= '0' && f[i + 3] <= '7') {
+            c = (f[i + 1] - '0') * 64 + (f[i + 2] - '0') * 8 + (f[i + 3] - '0');
+            i += 4;
+        } else {
+            i++;
+        }
+        if (*path++ != (char)c)
+            return 0;
+    }
+    return *path == '\0';
+}
+
+int fs_inval_conn_of(const char *mountinfo, const char *mountpoint, unsigned long *conn)
+{
+    int found = 0;
+    for (const char *line = mountinfo; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        /* ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE ... */
+        const char *f[5];
+        size_t fl[5];
+        const char *p = line, *stop = line + len;
+        int k = 0;
+        while (k < 5 && p < stop) {
+            const char *sp = memchr(p, ' ', (size_t)(stop - p));
+            f[k] = p;
+            fl[k] = sp ? (size_t)(sp - p) : (size_t)(stop - p);
+            k++;
+            p = sp ? sp + 1 : stop;
+        }
+        const char *sep = NULL;
+        for (const char *s = p; k == 5 && s + 2 < stop; s++)
+            if (s[0] == '-' && s[1] == ' ' && s[-1] == ' ') {
+                sep = s + 2;
+                break;
+            }
+        unsigned major, minor;
+        char tail;
+        if (k == 5 && sep && (size_t)(stop - sep) >= 5 && memcmp(sep, "fuse", 4) == 0 &&
+            (sep[4] == ' ' || sep[4] == '.') && field_is(f[4], fl[4], mountpoint)) {
+            char dev[32];
+            if (fl[2] < sizeof(dev)) {
+                memcpy(dev, f[2], fl[2]);
+                dev[fl[2]] = '\0';
+                if (sscanf(dev, "%u:%u%c", &major, &minor, &tail) == 2) {
+                    /* fusectl names a connection by the kernel's dev_t of its mount */
+                    *conn = ((unsigned long)major << 20) | minor;
+                    found = 1; /* the last such line is the mount on top */
+                }
+            }
+        }
+        line = end ? end + 1 : NULL;
+    }
+    return found ? 0 : -ENOENT;
+}
+
+/* Write "1" to the fusectl abort file of the mount at mountpoint. 0 or a negative errno. */
+static int abort_by_fusectl(const char *mountpoint)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return -errno;
+    size_t cap = 0, len = 0;
+    char *text = NULL, buf[4096];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        if (len + n + 1 > cap) {
+            size_t ncap = cap ? cap * 2 : 16384;
+            while (ncap < len + n + 1)
+                ncap *= 2;
+            char *t = realloc(text, ncap);
+            if (!t) {
+                rc = -ENOMEM;
+                break;
+            }
+            text = t;
+            cap = ncap;
+        }
+        memcpy(text + len, buf, n);
+        len += n;
+    }
+    fclose(f);
+    unsigned long conn = 0;
+    if (rc == 0 && !text)
+        rc = -ENOENT;
+    if (rc == 0) {
+        text[len] = '\0';
+        rc = fs_inval_conn_of(text, mountpoint, &conn);
+    }
+    free(text);
+    if (rc != 0)
+        return rc;
+    char path[64];
+    snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%lu/abort", conn);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    rc = write(fd, "1", 1) == 1 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+/* Abort the connection of the mount at mountpoint: 0, or the negative errno of the
+ * fusectl attempt (umount2's is EPERM when not root). */
+static int abort_conn(const char *mountpoint)
+{
+    if (umount2(mountpoint, MNT_FORCE) == 0 || errno == EBUSY)
+        return 0; /* EBUSY: aborted, then found busy */
+    return abort_by_fusectl(mountpoint);
+}
+
+int fs_inval_stop(struct fs_inval *q, const char *mountpoint)
+{
+    int aborted = 0;
     fs_inval_close(q);
     if (!q->started)
-        return;
+        return 0;
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until); /* pthread_timedjoin_np's clock */
     until.tv_sec += INVAL_STUCK_MS / 1000;
     if (pthread_timedjoin_np(q->thread, NULL, &until) != 0) {
         log_warn("a notification waits for a request nobody will answer: aborting the FUSE "
                  "connection");
-        if (!mountpoint || umount2(mountpoint, MNT_FORCE) != 0)
+        int rc = mountpoint ? abort_conn(mountpoint) : -EINVAL;
+        if (rc != 0)
             log_error("cannot abort the FUSE connection (%s): waiting for the kernel",
-                      mountpoint ? strerror(errno) : "no mount point");
+                      mountpoint ? strerror(-rc) : "no mount point");
+        aborted = rc == 0;
         pthread_join(q->thread, NULL);
     }
     q->started = 0;
+    return aborted;
 }
 
 void fs_inval_free(struct fs_inval *q)
@@ -215,6 +359,7 @@ void fs_inval_free(struct fs_inval *q)
         slab_free(it);
     }
     slab_pool_release(q->pool);
+    free(q->probe);
     pthread_cond_destroy(&q->cond);
     pthread_mutex_destroy(&q->lock);
     free(q);

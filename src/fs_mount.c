@@ -20,13 +20,17 @@
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
+#include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,7 +47,11 @@ void fs_threads_start(struct fs *fs)
 {
     if (fs_reload_start(fs) != 0)
         log_error("cannot start the reload thread: SIGHUP will be ignored");
-    if (fs_inval_start(fs->inval, fs->se) != 0)
+    char probe[PATH_MAX + 64];
+    if (fs->opts.test_stuck_notify)
+        snprintf(probe, sizeof(probe), "%s/.insightfs-stuck-probe-%ld", fs->opts.mountpoint,
+                 (long)getpid());
+    if (fs_inval_start(fs->inval, fs->se, fs->opts.test_stuck_notify ? probe : NULL) != 0)
         log_error("cannot start the invalidation thread: evicted graphs stay pinned");
     if (engine_start(fs->engine) != 0)
         log_error("cannot start every fetch thread: fetches may wait longer");
@@ -54,14 +62,38 @@ void fs_threads_start(struct fs *fs)
     fs_gen_unref(g);
 }
 
-/* After the session loop: every kept request answered, every thread of ours joined. */
-static void fs_threads_stop(struct fs *fs)
+/* After the session loop: every kept request answered, every thread of ours joined.
+ * Returns 1 when the connection had to be aborted (fs_inval_stop), else 0. */
+static int fs_threads_stop(struct fs *fs)
 {
     fs_inval_close(fs->inval); /* first: no new notify once nobody reads /dev/fuse */
     fs_wait_stop(fs);          /* kept LOOKUPs answered: a notify behind one goes on */
     fs_reload_stop(fs);
     fs_drain_dropped(fs);
-    fs_inval_stop(fs->inval, fs->opts.mountpoint);
+    return fs_inval_stop(fs->inval, fs->opts.mountpoint);
+}
+
+/* libfuse's unmount does nothing once the connection was aborted (its fd polls POLLERR),
+ * which would leave a dead mount behind ("Transport endpoint is not connected"): detach
+ * it as libfuse would have, umount2 as root, else fusermount3 (its environment was
+ * scrubbed before mounting, SPEC 12.6). */
+static void detach_aborted(const char *mountpoint)
+{
+    if (geteuid() == 0) {
+        if (umount2(mountpoint, MNT_DETACH) != 0)
+            log_error("cannot unmount %s: %s", mountpoint, strerror(errno));
+        return;
+    }
+    char *argv[] = {"fusermount3", "-u", "-q", "-z", "--", (char *)mountpoint, NULL};
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ);
+    int st = 0;
+    if (rc == 0 && waitpid(pid, &st, 0) < 0)
+        rc = errno;
+    if (rc != 0)
+        log_error("cannot unmount %s: fusermount3: %s", mountpoint, strerror(rc));
+    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        log_error("cannot unmount %s: fusermount3 failed", mountpoint);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */
@@ -165,7 +197,7 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
 {
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     struct fuse_loop_config *lc = NULL;
-    int status = 1;
+    int status = 1, aborted = 0;
     struct fs *fs = fs_new(cfg, env, o);
     if (!fs)
         return 1;
@@ -212,9 +244,11 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
     status = (rc == 0 || rc == SIGINT || rc == SIGTERM || fuse_session_exited(fs->se)) ? 0 : 1;
     if (status != 0)
         log_error("the FUSE session ended with an error: %s", strerror(rc < 0 ? -rc : rc));
-    fs_threads_stop(fs); /* before the unmount closes the session fd (SPEC 12.4) */
+    aborted = fs_threads_stop(fs); /* before the unmount closes the session fd (SPEC 12.4) */
 out_unmount:
     fuse_session_unmount(fs->se);
+    if (aborted)
+        detach_aborted(fs->opts.mountpoint);
 out_signals:
     fuse_remove_signal_handlers(fs->se);
     fs_reload_remove_handler();

@@ -103,6 +103,17 @@ static int load_config(const char *path, enum cfg_mode mode, const struct cfg_en
     return 0;
 }
 
+/* INSIGHTFS_TEST_STUCK_NOTIFY=1: at teardown the invalidation thread waits on the mount
+ * as a stuck notify would, so that tests reach the connection abort (fs_inval.c). */
+static int test_stuck_notify(void)
+{
+    const char *s = getenv("INSIGHTFS_TEST_STUCK_NOTIFY");
+    if (!s || strcmp(s, "1") != 0)
+        return 0;
+    log_warn("INSIGHTFS_TEST_STUCK_NOTIFY: teardown will wait on the mount (tests only)");
+    return 1;
+}
+
 static int64_t test_clock_offset(void)
 {
     const char *s = getenv("INSIGHTFS_TEST_CLOCK_OFFSET_MS");
@@ -514,6 +525,7 @@ static int run_mount(struct main_opts *o, struct cfg_env *env)
     o->fs.mountpoint = mount_abs;
     o->fs.fsname = positional_config ? positional_config : path;
     o->fs.test_offset_ms = test_clock_offset();
+    o->fs.test_stuck_notify = test_stuck_notify();
     /* A daemon that runs for months (SPEC 7): a fixed mmap threshold, so glibc does not
      * raise it after freeing a large body and then keep later bodies in the arenas; few
      * arenas, so freed heap is not spread over one per thread (fs_wait.c trims it).

@@ -23,6 +23,7 @@ struct fs_opts {
     uid_t uid;
     gid_t gid;
     int64_t test_offset_ms; /* INSIGHTFS_TEST_CLOCK_OFFSET_MS */
+    int test_stuck_notify;  /* INSIGHTFS_TEST_STUCK_NOTIFY: run teardown's abort path */
 };
 
 /* Mount cfg at o->mountpoint and serve. Takes ownership of cfg. env (borrowed, must live

@@ -5,11 +5,16 @@ OPEN and FLUSH answered ENOSYS, long timeouts), which the daemon's counters show
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 
-from conftest import TIME_FACTOR, bin_cmd, check_stderr, clean_env, is_mounted, run, wait_for
+import pytest
+
+from conftest import (TIME_FACTOR, bin_cmd, check_stderr, clean_env, is_mounted, make_config,
+                      run, wait_for)
 
 FINAL = "1732924800000-1732968000000.png"  # 2024-11-30 00:00-12:00 UTC: final
 
@@ -150,6 +155,67 @@ def test_allow_other_as_non_root_needs_user_allow_other(api, tmp_path):
     assert p.stderr.decode() == ("insightfs: -o allow_other needs user_allow_other in "
                                  "/etc/fuse.conf (see insightfs --help)\n")
     assert not_mounted_anywhere_under(str(tmp_path))
+
+
+ABORT_WARN = ("insightfs: warn: a notification waits for a request nobody will answer: "
+              "aborting the FUSE connection")
+
+
+@pytest.mark.parametrize("uid", [0, 65534], ids=["root", "nobody"])
+def test_teardown_aborts_a_connection_nobody_reads(api, uid):
+    """At teardown, a thread of the daemon that waits on a request the ended session loop
+    will never read is freed by aborting the connection, and the daemon unmounts and exits
+    0; without the abort it would wait forever. The test hook INSIGHTFS_TEST_STUCK_NOTIFY
+    makes the invalidation thread stat a fresh name inside the mount as it stops - the
+    situation of a notify stuck behind such a LOOKUP, against the real kernel. As root the
+    abort is umount2 with MNT_FORCE; as nobody (a mount through fusermount3), whom umount2
+    refuses, it is fusectl's abort file, which belongs to the mounting user."""
+    if not os.path.ismount("/sys/fs/fuse/connections"):
+        subprocess.run(["mount", "-t", "fusectl", "none", "/sys/fs/fuse/connections"],
+                       check=True)
+    d = tempfile.mkdtemp(prefix="insightfs-abort-")  # pytest's tmp_path is root's alone
+    mnt = os.path.join(d, "mnt")
+    proc = None
+    dev_mode = os.stat("/dev/fuse").st_mode & 0o7777
+    try:
+        if uid != 0 and dev_mode & 0o006 != 0o006:
+            # Debian's udev makes /dev/fuse 0666 so that users can mount; some containers
+            # and CI machines leave it 0600. Debian's mode for this test, then back.
+            os.chmod("/dev/fuse", dev_mode | 0o666)
+        os.chmod(d, 0o755)
+        os.mkdir(mnt)
+        cfg = make_config(os.path.join(d, "insightfs.conf"), api)
+        os.chown(cfg, uid, uid)
+        os.chown(mnt, uid, uid)
+        as_user = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"]
+        err_path = os.path.join(d, "stderr")
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(as_user + bin_cmd(["-f", cfg, mnt]), stdout=err, stderr=err,
+                                    env=clean_env({"INSIGHTFS_TEST_STUCK_NOTIFY": "1"}))
+        wait_for(lambda: is_mounted(mnt) or proc.poll() is not None, 10, "the mount")
+        # Served as its user sees it: INIT is done, so the invalidation thread runs.
+        ls = subprocess.run(as_user + ["ls", mnt], stdout=subprocess.PIPE, timeout=30,
+                            env=clean_env())
+        with open(err_path) as f:
+            assert ls.stdout.decode().split() == ["db", "web"], f.read()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=20 * TIME_FACTOR)
+        with open(err_path) as f:
+            text = f.read()
+        check_stderr(text)
+        assert rc == 0, text
+        assert text.splitlines() == [
+            "insightfs: warn: INSIGHTFS_TEST_STUCK_NOTIFY: teardown will wait on the mount "
+            "(tests only)", ABORT_WARN], text
+        wait_for(lambda: not is_mounted(mnt), 10, "the unmount")
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()  # an unread LOOKUP ends on SIGKILL
+            proc.wait()
+        if is_mounted(mnt):
+            subprocess.run(["umount", "-l", mnt], check=False)
+        os.chmod("/dev/fuse", dev_mode)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_kill_9_with_auto_unmount_leaves_no_mount(api, config, tmp_path):

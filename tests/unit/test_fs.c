@@ -1191,7 +1191,7 @@ static void test_inval_teardown(void **state)
     /* A quiet stop. */
     struct fs_inval *q = fs_inval_new(NULL);
     assert_non_null(q);
-    assert_int_equal(fs_inval_start(q, se), 0);
+    assert_int_equal(fs_inval_start(q, se, NULL), 0);
     fs_inval_name(q, FS_INO_ROOT, "web");
     wait_notify_count(&notifies, 1);
     fs_inval_close(q);
@@ -1211,7 +1211,7 @@ static void test_inval_teardown(void **state)
     pthread_mutex_lock(&notify_m);
     notify_hold = 1;
     pthread_mutex_unlock(&notify_m);
-    assert_int_equal(fs_inval_start(q, se), 0);
+    assert_int_equal(fs_inval_start(q, se, NULL), 0);
     fs_inval_name(q, FS_INO_ROOT, "web");
     wait_notify_count(&notifies, 2);
     t0 = now_ms();
@@ -1227,6 +1227,41 @@ static void test_inval_teardown(void **state)
     fs_inval_free(q);
     pthread_cond_destroy(&notify_cv);
     pthread_condattr_destroy(&ca);
+}
+
+/* fusectl's connection number of a FUSE mount, from /proc/self/mountinfo's text: the
+ * mount point field unescaped and matched whole, only fuse and fuse.* types, the last
+ * (top) mount of a point winning, and the kernel's dev_t of major:minor. */
+static void test_inval_conn_of_mountinfo(void **state)
+{
+    (void)state;
+    const char *text =
+        "22 1 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n"
+        "40 30 0:52 / /tmp/a\\040b rw,nosuid,nodev,relatime shared:1 - fuse.insightfs "
+        "insightfs rw,user_id=0,group_id=0\n"
+        "41 30 0:53 / /tmp/a rw,relatime - tmpfs tmpfs rw\n"
+        "42 30 8:1 / /tmp/blk rw,relatime - fuseblk /dev/sda1 rw\n"
+        "43 30 0:60 / /tmp/two rw - fuse.insightfs x rw\n"
+        "44 43 0:61 / /tmp/two rw shared:3 master:2 - fuse.insightfs y rw\n"
+        "45 30 1:2 / /tmp/plain rw - fuse z rw\n"
+        "46 30 0:70 / /tmp/tab\\011and\\134slash rw - fuse.insightfs w rw";
+    unsigned long conn = 0;
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/a b", &conn), 0);
+    assert_int_equal(conn, 52);
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/two", &conn), 0);
+    assert_int_equal(conn, 61); /* the mount on top */
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/plain", &conn), 0);
+    assert_int_equal(conn, (1UL << 20) | 2);
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/tab\tand\\slash", &conn), 0);
+    assert_int_equal(conn, 70); /* the last line has no newline */
+    conn = 7;
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/a", &conn), -ENOENT);     /* tmpfs */
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/blk", &conn), -ENOENT);   /* fuseblk */
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/a b/c", &conn), -ENOENT); /* below */
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/a\\040b", &conn), -ENOENT);
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/tw", &conn), -ENOENT);
+    assert_int_equal(fs_inval_conn_of("", "/tmp/two", &conn), -ENOENT);
+    assert_int_equal(conn, 7); /* untouched when not found */
 }
 
 int main(void)
@@ -1258,6 +1293,7 @@ int main(void)
         cmocka_unit_test(test_dir_inodes_found_by_ids),
         cmocka_unit_test(test_every_name_is_remembered),
         cmocka_unit_test(test_inval_teardown),
+        cmocka_unit_test(test_inval_conn_of_mountinfo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
