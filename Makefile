@@ -73,8 +73,8 @@ UNIT_DEPS_shared := shared shared_conn api api_body api_breaker http http_errno 
 UNIT_DEPS_fs := $(filter-out main main_opts,$(MODULES))
 UNIT_LDFLAGS_fs := $(foreach f,fuse_req_userdata fuse_reply_entry fuse_reply_err \
 	fuse_reply_open fuse_req_interrupt_func cache_version_state disc_build_tree \
-	engine_set_threads fs_inval_name cfg_load shared_free fuse_lowlevel_notify_inval_entry \
-	umount2,-Wl,--wrap=$(f))
+	engine_set_threads engine_submit fs_inval_name cfg_load shared_free \
+	fuse_lowlevel_notify_inval_entry umount2,-Wl,--wrap=$(f))
 UNIT_BINS := $(UNIT_TESTS:%=$(B)/tests/test_%)
 
 # Debian packages of SPEC section 10: build, then tests.

@@ -771,6 +771,82 @@ def test_readahead_window_and_out_of_order_stop(api, config, mount):
     assert stats(m)["cache"]["readahead"] == 4
 
 
+def test_readahead_window_doubles_from_the_middle(api, config, mount):
+    """SPEC 5: the window is 2, then doubles up to max_connections (8), and each next
+    window starts when the stats reach the middle of the current one. Stats of a listing
+    one at a time, in its order: after the stat of entry k, the fetches started ahead
+    are exactly these (entries 2-3 at k = 1; 4-7 at k = 3, the middle of 2-3; 8-15 at
+    k = 6; 16-23 at k = 12, the window at its cap of 8; 24-29 at k = 20, the listing's
+    end), and all 30 entries are fetched once."""
+    avoid_midnight()
+    m = mount(config(*cfg(api_settings(max_connections=8), cache="  readahead = true;")))
+    days = m.path("web", "memory", "days")
+    names = os.listdir(days)  # readdir order: the listing's
+    assert len(names) == 30
+    started = {1: 2, 3: 6, 6: 14, 12: 22, 20: 28}  # k -> fetches started ahead so far
+    want = 0
+    for k, name in enumerate(names):
+        assert os.stat(os.path.join(days, name)).st_size > 0
+        want = started.get(k, want)
+        wait_for(lambda: stats(m)["cache"]["readahead"] >= want, 5, "readahead at %d" % k)
+        assert stats(m)["cache"]["readahead"] == want, k
+    wait_for(lambda: stats(m)["upstream"]["in_flight"] == 0, 5, "fetches to finish")
+    reqs = [e["target"] for e in day_requests(api, "mem_used__5678")]
+    assert len(reqs) == 30 and len(set(reqs)) == 30, reqs
+    assert stats(m)["cache"]["readahead"] == 28
+
+
+def test_readahead_listing_kept_10s_after_releasedir(api, config, mount):
+    """SPEC 5: the listing is kept 10 s after RELEASEDIR (a program may stat after closing
+    the directory), and not for good. 7 s after the close, two stats in its order still
+    start a window; once 10 s and a housekeeping tick (1 s) have passed, two stats in
+    order start nothing: each fetches its own file only."""
+    avoid_midnight(60)
+    m = mount(config(*cfg(api_settings(max_connections=8), cache="  readahead = true;")))
+    days = m.path("web", "memory", "days")
+    names = os.listdir(days)  # OPENDIR, READDIR, RELEASEDIR
+    closed = time.monotonic()
+    assert len(names) == 30
+    wait_monotonic(closed + 7.0)
+    for i in (0, 1):
+        assert os.stat(os.path.join(days, names[i])).st_size > 0
+    assert time.monotonic() - closed < 10.0, "too slow to test the keep"
+    wait_for(lambda: stats(m)["cache"]["readahead"] == 2, 5, "a window 7 s after the close")
+    wait_monotonic(closed + 10.0 + 1.0 + 2.0 * TIME_FACTOR)
+    wait_for(lambda: stats(m)["upstream"]["in_flight"] == 0, 5, "fetches to finish")
+    for i in (10, 11):  # in order again: a window, had the listing been kept
+        assert os.stat(os.path.join(days, names[i])).st_size > 0
+    wait_monotonic(time.monotonic() + 0.2 * TIME_FACTOR)
+    assert stats(m)["cache"]["readahead"] == 2
+    reqs = [e["target"] for e in day_requests(api, "mem_used__5678")]
+    assert len(reqs) == 6 and len(set(reqs)) == 6, reqs  # 0, 1, ahead 2, 3; 10, 11
+
+
+def test_readahead_never_while_breaker_open(api, config, mount):
+    """SPEC 5: no readahead while the circuit breaker is open. Three stats against a hung
+    API open it; then a listing and stats of its entries in order fail at once with the
+    breaker's errno, start nothing ahead, and make no request."""
+    m = mount(config(*cfg(T24_API, cache="  readahead = true;")))
+    wait_monotonic(time.monotonic() + 1.1)  # no answer for timeout_ms: see test_t24_breaker
+    api.fault("hang", count=-1)
+    crowd = [threading.Thread(target=stat_errno, args=(img(m, 3000 + i),)) for i in range(3)]
+    for t in crowd:
+        t.start()
+    wait_for(lambda: stats(m)["upstream"]["down"] == 1, T24_D + 2, "the breaker to open")
+    for t in crowd:
+        t.join(T24_D * TIME_FACTOR + 5)
+    before = stats(m)
+    days = m.path("web", "memory", "days")
+    names = os.listdir(days)
+    for name in names[:6]:
+        assert stat_errno(os.path.join(days, name)) == errno.ETIMEDOUT
+    after = stats(m)
+    assert after["cache"]["readahead"] == before["cache"]["readahead"] == 0
+    # At most one request: the probe, if a stat came a second after the last failed try.
+    assert after["upstream"]["requests"] - before["upstream"]["requests"] <= 1, (before, after)
+    assert len(day_requests(api, "mem_used__5678")) <= 1
+
+
 def test_readahead_off_stays_sequential(api, config, mount):
     """cache.readahead = false: `ls -l days/` still makes exactly 30 requests, none
     started ahead."""

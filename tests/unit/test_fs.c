@@ -20,7 +20,9 @@
  *    may be held inside until released;
  *  - shared_free: the thread that frees a generation's client is recorded;
  *  - fuse_lowlevel_notify_inval_entry, umount2: a notify may be held until an umount2,
- *    which is recorded.
+ *    which is recorded;
+ *  - engine_submit: a fetch job may be held (never run until released), which is what a
+ *    fetch overrunning its deadline looks like to the request waiting for it.
  * The races are one instruction wide in real time; the seams make them certain.
  *
  * Unlike the other unit tests it links every module but main: a request handler needs
@@ -46,7 +48,9 @@
  *
  * The invalidation thread's teardown (src/fs_inval.c): closed, it notifies nothing more;
  * a notify stuck behind a LOOKUP nobody reads makes its stop abort the connection
- * (seams: fuse_lowlevel_notify_inval_entry and umount2).
+ * (seams: fuse_lowlevel_notify_inval_entry and umount2); the fusectl connection number
+ * of a mount is read from mountinfo's text. A kept request whose fetch overruns is
+ * answered ETIMEDOUT by its deadline timer at D + 500 ms, once (seam: engine_submit).
  *
  * The inode table (src/fs_ino.c), on a cache of its own: directory inodes, which live as
  * long as the table, pin none of the memory of the image records the kernel forgot, and
@@ -136,14 +140,30 @@ static int replies_registering; /* answers given from there */
 static int replies;             /* answers of any kind (fuse_reply_err) */
 static int interrupted_first;   /* the next registration finds the INTERRUPT already in */
 
+/* Answers may come from the engine's threads (a deadline timer): recorded under a lock. */
+static pthread_mutex_t reply_m = PTHREAD_MUTEX_INITIALIZER;
+
 int __wrap_fuse_reply_err(fuse_req_t req, int err)
 {
     (void)req;
+    pthread_mutex_lock(&reply_m);
     last.kind = 2;
     last.err = err;
     replies++;
     replies_registering += registering;
+    pthread_mutex_unlock(&reply_m);
     return 0;
+}
+
+/* The answers given so far, and the last one. */
+static int replies_now(struct answer *a)
+{
+    pthread_mutex_lock(&reply_m);
+    int n = replies;
+    if (a)
+        *a = last;
+    pthread_mutex_unlock(&reply_m);
+    return n;
 }
 
 static int opens; /* fuse_reply_open: directories opened */
@@ -155,6 +175,31 @@ int __wrap_fuse_reply_open(fuse_req_t req, const struct fuse_file_info *fi)
     replies++;
     replies_registering += registering;
     return 0;
+}
+
+/* engine_submit: with hold_jobs set, the next fetch job is kept here instead of queued,
+ * as a fetch that overruns its deadline would be, until release_job queues it. */
+void __real_engine_submit(struct engine *e, struct engine_job *j);
+static atomic_int hold_jobs;
+static struct engine *held_engine;
+static struct engine_job *held_job;
+
+void __wrap_engine_submit(struct engine *e, struct engine_job *j)
+{
+    if (atomic_load(&hold_jobs) && !held_job) {
+        held_engine = e;
+        held_job = j;
+        return;
+    }
+    __real_engine_submit(e, j);
+}
+
+static void release_job(void)
+{
+    atomic_store(&hold_jobs, 0);
+    if (held_job)
+        __real_engine_submit(held_engine, held_job);
+    held_job = NULL;
 }
 
 void __wrap_fuse_req_interrupt_func(fuse_req_t req, fuse_interrupt_func_t func, void *data)
@@ -335,22 +380,24 @@ struct fx {
     struct fs *fs;
 };
 
-static int with_discover;       /* the next setup writes discover = true */
-static int max_connections = 2; /* what write_conf writes: another value, another client */
+static int with_discover;          /* the next setup writes discover = true */
+static const char *api_extra = ""; /* more settings of the api group */
+static int max_connections = 2;    /* what write_conf writes: another value, another client */
 
 static void write_conf(const char *path, const char *dash_name)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     assert_true(fd >= 0);
     char text[1024];
-    int n = snprintf(text, sizeof(text),
-                     "api = { endpoint = \"http://127.0.0.1:9\"; access_key = \"AK\";\n"
-                     "        secret_key = \"SK\"; max_connections = %d; };\n"
-                     "log_level = \"error\";\n%s"
-                     "cache = { readahead = false; };\n"
-                     "dashboards = ( { name = \"%s\"; id = \"dash1\";\n"
-                     "                 widgets = ( { name = \"cpu\"; id = \"w1\"; } ); } );\n",
-                     max_connections, with_discover ? "discover = true;\n" : "", dash_name);
+    int n =
+        snprintf(text, sizeof(text),
+                 "api = { endpoint = \"http://127.0.0.1:9\"; access_key = \"AK\";\n"
+                 "        secret_key = \"SK\"; max_connections = %d; %s};\n"
+                 "log_level = \"error\";\n%s"
+                 "cache = { readahead = false; };\n"
+                 "dashboards = ( { name = \"%s\"; id = \"dash1\";\n"
+                 "                 widgets = ( { name = \"cpu\"; id = \"w1\"; } ); } );\n",
+                 max_connections, api_extra, with_discover ? "discover = true;\n" : "", dash_name);
     assert_true(n > 0 && (size_t)n < sizeof(text));
     assert_int_equal(write(fd, text, (size_t)n), n);
     assert_int_equal(close(fd), 0);
@@ -389,6 +436,15 @@ static int setup(void **state)
     memset(&last, 0, sizeof(last));
     *state = fx;
     return 0;
+}
+
+/* D = 200 ms: timeout_ms 200, no retry. */
+static int setup_short_deadline(void **state)
+{
+    api_extra = "timeout_ms = 200; retries = 0; ";
+    int rc = setup(state);
+    api_extra = "";
+    return rc;
 }
 
 static int setup_discover(void **state)
@@ -495,6 +551,43 @@ static void test_interrupt_before_kept(void **state)
     assert_int_equal(last.kind, 2);
     assert_int_equal(last.err, EINTR);
     assert_int_equal(atomic_load(&the_fs->waiting), 0);
+}
+
+/* SPEC 12.4: a kept request is answered by its deadline timer - ETIMEDOUT at its D plus
+ * 500 ms - when the fetch it waits for overruns (here: its job is held, never run), and
+ * only once: the fetch completing later answers nobody again. */
+static void test_kept_request_answered_by_its_deadline(void **state)
+{
+    (void)state;
+    assert_int_equal(engine_start(the_fs->engine), 0);
+    uint64_t dash = lookup(FUSE_ROOT_ID, "web");
+    uint64_t widget = lookup(dash, "cpu");
+    uint64_t ino = lookup(widget, "1733097600000-1733184000000.png");
+    assert_true(last.e.attr_timeout == 0.0); /* pending: the GETATTR must wait */
+    static char fake_req;
+    int before = replies_now(NULL);
+    atomic_store(&hold_jobs, 1);
+    int64_t t0 = mono_ms();
+    fs_lowlevel_ops()->getattr((fuse_req_t)&fake_req, ino, NULL);
+    assert_non_null(held_job);                   /* the fetch was submitted, and is held */
+    assert_int_equal(replies_now(NULL), before); /* kept, not answered */
+    assert_int_equal(atomic_load(&the_fs->waiting), 1);
+    struct answer a;
+    while (replies_now(&a) == before) {
+        if (mono_ms() - t0 > tf(WAIT_MS))
+            fail_msg("the kept GETATTR was never answered");
+        nap_ms(5);
+    }
+    int64_t took = mono_ms() - t0;
+    assert_int_equal(a.kind, 2);
+    assert_int_equal(a.err, ETIMEDOUT);
+    assert_true(took >= 200 + 500 - 5);  /* not before D + 500 ms */
+    assert_true(took <= 200 + tf(1000)); /* P1: by D + 1 s */
+    assert_int_equal(atomic_load(&the_fs->waiting), 0);
+    /* The fetch runs after all (the API port refuses): nobody is answered twice. */
+    release_job();
+    fs_wait_stop(the_fs);
+    assert_int_equal(replies_now(NULL), before + 1);
 }
 
 /* SPEC 4, "read-only, twice": besides the ro mount, which makes the kernel refuse them
@@ -1278,6 +1371,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_interrupt_before_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_opendir_interrupt_before_kept, setup_discover,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_kept_request_answered_by_its_deadline,
+                                        setup_short_deadline, teardown),
         cmocka_unit_test_setup_teardown(test_every_mutation_is_erofs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild_racing_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_to_discover_off_drops_discovered,
