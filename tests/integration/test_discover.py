@@ -11,7 +11,7 @@ import time
 
 from conftest import TIME_FACTOR, wait_for
 from client import image_target
-from test_engine import api_settings, bounded, hung, img, stat_errno, wait_monotonic
+from test_engine import Crowd, api_settings, bounded, hung, img, stat_errno, stats, wait_monotonic
 
 LIST = "/cw_fea/real/cw/api/chart/dashboard"
 WEB = "df_457958429047263232"
@@ -176,6 +176,24 @@ def test_lookup_kept_for_discovery_holds_up_no_other_name(api, config, mount):
         waiter.communicate(timeout=5 * TIME_FACTOR)
     assert waiter.returncode == -signal.SIGINT
     assert targets(api) == [LIST]
+
+
+def test_single_flight_holds_at_error_ttl_0(api, config, mount):
+    """Item 6 of the request engine issue: with error_ttl_s = 0 (failures not remembered),
+    LOOKUPs that wait for one refresh of the dashboards' list still share it and its
+    failure. 8 of unknown names against a hung API: one request, and all 8 get ETIMEDOUT
+    at its deadline (before the fix: 5 requests one after another, and 3 ETIMEDOUT)."""
+    m = mount(config(api_extra="  retries = 0;\n  timeout_ms = %d;\n" % (2000 * TIME_FACTOR),
+                     body=CONFIGURED + "cache = { error_ttl_s = 0; };\n"))
+    api.fault("hang", prefix=LIST, count=-1)
+    api.clear_log()
+    crowd = Crowd(lambda i: errno_of(os.stat, m.path("nope%d" % i)), [(i,) for i in range(8)])
+    crowd.release()
+    wait_for(lambda: stats(m)["upstream"]["waiting"] == 8, 5, "8 LOOKUPs kept on one refresh")
+    assert targets(api) == [LIST]
+    assert crowd.join(2 * TIME_FACTOR + 10) == [errno.ETIMEDOUT] * 8
+    assert targets(api) == [LIST]
+    assert stats(m)["upstream"]["waiting"] == 0
 
 
 # A configured dashboard named like a discovered id. "df_222" names the configured

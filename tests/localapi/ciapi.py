@@ -567,6 +567,10 @@ def validate_fault(spec):
                 raise ValueError("%s: must be a string" % key)
     elif kind in ("truncate", "stall"):
         params["bytes"] = _number(params, "bytes", 0)
+        if kind == "truncate":
+            params["content_length"] = params.get("content_length", True)
+            if not isinstance(params["content_length"], bool):
+                raise ValueError("content_length: must be true or false")
     elif kind == "drip":
         params["bytes_per_s"] = _number(params, "bytes_per_s", 1, kind=float)
         if params["bytes_per_s"] <= 0:
@@ -967,9 +971,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif kind in ("truncate", "stall"):
             png = self.fault_png(target)
             self.close_connection = True
-            self.send_head(200, [("Content-Type", "image/png"),
-                                 ("Content-Length", str(len(png))), ("Connection", "close")]
-                           + extra)
+            length = [("Content-Length", str(len(png)))] if p.get("content_length", True) else []
+            self.send_head(200, [("Content-Type", "image/png")] + length
+                           + [("Connection", "close")] + extra)
             self.send_body(png[:min(p["bytes"], len(png))])
             if kind == "stall":
                 self.hold_until_peer_closes()

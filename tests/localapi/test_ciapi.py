@@ -672,6 +672,15 @@ def test_fault_truncate(api):
     api.fault("truncate", bytes=10, rst=True)
     got, err = raw_exchange(api.port, raw_get(CPU_TARGET, signed_headers(CPU_TARGET)))
     assert isinstance(err, ConnectionResetError)
+    # Without Content-Length: a close-delimited body that HTTP takes as complete.
+    api.fault("truncate", bytes=100, content_length=False)
+    conn = api.connection()
+    conn.request("GET", CPU_TARGET, headers=signed_headers(CPU_TARGET))
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Length") is None
+    assert resp.getheader("Connection") == "close"
+    assert resp.read() == full[:100]
+    conn.close()
 
 
 def test_fault_stall(api):
@@ -771,7 +780,8 @@ def test_bad_fault_refused(api):
     from client import ControlError
     for spec in ({"kind": "explode"}, {"kind": "status"}, {"kind": "latency", "ms": -1},
                  {"kind": "status", "status": 503, "count": 0},
-                 {"kind": "status", "status": 503, "probability": 2}):
+                 {"kind": "status", "status": 503, "probability": 2},
+                 {"kind": "truncate", "content_length": "no"}):
         with pytest.raises(ControlError, match="HTTP 400"):
             api.control("POST", "fault", spec)
     assert api.faults() == []
