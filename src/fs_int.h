@@ -165,15 +165,27 @@ void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
 /* As soon as the session loop has returned: drop what is queued and what is queued
  * from now on (nobody answers LOOKUPs any more). */
 void fs_inval_close(struct fs_inval *q);
+/* Which mount is ours, taken at mount time (fs_mount.c): the mount point's real path
+ * (realpath before mounting) and, when found, the connection's number in fusectl. */
+struct fs_mnt {
+    char *real;         /* or NULL */
+    unsigned long conn; /* valid when known */
+    int known;
+};
+enum fs_abort { FS_NOT_ABORTED, FS_ABORTED, FS_ABORTED_UNMOUNTED };
 /* Once every kept request is answered: close, then join the thread; a notify still
- * waiting after a second waits for a LOOKUP nobody will read, and the connection of the
- * mount at mountpoint (NULL: none) is aborted so that it ends (umount2 with MNT_FORCE,
- * else fusectl's abort file). Returns 1 when it aborted the connection: libfuse then
- * leaves the mount in place (fs_mount.c detaches it), else 0. */
-int fs_inval_stop(struct fs_inval *q, const char *mountpoint);
+ * waiting after a second waits for a LOOKUP nobody will read, and the connection is
+ * aborted so that it ends (fusectl's abort file of m's connection, else umount2 of
+ * m->real with MNT_FORCE). FS_ABORTED: libfuse will then leave the mount in place
+ * (fs_mount.c detaches it); FS_ABORTED_UNMOUNTED: umount2 also unmounted it. */
+enum fs_abort fs_inval_stop(struct fs_inval *q, const struct fs_mnt *m);
 /* The fusectl connection number of the FUSE mount at mountpoint in mountinfo (the text
- * of /proc/self/mountinfo): 0 and *conn, or -ENOENT. The last matching line wins. */
+ * of /proc/self/mountinfo): 0 and *conn, or -ENOENT. The last matching line (the mount
+ * on top) wins. */
 int fs_inval_conn_of(const char *mountinfo, const char *mountpoint, unsigned long *conn);
+/* The same, from this process's /proc/self/mountinfo for the real path real: 0 or a
+ * negative errno. Touches no file of any mount. */
+int fs_inval_conn_at(const char *real, unsigned long *conn);
 void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started */
 
 /* ---- fs_gen.c: configuration generations, the tree, SIGHUP reload --------------- */
@@ -337,6 +349,7 @@ struct fs {
     struct fs_ra *ra;
     const struct cfg_env *env;
     struct fs_opts opts;
+    struct fs_mnt mnt; /* our mount (fs_mount.c) */
     uid_t uid;
     gid_t gid;
     struct timespec ready_at; /* the mount became ready (CLOCK_REALTIME) */

@@ -21,11 +21,12 @@
  * teardown answers every kept request) or, in a window of microseconds, for one the loop
  * never read: fs_inval_stop joins after the kept requests are answered, and if the thread
  * is still in its notify INVAL_STUCK_MS later, aborts the connection, which ends the
- * LOOKUPs that hold the lock. As root: umount2 with MNT_FORCE (the kernel aborts before
- * it finds the mount busy, so EBUSY still means aborted). Otherwise: "1" written to the
- * connection's `abort` file in fusectl, which belongs to the user who mounted; the
- * connection's number is the mount's device, read from /proc/self/mountinfo, since a
- * stat of the mount could itself wait for the dead loop.
+ * LOOKUPs that hold the lock: "1" written to the connection's `abort` file in fusectl,
+ * which belongs to the user who mounted. The connection's number is the mount's device,
+ * read from /proc/self/mountinfo right after mounting (fs_inval_conn_at; a stat of the
+ * mount could wait on FUSE), so no other mount stacked on the same path is hit. Without
+ * fusectl or the number: umount2 with MNT_FORCE, as root (the kernel aborts before it
+ * finds the mount busy, so EBUSY still means aborted).
  *
  * Test hook (fs_inval_start's probe): when the thread stops, it stats a name inside the
  * mount that nobody looked up, which sends a LOOKUP that the ended loop never reads -
@@ -220,7 +221,7 @@ static int field_is(const char *f, size_t n, const char *path)
         } else {
             i++;
         }
-        if (*path++ != (char)c)
+        if (*path == '\0' || *path++ != (char)c) /* a \\000 escape must not match the end */
             return 0;
     }
     return *path == '\0';
@@ -270,16 +271,17 @@ int fs_inval_conn_of(const char *mountinfo, const char *mountpoint, unsigned lon
     return found ? 0 : -ENOENT;
 }
 
-/* Write "1" to the fusectl abort file of the mount at mountpoint. 0 or a negative errno. */
-static int abort_by_fusectl(const char *mountpoint)
+/* The text of /proc/self/mountinfo (NUL-terminated, malloc'd) or NULL with *rc set. */
+static char *read_mountinfo(int *rc)
 {
     FILE *f = fopen("/proc/self/mountinfo", "re");
-    if (!f)
-        return -errno;
-    size_t cap = 0, len = 0;
+    if (!f) {
+        *rc = -errno;
+        return NULL;
+    }
+    size_t cap = 0, len = 0, n;
     char *text = NULL, buf[4096];
-    size_t n;
-    int rc = 0;
+    *rc = 0;
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
         if (len + n + 1 > cap) {
             size_t ncap = cap ? cap * 2 : 16384;
@@ -287,7 +289,7 @@ static int abort_by_fusectl(const char *mountpoint)
                 ncap *= 2;
             char *t = realloc(text, ncap);
             if (!t) {
-                rc = -ENOMEM;
+                *rc = -ENOMEM;
                 break;
             }
             text = t;
@@ -297,52 +299,77 @@ static int abort_by_fusectl(const char *mountpoint)
         len += n;
     }
     fclose(f);
-    unsigned long conn = 0;
-    if (rc == 0 && !text)
-        rc = -ENOENT;
-    if (rc == 0) {
-        text[len] = '\0';
-        rc = fs_inval_conn_of(text, mountpoint, &conn);
+    if (*rc == 0 && !text)
+        *rc = -ENOENT;
+    if (*rc != 0) {
+        free(text);
+        return NULL;
     }
-    free(text);
-    if (rc != 0)
+    text[len] = '\0';
+    return text;
+}
+
+int fs_inval_conn_at(const char *real, unsigned long *conn)
+{
+    int rc;
+    char *text = read_mountinfo(&rc);
+    if (!text)
         return rc;
+    rc = fs_inval_conn_of(text, real, conn);
+    free(text);
+    return rc;
+}
+
+/* Write "1" to fusectl's abort file of connection conn. 0 or a negative errno. */
+static int abort_by_fusectl(unsigned long conn)
+{
     char path[64];
     snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%lu/abort", conn);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    rc = write(fd, "1", 1) == 1 ? 0 : -errno;
+    int rc = write(fd, "1", 1) == 1 ? 0 : -errno;
     close(fd);
     return rc;
 }
 
-/* Abort the connection of the mount at mountpoint: 0, or the negative errno of the
- * fusectl attempt (umount2's is EPERM when not root). */
-static int abort_conn(const char *mountpoint)
+/* Abort our connection: through fusectl by its number when known (no path involved, so
+ * no other mount can be hit), else umount2 with MNT_FORCE (root only). */
+static enum fs_abort abort_conn(const struct fs_mnt *m)
 {
-    if (umount2(mountpoint, MNT_FORCE) == 0 || errno == EBUSY)
-        return 0; /* EBUSY: aborted, then found busy */
-    return abort_by_fusectl(mountpoint);
+    int rc = -ENOENT;
+    if (m->known && (rc = abort_by_fusectl(m->conn)) == 0)
+        return FS_ABORTED;
+    if (m->real) {
+        if (umount2(m->real, MNT_FORCE) == 0)
+            return FS_ABORTED_UNMOUNTED;
+        if (errno == EBUSY)
+            return FS_ABORTED; /* the kernel aborts before it finds the mount busy */
+    }
+    if (m->known)
+        log_error("cannot abort the FUSE connection (/sys/fs/fuse/connections/%lu/abort: %s; "
+                  "is fusectl mounted there?): waiting for the kernel",
+                  m->conn, strerror(-rc));
+    else
+        log_error("cannot abort the FUSE connection (its number is unknown, and umount2: %s): "
+                  "waiting for the kernel",
+                  strerror(errno));
+    return FS_NOT_ABORTED;
 }
 
-int fs_inval_stop(struct fs_inval *q, const char *mountpoint)
+enum fs_abort fs_inval_stop(struct fs_inval *q, const struct fs_mnt *m)
 {
-    int aborted = 0;
+    enum fs_abort aborted = FS_NOT_ABORTED;
     fs_inval_close(q);
     if (!q->started)
-        return 0;
+        return aborted;
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until); /* pthread_timedjoin_np's clock */
     until.tv_sec += INVAL_STUCK_MS / 1000;
     if (pthread_timedjoin_np(q->thread, NULL, &until) != 0) {
         log_warn("a notification waits for a request nobody will answer: aborting the FUSE "
                  "connection");
-        int rc = mountpoint ? abort_conn(mountpoint) : -EINVAL;
-        if (rc != 0)
-            log_error("cannot abort the FUSE connection (%s): waiting for the kernel",
-                      mountpoint ? strerror(-rc) : "no mount point");
-        aborted = rc == 0;
+        aborted = abort_conn(m);
         pthread_join(q->thread, NULL);
     }
     q->started = 0;

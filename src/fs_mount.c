@@ -63,37 +63,51 @@ void fs_threads_start(struct fs *fs)
 }
 
 /* After the session loop: every kept request answered, every thread of ours joined.
- * Returns 1 when the connection had to be aborted (fs_inval_stop), else 0. */
-static int fs_threads_stop(struct fs *fs)
+ * Returns whether the connection had to be aborted (fs_inval_stop). */
+static enum fs_abort fs_threads_stop(struct fs *fs)
 {
     fs_inval_close(fs->inval); /* first: no new notify once nobody reads /dev/fuse */
     fs_wait_stop(fs);          /* kept LOOKUPs answered: a notify behind one goes on */
     fs_reload_stop(fs);
     fs_drain_dropped(fs);
-    return fs_inval_stop(fs->inval, fs->opts.mountpoint);
+    return fs_inval_stop(fs->inval, &fs->mnt);
 }
 
 /* libfuse's unmount does nothing once the connection was aborted (its fd polls POLLERR),
  * which would leave a dead mount behind ("Transport endpoint is not connected"): detach
- * it as libfuse would have, umount2 as root, else fusermount3 (its environment was
- * scrubbed before mounting, SPEC 12.6). */
-static void detach_aborted(const char *mountpoint)
+ * it as libfuse does otherwise, umount2 as root, else fusermount3 with an empty
+ * environment. Only when the mount on top at our path is still ours (another could have
+ * been stacked there since). After an abort nothing here can wait on FUSE, so the wait
+ * for fusermount3 needs no deadline. */
+static void detach_aborted(const struct fs_mnt *m)
 {
-    if (geteuid() == 0) {
-        if (umount2(mountpoint, MNT_DETACH) != 0)
-            log_error("cannot unmount %s: %s", mountpoint, strerror(errno));
+    unsigned long now;
+    if (!m->real || !m->known || fs_inval_conn_at(m->real, &now) != 0 || now != m->conn) {
+        log_error("the aborted mount at %s is not on top there: left as it is",
+                  m->real ? m->real : "its mount point");
         return;
     }
-    char *argv[] = {"fusermount3", "-u", "-q", "-z", "--", (char *)mountpoint, NULL};
+    if (geteuid() == 0) {
+        if (umount2(m->real, MNT_DETACH) != 0)
+            log_error("cannot unmount %s: %s", m->real, strerror(errno));
+        return;
+    }
+    char *argv[] = {"fusermount3", "-u", "-q", "-z", "--", m->real, NULL};
+    char *envp[] = {NULL};
     pid_t pid;
-    int rc = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ);
+    int rc = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, envp);
     int st = 0;
-    if (rc == 0 && waitpid(pid, &st, 0) < 0)
-        rc = errno;
+    if (rc == 0) {
+        pid_t r;
+        while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+            ; /* libfuse's signal handlers are still installed */
+        if (r < 0)
+            rc = errno;
+    }
     if (rc != 0)
-        log_error("cannot unmount %s: fusermount3: %s", mountpoint, strerror(rc));
+        log_error("cannot unmount %s: fusermount3: %s", m->real, strerror(rc));
     else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        log_error("cannot unmount %s: fusermount3 failed", mountpoint);
+        log_error("cannot unmount %s: fusermount3 failed", m->real);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */
@@ -105,6 +119,7 @@ void fs_free(struct fs *fs)
     fs_dir_free_all(fs); /* handles whose RELEASEDIR never came (fs_int.h) */
     pthread_mutex_destroy(&fs->dirs_lock);
     fs_ra_free(fs->ra);
+    free(fs->mnt.real);
     cpu_share_free(fs->cpu);
     fs_inval_free(fs->inval);
     fs_ino_free(fs->ino); /* drops the inodes' version references before the cache goes */
@@ -197,7 +212,8 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
 {
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     struct fuse_loop_config *lc = NULL;
-    int status = 1, aborted = 0;
+    int status = 1;
+    enum fs_abort aborted = FS_NOT_ABORTED;
     struct fs *fs = fs_new(cfg, env, o);
     if (!fs)
         return 1;
@@ -213,10 +229,13 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
     fs_reload_install_handler(fs);
     if (fuse_set_signal_handlers(fs->se) != 0)
         goto out_session;
+    fs->mnt.real = realpath(o->mountpoint, NULL); /* before: after, a stat would wait on us */
     if (fuse_session_mount(fs->se, o->mountpoint) != 0) {
         fprintf(stderr, "insightfs: %s: cannot mount (see the lines above)\n", o->mountpoint);
         goto out_signals;
     }
+    /* Our connection's number, while mountinfo's top mount at the path is surely ours. */
+    fs->mnt.known = fs->mnt.real && fs_inval_conn_at(fs->mnt.real, &fs->mnt.conn) == 0;
     if (fs_io_install(fs) != 0) {
         fprintf(stderr, "insightfs: cannot set up the FUSE device's I/O\n");
         goto out_unmount;
@@ -247,8 +266,8 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
     aborted = fs_threads_stop(fs); /* before the unmount closes the session fd (SPEC 12.4) */
 out_unmount:
     fuse_session_unmount(fs->se);
-    if (aborted)
-        detach_aborted(fs->opts.mountpoint);
+    if (aborted == FS_ABORTED)
+        detach_aborted(&fs->mnt);
 out_signals:
     fuse_remove_signal_handlers(fs->se);
     fs_reload_remove_handler();

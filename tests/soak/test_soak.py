@@ -344,10 +344,10 @@ def test_soak(faulty_api, oracle, mount, tmp_path):
         # upstream (CI saw it once), not the random failures amid answers this run is
         # about. A try that reaches the API from now on is answered; one already out ends
         # within timeout_ms, while the readers' answered tries go on around it.
-        at_clear = read_stats(m, stats_timing)["upstream"]
         api_requests_at_clear = api.stats()["requests"]
         fault_hits = {f["kind"]: f["hits"] for f in api.faults()}
         api.clear_faults()
+        at_clear = read_stats(m, stats_timing)["upstream"]  # every faulty try since: out now
     except BaseException:
         for r in readers:
             r.stop_at = 0.0

@@ -1290,7 +1290,7 @@ static void test_inval_teardown(void **state)
     fs_inval_close(q);
     fs_inval_name(q, FS_INO_ROOT, "db"); /* after the close: dropped */
     int64_t t0 = now_ms();
-    fs_inval_stop(q, "/mnt/quiet");
+    fs_inval_stop(q, &(struct fs_mnt){.real = (char *)"/mnt/quiet"});
     assert_true(now_ms() - t0 < 500);
     pthread_mutex_lock(&notify_m);
     assert_int_equal(notifies, 1);
@@ -1308,7 +1308,8 @@ static void test_inval_teardown(void **state)
     fs_inval_name(q, FS_INO_ROOT, "web");
     wait_notify_count(&notifies, 2);
     t0 = now_ms();
-    fs_inval_stop(q, "/mnt/stuck");
+    assert_int_equal(fs_inval_stop(q, &(struct fs_mnt){.real = (char *)"/mnt/stuck"}),
+                     FS_ABORTED_UNMOUNTED);
     int64_t took = now_ms() - t0;
     pthread_mutex_lock(&notify_m);
     assert_int_equal(umounts, 1);
@@ -1337,7 +1338,8 @@ static void test_inval_conn_of_mountinfo(void **state)
         "43 30 0:60 / /tmp/two rw - fuse.insightfs x rw\n"
         "44 43 0:61 / /tmp/two rw shared:3 master:2 - fuse.insightfs y rw\n"
         "45 30 1:2 / /tmp/plain rw - fuse z rw\n"
-        "46 30 0:70 / /tmp/tab\\011and\\134slash rw - fuse.insightfs w rw";
+        "46 30 0:70 / /tmp/nul\\000 rw - fuse.insightfs v rw\n"
+        "47 30 0:71 / /tmp/tab\\011and\\134slash rw - fuse.insightfs w rw";
     unsigned long conn = 0;
     assert_int_equal(fs_inval_conn_of(text, "/tmp/a b", &conn), 0);
     assert_int_equal(conn, 52);
@@ -1346,13 +1348,14 @@ static void test_inval_conn_of_mountinfo(void **state)
     assert_int_equal(fs_inval_conn_of(text, "/tmp/plain", &conn), 0);
     assert_int_equal(conn, (1UL << 20) | 2);
     assert_int_equal(fs_inval_conn_of(text, "/tmp/tab\tand\\slash", &conn), 0);
-    assert_int_equal(conn, 70); /* the last line has no newline */
+    assert_int_equal(conn, 71); /* the last line has no newline */
     conn = 7;
     assert_int_equal(fs_inval_conn_of(text, "/tmp/a", &conn), -ENOENT);     /* tmpfs */
     assert_int_equal(fs_inval_conn_of(text, "/tmp/blk", &conn), -ENOENT);   /* fuseblk */
     assert_int_equal(fs_inval_conn_of(text, "/tmp/a b/c", &conn), -ENOENT); /* below */
     assert_int_equal(fs_inval_conn_of(text, "/tmp/a\\040b", &conn), -ENOENT);
     assert_int_equal(fs_inval_conn_of(text, "/tmp/tw", &conn), -ENOENT);
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/nul", &conn), -ENOENT); /* \000: no end */
     assert_int_equal(fs_inval_conn_of("", "/tmp/two", &conn), -ENOENT);
     assert_int_equal(conn, 7); /* untouched when not found */
 }
