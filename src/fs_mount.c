@@ -77,14 +77,18 @@ static enum fs_abort fs_threads_stop(struct fs *fs)
  * which would leave a dead mount behind ("Transport endpoint is not connected"): detach
  * it as libfuse does otherwise, umount2 as root, else fusermount3 with an empty
  * environment. Only when the mount on top at our path is still ours (another could have
- * been stacked there since). After an abort nothing here can wait on FUSE, so the wait
- * for fusermount3 needs no deadline. */
+ * been stacked there since), as far as the connection's number tells. After an abort nothing here
+ * can wait on FUSE, so the wait for fusermount3 needs no deadline. */
 static void detach_aborted(const struct fs_mnt *m)
 {
     unsigned long now;
-    if (!m->real || !m->known || fs_inval_conn_at(m->real, &now) != 0 || now != m->conn) {
-        log_error("the aborted mount at %s is not on top there: left as it is",
-                  m->real ? m->real : "its mount point");
+    if (!m->real) {
+        log_error("cannot unmount the aborted mount: its mount point's path is unknown");
+        return;
+    }
+    /* An unknown number (mountinfo unreadable at mount time): the path alone decides. */
+    if (m->known && (fs_inval_conn_at(m->real, &now) != 0 || now != m->conn)) {
+        log_error("the aborted mount at %s is no longer on top there: left as it is", m->real);
         return;
     }
     if (geteuid() == 0) {
