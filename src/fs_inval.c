@@ -230,6 +230,7 @@ static int field_is(const char *f, size_t n, const char *path)
 int fs_inval_conn_of(const char *mountinfo, const char *mountpoint, unsigned long *conn)
 {
     int found = 0;
+    unsigned long c = 0;
     for (const char *line = mountinfo; line && *line;) {
         const char *end = strchr(line, '\n');
         size_t len = end ? (size_t)(end - line) : strlen(line);
@@ -253,22 +254,28 @@ int fs_inval_conn_of(const char *mountinfo, const char *mountpoint, unsigned lon
             }
         unsigned major, minor;
         char tail;
-        if (k == 5 && sep && (size_t)(stop - sep) >= 5 && memcmp(sep, "fuse", 4) == 0 &&
-            (sep[4] == ' ' || sep[4] == '.') && field_is(f[4], fl[4], mountpoint)) {
+        if (k == 5 && field_is(f[4], fl[4], mountpoint)) {
+            /* A later line for the point is a mount on top of the earlier ones: ours only
+             * if it is a FUSE mount whose device reads right. */
+            found = 0;
             char dev[32];
-            if (fl[2] < sizeof(dev)) {
+            if (sep && (size_t)(stop - sep) >= 5 && memcmp(sep, "fuse", 4) == 0 &&
+                (sep[4] == ' ' || sep[4] == '.') && fl[2] < sizeof(dev)) {
                 memcpy(dev, f[2], fl[2]);
                 dev[fl[2]] = '\0';
                 if (sscanf(dev, "%u:%u%c", &major, &minor, &tail) == 2) {
                     /* fusectl names a connection by the kernel's dev_t of its mount */
-                    *conn = ((unsigned long)major << 20) | minor;
-                    found = 1; /* the last such line is the mount on top */
+                    c = ((unsigned long)major << 20) | minor;
+                    found = 1;
                 }
             }
         }
         line = end ? end + 1 : NULL;
     }
-    return found ? 0 : -ENOENT;
+    if (!found)
+        return -ENOENT;
+    *conn = c;
+    return 0;
 }
 
 /* The text of /proc/self/mountinfo (NUL-terminated, malloc'd) or NULL with *rc set. */
@@ -298,6 +305,8 @@ static char *read_mountinfo(int *rc)
         memcpy(text + len, buf, n);
         len += n;
     }
+    if (*rc == 0 && ferror(f))
+        *rc = -EIO;
     fclose(f);
     if (*rc == 0 && !text)
         *rc = -ENOENT;
@@ -334,26 +343,39 @@ static int abort_by_fusectl(unsigned long conn)
 }
 
 /* Abort our connection: through fusectl by its number when known (no path involved, so
- * no other mount can be hit), else umount2 with MNT_FORCE (root only). */
+ * no other mount can be hit), else umount2 of the path with MNT_FORCE (root only), and
+ * then only if the mount on top there is ours as far as the number tells. */
 static enum fs_abort abort_conn(const struct fs_mnt *m)
 {
     int rc = -ENOENT;
     if (m->known && (rc = abort_by_fusectl(m->conn)) == 0)
         return FS_ABORTED;
-    if (m->real) {
-        if (umount2(m->real, MNT_FORCE) == 0)
-            return FS_ABORTED_UNMOUNTED;
-        if (errno == EBUSY)
-            return FS_ABORTED; /* the kernel aborts before it finds the mount busy */
+    if (!m->real) {
+        log_error("cannot abort the FUSE connection (its mount point's path is unknown): "
+                  "waiting for the kernel");
+        return FS_NOT_ABORTED;
     }
-    if (m->known)
+    unsigned long top;
+    if (m->known && (fs_inval_conn_at(m->real, &top) != 0 || top != m->conn)) {
         log_error("cannot abort the FUSE connection (/sys/fs/fuse/connections/%lu/abort: %s; "
-                  "is fusectl mounted there?): waiting for the kernel",
-                  m->conn, strerror(-rc));
+                  "is fusectl mounted there?), and %s has another mount on top: waiting for "
+                  "the kernel",
+                  m->conn, strerror(-rc), m->real);
+        return FS_NOT_ABORTED;
+    }
+    if (umount2(m->real, MNT_FORCE) == 0)
+        return FS_ABORTED_UNMOUNTED;
+    int e = errno;
+    if (e == EBUSY)
+        return FS_ABORTED; /* the kernel aborts before it finds the mount busy */
+    if (m->known)
+        log_error("cannot abort the FUSE connection of %s (/sys/fs/fuse/connections/%lu/abort: "
+                  "%s; is fusectl mounted there? umount2: %s): waiting for the kernel",
+                  m->real, m->conn, strerror(-rc), strerror(e));
     else
-        log_error("cannot abort the FUSE connection (its number is unknown, and umount2: %s): "
-                  "waiting for the kernel",
-                  strerror(errno));
+        log_error("cannot abort the FUSE connection of %s (its number is unknown; umount2: "
+                  "%s): waiting for the kernel",
+                  m->real, strerror(e));
     return FS_NOT_ABORTED;
 }
 

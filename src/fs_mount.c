@@ -87,8 +87,18 @@ static void detach_aborted(const struct fs_mnt *m)
         return;
     }
     /* An unknown number (mountinfo unreadable at mount time): the path alone decides. */
-    if (m->known && (fs_inval_conn_at(m->real, &now) != 0 || now != m->conn)) {
-        log_error("the aborted mount at %s is no longer on top there: left as it is", m->real);
+    int rc = m->known ? fs_inval_conn_at(m->real, &now) : 0;
+    if (rc == 0 && m->known && now != m->conn)
+        rc = -ENOENT;
+    if (rc == -ENOENT) {
+        log_error("the aborted mount at %s is not the mount on top there any more: left as "
+                  "it is",
+                  m->real);
+        return;
+    }
+    if (rc != 0) {
+        log_error("cannot unmount the aborted mount at %s (/proc/self/mountinfo: %s)", m->real,
+                  strerror(-rc));
         return;
     }
     if (geteuid() == 0) {
@@ -99,7 +109,7 @@ static void detach_aborted(const struct fs_mnt *m)
     char *argv[] = {"fusermount3", "-u", "-q", "-z", "--", m->real, NULL};
     char *envp[] = {NULL};
     pid_t pid;
-    int rc = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, envp);
+    rc = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, envp);
     int st = 0;
     if (rc == 0) {
         pid_t r;
@@ -234,12 +244,19 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
     if (fuse_set_signal_handlers(fs->se) != 0)
         goto out_session;
     fs->mnt.real = realpath(o->mountpoint, NULL); /* before: after, a stat would wait on us */
+    int real_err = fs->mnt.real ? 0 : errno;
     if (fuse_session_mount(fs->se, o->mountpoint) != 0) {
         fprintf(stderr, "insightfs: %s: cannot mount (see the lines above)\n", o->mountpoint);
         goto out_signals;
     }
     /* Our connection's number, while mountinfo's top mount at the path is surely ours. */
-    fs->mnt.known = fs->mnt.real && fs_inval_conn_at(fs->mnt.real, &fs->mnt.conn) == 0;
+    int conn_rc = fs->mnt.real ? fs_inval_conn_at(fs->mnt.real, &fs->mnt.conn) : -real_err;
+    fs->mnt.known = conn_rc == 0;
+    if (!fs->mnt.known)
+        log_warn("%s: cannot tell this mount's FUSE connection (%s: %s): a teardown stuck on "
+                 "it could be aborted by root only",
+                 o->mountpoint, fs->mnt.real ? "/proc/self/mountinfo" : "realpath",
+                 strerror(-conn_rc));
     if (fs_io_install(fs) != 0) {
         fprintf(stderr, "insightfs: cannot set up the FUSE device's I/O\n");
         goto out_unmount;

@@ -179,7 +179,8 @@ def test_teardown_aborts_a_connection_nobody_reads(api, uid, slash):
         if subprocess.run(["mount", "-t", "fusectl", "none", ctl]).returncode != 0:
             pytest.skip("fusectl is not mounted on %s and cannot be" % ctl)
         mounted_ctl = True
-    d = tempfile.mkdtemp(prefix="insightfs-abort-")  # pytest's tmp_path is root's alone
+    # pytest's tmp_path is root's alone; mountinfo shows real paths
+    d = os.path.realpath(tempfile.mkdtemp(prefix="insightfs-abort-"))
     mnt = os.path.join(d, "mnt")
     proc = None
     dev_mode = os.stat("/dev/fuse").st_mode & 0o7777

@@ -346,7 +346,8 @@ void __wrap_shared_free(struct shared *s)
 static pthread_mutex_t notify_m = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t notify_cv;                         /* CLOCK_MONOTONIC (main) */
 static int notify_hold, notifies, umounts, umount_flags; /* protected by notify_m */
-static char umount_path[64];                             /* protected by notify_m */
+static int umount_errno;     /* protected by notify_m: umount2 fails with it (after aborting) */
+static char umount_path[64]; /* protected by notify_m */
 
 int __wrap_fuse_lowlevel_notify_inval_entry(struct fuse_session *se, fuse_ino_t parent,
                                             const char *name, size_t namelen)
@@ -355,7 +356,8 @@ int __wrap_fuse_lowlevel_notify_inval_entry(struct fuse_session *se, fuse_ino_t 
     pthread_mutex_lock(&notify_m);
     notifies++;
     pthread_cond_broadcast(&notify_cv);
-    while (notify_hold && umounts == 0)
+    int seen = umounts;
+    while (notify_hold && umounts == seen)
         pthread_cond_wait(&notify_cv, &notify_m);
     pthread_mutex_unlock(&notify_m);
     return 0;
@@ -368,7 +370,12 @@ int __wrap_umount2(const char *target, int flags)
     umount_flags = flags;
     snprintf(umount_path, sizeof(umount_path), "%s", target);
     pthread_cond_broadcast(&notify_cv);
+    int e = umount_errno;
     pthread_mutex_unlock(&notify_m);
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return 0;
 }
 
@@ -1319,6 +1326,26 @@ static void test_inval_teardown(void **state)
     pthread_mutex_unlock(&notify_m);
     assert_true(took >= 900 && took < 5000);
     fs_inval_free(q);
+
+    /* umount2 with MNT_FORCE reports EBUSY after aborting (the stuck LOOKUP holds the
+     * mount): aborted, and the mount is still there for the caller to detach. */
+    q = fs_inval_new(NULL);
+    assert_non_null(q);
+    pthread_mutex_lock(&notify_m);
+    notify_hold = 1;
+    umount_errno = EBUSY;
+    pthread_mutex_unlock(&notify_m);
+    assert_int_equal(fs_inval_start(q, se, NULL), 0);
+    fs_inval_name(q, FS_INO_ROOT, "web");
+    wait_notify_count(&notifies, 3);
+    assert_int_equal(fs_inval_stop(q, &(struct fs_mnt){.real = (char *)"/mnt/busy"}), FS_ABORTED);
+    pthread_mutex_lock(&notify_m);
+    assert_int_equal(umounts, 2);
+    assert_string_equal(umount_path, "/mnt/busy");
+    notify_hold = 0;
+    umount_errno = 0;
+    pthread_mutex_unlock(&notify_m);
+    fs_inval_free(q);
     pthread_cond_destroy(&notify_cv);
     pthread_condattr_destroy(&ca);
 }
@@ -1337,6 +1364,8 @@ static void test_inval_conn_of_mountinfo(void **state)
         "42 30 8:1 / /tmp/blk rw,relatime - fuseblk /dev/sda1 rw\n"
         "43 30 0:60 / /tmp/two rw - fuse.insightfs x rw\n"
         "44 43 0:61 / /tmp/two rw shared:3 master:2 - fuse.insightfs y rw\n"
+        "48 30 0:80 / /tmp/under rw - fuse.insightfs u rw\n"
+        "49 48 0:81 / /tmp/under rw - tmpfs tmpfs rw\n"
         "45 30 1:2 / /tmp/plain rw - fuse z rw\n"
         "46 30 0:70 / /tmp/nul\\000 rw - fuse.insightfs v rw\n"
         "47 30 0:71 / /tmp/tab\\011and\\134slash rw - fuse.insightfs w rw";
@@ -1355,7 +1384,8 @@ static void test_inval_conn_of_mountinfo(void **state)
     assert_int_equal(fs_inval_conn_of(text, "/tmp/a b/c", &conn), -ENOENT); /* below */
     assert_int_equal(fs_inval_conn_of(text, "/tmp/a\\040b", &conn), -ENOENT);
     assert_int_equal(fs_inval_conn_of(text, "/tmp/tw", &conn), -ENOENT);
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/nul", &conn), -ENOENT); /* \000: no end */
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/under", &conn), -ENOENT); /* tmpfs on top */
+    assert_int_equal(fs_inval_conn_of(text, "/tmp/nul", &conn), -ENOENT);   /* \000: no end */
     assert_int_equal(fs_inval_conn_of("", "/tmp/two", &conn), -ENOENT);
     assert_int_equal(conn, 7); /* untouched when not found */
 }
