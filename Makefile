@@ -49,7 +49,7 @@ ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -D_GNU_SOURCE -Iinclude \
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 
-MODULES := log vpath cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker shared shared_conn flight slab cache cache_index ns disc engine cpu fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_wait fs_ra fs_io fs_mount fs_pages main_opts main
+MODULES := log vpath cfg cfg_file cfg_settings cfg_shared cfg_dashboards cfg_dump sign http http_errno http_tls api api_body api_breaker shared shared_conn flight slab cache cache_index ns disc engine cpu fs_ino fs fs_dir fs_meta fs_gen fs_inval fs_mnt fs_wait fs_ra fs_io fs_mount fs_pages main_opts main
 OBJS := $(MODULES:%=$(B)/obj/%.o)
 
 # Each unit test links its module and the modules it needs, nothing else.

@@ -10,6 +10,7 @@
  *   fs_gen.c    configuration generations, the tree, SIGHUP reload
  *   fs_inval.c  the invalidation thread (the only caller of notify_inval_entry)
  *   fs_io.c     the /dev/fuse reads and writes: sends FUSE_PARALLEL_DIROPS
+ *   fs_mnt.c    which mount is ours; aborting and detaching it when teardown is stuck
  *   fs_mount.c  the mount: build, serve, tear down
  *   fs_pages.c  the pages (pages = true): index.html, built at LOOKUP as a snapshot
  * Below it: cache (versions, tickets, the byte bound), flight (single flight and failure

@@ -165,28 +165,44 @@ void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
 /* As soon as the session loop has returned: drop what is queued and what is queued
  * from now on (nobody answers LOOKUPs any more). */
 void fs_inval_close(struct fs_inval *q);
-/* Which mount is ours, taken at mount time (fs_mount.c): the mount point's real path
- * (realpath before mounting) and, when found, the connection's number in fusectl. */
+/* After fs_inval_close, once every kept request is answered: join the thread. 0 when it
+ * ended (or never started); -ETIMEDOUT when it is still in a notify within_ms later,
+ * which then waits for a LOOKUP nobody will read (the caller aborts the connection and
+ * calls again). within_ms < 0: wait for good. */
+int fs_inval_join(struct fs_inval *q, int within_ms);
+void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started */
+
+/* ---- fs_mnt.c: which mount is ours, and ending it when teardown is stuck ---------- */
+
 struct fs_mnt {
-    char *real;         /* or NULL */
-    unsigned long conn; /* valid when known */
+    char *real;         /* the mount point's real path, or NULL */
+    int real_errno;     /* why real is NULL */
+    unsigned long conn; /* fusectl's number of our connection, valid when known */
     int known;
 };
 enum fs_abort { FS_NOT_ABORTED, FS_ABORTED, FS_ABORTED_UNMOUNTED };
-/* Once every kept request is answered: close, then join the thread; a notify still
- * waiting after a second waits for a LOOKUP nobody will read, and the connection is
- * aborted so that it ends (fusectl's abort file of m's connection, else umount2 of
- * m->real with MNT_FORCE). FS_ABORTED: libfuse will then leave the mount in place
- * (fs_mount.c detaches it); FS_ABORTED_UNMOUNTED: umount2 also unmounted it. */
-enum fs_abort fs_inval_stop(struct fs_inval *q, const struct fs_mnt *m);
+/* Before mounting: the mount point's real path (a stat after would wait on us). */
+void fs_mnt_locate(struct fs_mnt *m, const char *mountpoint);
+/* Right after mounting: our connection's number, from the mount on top at m->real; a
+ * warn line when it cannot be told. */
+void fs_mnt_identify(struct fs_mnt *m, const char *mountpoint);
 /* The fusectl connection number of the FUSE mount at mountpoint in mountinfo (the text
- * of /proc/self/mountinfo): 0 and *conn, or -ENOENT. The last matching line (the mount
- * on top) wins. */
-int fs_inval_conn_of(const char *mountinfo, const char *mountpoint, unsigned long *conn);
+ * of /proc/self/mountinfo): 0 and *conn, or -ENOENT (*conn untouched). The last matching
+ * line (the mount on top) decides: a later non-FUSE mount there hides ours. */
+int fs_mnt_conn_of(const char *mountinfo, const char *mountpoint, unsigned long *conn);
 /* The same, from this process's /proc/self/mountinfo for the real path real: 0 or a
  * negative errno. Touches no file of any mount. */
-int fs_inval_conn_at(const char *real, unsigned long *conn);
-void fs_inval_free(struct fs_inval *q); /* NULL-safe; stopped or never started */
+int fs_mnt_conn_at(const char *real, unsigned long *conn);
+/* Abort our connection: fusectl's abort file by number when known, else umount2 of
+ * m->real with MNT_FORCE, and then only if the mount on top there is ours as far as the
+ * number tells. FS_ABORTED: libfuse will leave the mount in place (fs_mnt_detach);
+ * FS_ABORTED_UNMOUNTED: umount2 also unmounted it. Logs why when it cannot. */
+enum fs_abort fs_mnt_abort(const struct fs_mnt *m);
+/* After FS_ABORTED and libfuse's (no-op) unmount: detach the dead mount when the mount on
+ * top at m->real is still ours (umount2 MNT_DETACH as root, else fusermount3 -u -q -z
+ * with an empty environment). Nothing here can wait on FUSE any more. */
+void fs_mnt_detach(const struct fs_mnt *m);
+void fs_mnt_release(struct fs_mnt *m); /* frees real */
 
 /* ---- fs_gen.c: configuration generations, the tree, SIGHUP reload --------------- */
 
@@ -349,7 +365,7 @@ struct fs {
     struct fs_ra *ra;
     const struct cfg_env *env;
     struct fs_opts opts;
-    struct fs_mnt mnt; /* our mount (fs_mount.c) */
+    struct fs_mnt mnt; /* our mount (fs_mnt.c) */
     uid_t uid;
     gid_t gid;
     struct timespec ready_at; /* the mount became ready (CLOCK_REALTIME) */

@@ -1,7 +1,8 @@
 /* fs_mount - the mount: build the root context, mount, serve, tear down. The request
  * handlers are in fs.c and fs_dir.c, kept requests and fetches in fs_wait.c, the inode
  * table in fs_ino.c, configuration generations and reload in fs_gen.c, the invalidation
- * thread in fs_inval.c (their design notes are there).
+ * thread in fs_inval.c, which mount is ours and ending it when stuck in fs_mnt.c (their
+ * design notes are there).
  *
  * Threads (SPEC 12.4): main runs libfuse's session loop with libfuse's default workers
  * (at most 10); no worker ever waits for the network, so that is enough whatever the
@@ -24,13 +25,10 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mount.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +38,8 @@
 #include "insightfs/cpu.h"
 #include "insightfs/engine.h"
 #include "insightfs/log.h"
+
+#define INVAL_STUCK_MS 1000 /* a notify this long after teardown answered everything is stuck */
 
 /* ---- background threads --------------------------------------------------------- */
 
@@ -63,65 +63,22 @@ void fs_threads_start(struct fs *fs)
 }
 
 /* After the session loop: every kept request answered, every thread of ours joined.
- * Returns whether the connection had to be aborted (fs_inval_stop). */
+ * A notify still waiting INVAL_STUCK_MS after every kept request was answered waits for
+ * a LOOKUP nobody will read (fs_inval.c): the connection is aborted so that it ends
+ * (fs_mnt.c). Returns whether it was. */
 static enum fs_abort fs_threads_stop(struct fs *fs)
 {
     fs_inval_close(fs->inval); /* first: no new notify once nobody reads /dev/fuse */
     fs_wait_stop(fs);          /* kept LOOKUPs answered: a notify behind one goes on */
     fs_reload_stop(fs);
     fs_drain_dropped(fs);
-    return fs_inval_stop(fs->inval, &fs->mnt);
-}
-
-/* libfuse's unmount does nothing once the connection was aborted (its fd polls POLLERR),
- * which would leave a dead mount behind ("Transport endpoint is not connected"): detach
- * it as libfuse does otherwise, umount2 as root, else fusermount3 with an empty
- * environment. Only when the mount on top at our path is still ours (another could have
- * been stacked there since), as far as the connection's number tells. After an abort nothing here
- * can wait on FUSE, so the wait for fusermount3 needs no deadline. */
-static void detach_aborted(const struct fs_mnt *m)
-{
-    unsigned long now;
-    if (!m->real) {
-        log_error("cannot unmount the aborted mount: its mount point's path is unknown");
-        return;
-    }
-    /* An unknown number (mountinfo unreadable at mount time): the path alone decides. */
-    int rc = m->known ? fs_inval_conn_at(m->real, &now) : 0;
-    if (rc == 0 && m->known && now != m->conn)
-        rc = -ENOENT;
-    if (rc == -ENOENT) {
-        log_error("the aborted mount at %s is not the mount on top there any more: left as "
-                  "it is",
-                  m->real);
-        return;
-    }
-    if (rc != 0) {
-        log_error("cannot unmount the aborted mount at %s (/proc/self/mountinfo: %s)", m->real,
-                  strerror(-rc));
-        return;
-    }
-    if (geteuid() == 0) {
-        if (umount2(m->real, MNT_DETACH) != 0)
-            log_error("cannot unmount %s: %s", m->real, strerror(errno));
-        return;
-    }
-    char *argv[] = {"fusermount3", "-u", "-q", "-z", "--", m->real, NULL};
-    char *envp[] = {NULL};
-    pid_t pid;
-    rc = posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, envp);
-    int st = 0;
-    if (rc == 0) {
-        pid_t r;
-        while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
-            ; /* libfuse's signal handlers are still installed */
-        if (r < 0)
-            rc = errno;
-    }
-    if (rc != 0)
-        log_error("cannot unmount %s: fusermount3: %s", m->real, strerror(rc));
-    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        log_error("cannot unmount %s: fusermount3 failed", m->real);
+    if (fs_inval_join(fs->inval, INVAL_STUCK_MS) == 0)
+        return FS_NOT_ABORTED;
+    log_warn("a notification waits for a request nobody will answer: aborting the FUSE "
+             "connection");
+    enum fs_abort aborted = fs_mnt_abort(&fs->mnt);
+    fs_inval_join(fs->inval, -1); /* not aborted: waits for the kernel, as logged */
+    return aborted;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */
@@ -133,7 +90,7 @@ void fs_free(struct fs *fs)
     fs_dir_free_all(fs); /* handles whose RELEASEDIR never came (fs_int.h) */
     pthread_mutex_destroy(&fs->dirs_lock);
     fs_ra_free(fs->ra);
-    free(fs->mnt.real);
+    fs_mnt_release(&fs->mnt);
     cpu_share_free(fs->cpu);
     fs_inval_free(fs->inval);
     fs_ino_free(fs->ino); /* drops the inodes' version references before the cache goes */
@@ -243,20 +200,12 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
     fs_reload_install_handler(fs);
     if (fuse_set_signal_handlers(fs->se) != 0)
         goto out_session;
-    fs->mnt.real = realpath(o->mountpoint, NULL); /* before: after, a stat would wait on us */
-    int real_err = fs->mnt.real ? 0 : errno;
+    fs_mnt_locate(&fs->mnt, o->mountpoint);
     if (fuse_session_mount(fs->se, o->mountpoint) != 0) {
         fprintf(stderr, "insightfs: %s: cannot mount (see the lines above)\n", o->mountpoint);
         goto out_signals;
     }
-    /* Our connection's number, while mountinfo's top mount at the path is surely ours. */
-    int conn_rc = fs->mnt.real ? fs_inval_conn_at(fs->mnt.real, &fs->mnt.conn) : -real_err;
-    fs->mnt.known = conn_rc == 0;
-    if (!fs->mnt.known)
-        log_warn("%s: cannot tell this mount's FUSE connection (%s: %s): a teardown stuck on "
-                 "it could be aborted by root only",
-                 o->mountpoint, fs->mnt.real ? "/proc/self/mountinfo" : "realpath",
-                 strerror(-conn_rc));
+    fs_mnt_identify(&fs->mnt, o->mountpoint);
     if (fs_io_install(fs) != 0) {
         fprintf(stderr, "insightfs: cannot set up the FUSE device's I/O\n");
         goto out_unmount;
@@ -288,7 +237,7 @@ int fs_run(struct cfg *cfg, const struct cfg_env *env, const struct fs_opts *o)
 out_unmount:
     fuse_session_unmount(fs->se);
     if (aborted == FS_ABORTED)
-        detach_aborted(&fs->mnt);
+        fs_mnt_detach(&fs->mnt);
 out_signals:
     fuse_remove_signal_handlers(fs->se);
     fs_reload_remove_handler();

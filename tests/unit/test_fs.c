@@ -47,10 +47,11 @@
  * and every other write passes byte for byte.
  *
  * The invalidation thread's teardown (src/fs_inval.c): closed, it notifies nothing more;
- * a notify stuck behind a LOOKUP nobody reads makes its stop abort the connection
- * (seams: fuse_lowlevel_notify_inval_entry and umount2); the fusectl connection number
- * of a mount is read from mountinfo's text. A kept request whose fetch overruns is
- * answered ETIMEDOUT by its deadline timer at D + 500 ms, once (seam: engine_submit).
+ * a notify stuck behind a LOOKUP nobody reads makes its join time out, and aborting the
+ * connection (src/fs_mnt.c) ends it (seams: fuse_lowlevel_notify_inval_entry and
+ * umount2); the fusectl connection number of a mount is read from mountinfo's text. A kept request
+ * whose fetch overruns is answered ETIMEDOUT by its deadline timer at D + 500 ms, once (seam:
+ * engine_submit).
  *
  * The inode table (src/fs_ino.c), on a cache of its own: directory inodes, which live as
  * long as the table, pin none of the memory of the image records the kernel forgot, and
@@ -1274,11 +1275,12 @@ static void wait_notify_count(int *counter, int n)
     assert_int_equal(got, n);
 }
 
-/* Teardown of the invalidation thread (fs_inval.c). Closed, it notifies nothing more,
- * of what was queued or what comes after, and its stop joins at once without touching
- * the mount. A notify that is still waiting a second after the stop began (behind a
- * LOOKUP nobody will read) makes the stop abort the connection: umount2 of the mount
- * point with MNT_FORCE, after which the notify ends and the thread is joined. */
+/* Teardown of the invalidation thread (fs_inval.c) and the abort (fs_mnt.c). Closed, the
+ * thread notifies nothing more, of what was queued or what comes after, and its join
+ * returns at once without touching the mount. A notify still waiting when the join's
+ * second is up (behind a LOOKUP nobody will read) makes the join say so; the abort
+ * (umount2 of the mount point with MNT_FORCE, the number being unknown) ends the notify,
+ * and the thread then joins. An EBUSY from umount2 still means aborted. */
 static void test_inval_teardown(void **state)
 {
     (void)state;
@@ -1297,7 +1299,7 @@ static void test_inval_teardown(void **state)
     fs_inval_close(q);
     fs_inval_name(q, FS_INO_ROOT, "db"); /* after the close: dropped */
     int64_t t0 = now_ms();
-    fs_inval_stop(q, &(struct fs_mnt){.real = (char *)"/mnt/quiet"});
+    assert_int_equal(fs_inval_join(q, 1000), 0);
     assert_true(now_ms() - t0 < 500);
     pthread_mutex_lock(&notify_m);
     assert_int_equal(notifies, 1);
@@ -1315,9 +1317,14 @@ static void test_inval_teardown(void **state)
     fs_inval_name(q, FS_INO_ROOT, "web");
     wait_notify_count(&notifies, 2);
     t0 = now_ms();
-    assert_int_equal(fs_inval_stop(q, &(struct fs_mnt){.real = (char *)"/mnt/stuck"}),
-                     FS_ABORTED_UNMOUNTED);
+    assert_int_equal(fs_inval_join(q, 1000), -ETIMEDOUT);
     int64_t took = now_ms() - t0;
+    pthread_mutex_lock(&notify_m);
+    assert_int_equal(umounts, 0);
+    pthread_mutex_unlock(&notify_m);
+    assert_int_equal(fs_mnt_abort(&(struct fs_mnt){.real = (char *)"/mnt/stuck"}),
+                     FS_ABORTED_UNMOUNTED);
+    assert_int_equal(fs_inval_join(q, -1), 0); /* the abort ended the notify */
     pthread_mutex_lock(&notify_m);
     assert_int_equal(umounts, 1);
     assert_int_equal(umount_flags, MNT_FORCE);
@@ -1338,7 +1345,9 @@ static void test_inval_teardown(void **state)
     assert_int_equal(fs_inval_start(q, se, NULL), 0);
     fs_inval_name(q, FS_INO_ROOT, "web");
     wait_notify_count(&notifies, 3);
-    assert_int_equal(fs_inval_stop(q, &(struct fs_mnt){.real = (char *)"/mnt/busy"}), FS_ABORTED);
+    assert_int_equal(fs_inval_join(q, 1000), -ETIMEDOUT);
+    assert_int_equal(fs_mnt_abort(&(struct fs_mnt){.real = (char *)"/mnt/busy"}), FS_ABORTED);
+    assert_int_equal(fs_inval_join(q, -1), 0);
     pthread_mutex_lock(&notify_m);
     assert_int_equal(umounts, 2);
     assert_string_equal(umount_path, "/mnt/busy");
@@ -1353,7 +1362,7 @@ static void test_inval_teardown(void **state)
 /* fusectl's connection number of a FUSE mount, from /proc/self/mountinfo's text: the
  * mount point field unescaped and matched whole, only fuse and fuse.* types, the last
  * (top) mount of a point winning, and the kernel's dev_t of major:minor. */
-static void test_inval_conn_of_mountinfo(void **state)
+static void test_mnt_conn_of_mountinfo(void **state)
 {
     (void)state;
     const char *text =
@@ -1370,23 +1379,23 @@ static void test_inval_conn_of_mountinfo(void **state)
         "46 30 0:70 / /tmp/nul\\000 rw - fuse.insightfs v rw\n"
         "47 30 0:71 / /tmp/tab\\011and\\134slash rw - fuse.insightfs w rw";
     unsigned long conn = 0;
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/a b", &conn), 0);
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/a b", &conn), 0);
     assert_int_equal(conn, 52);
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/two", &conn), 0);
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/two", &conn), 0);
     assert_int_equal(conn, 61); /* the mount on top */
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/plain", &conn), 0);
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/plain", &conn), 0);
     assert_int_equal(conn, (1UL << 20) | 2);
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/tab\tand\\slash", &conn), 0);
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/tab\tand\\slash", &conn), 0);
     assert_int_equal(conn, 71); /* the last line has no newline */
     conn = 7;
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/a", &conn), -ENOENT);     /* tmpfs */
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/blk", &conn), -ENOENT);   /* fuseblk */
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/a b/c", &conn), -ENOENT); /* below */
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/a\\040b", &conn), -ENOENT);
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/tw", &conn), -ENOENT);
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/under", &conn), -ENOENT); /* tmpfs on top */
-    assert_int_equal(fs_inval_conn_of(text, "/tmp/nul", &conn), -ENOENT);   /* \000: no end */
-    assert_int_equal(fs_inval_conn_of("", "/tmp/two", &conn), -ENOENT);
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/a", &conn), -ENOENT);     /* tmpfs */
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/blk", &conn), -ENOENT);   /* fuseblk */
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/a b/c", &conn), -ENOENT); /* below */
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/a\\040b", &conn), -ENOENT);
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/tw", &conn), -ENOENT);
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/under", &conn), -ENOENT); /* tmpfs on top */
+    assert_int_equal(fs_mnt_conn_of(text, "/tmp/nul", &conn), -ENOENT);   /* \000: no end */
+    assert_int_equal(fs_mnt_conn_of("", "/tmp/two", &conn), -ENOENT);
     assert_int_equal(conn, 7); /* untouched when not found */
 }
 
@@ -1421,7 +1430,7 @@ int main(void)
         cmocka_unit_test(test_dir_inodes_found_by_ids),
         cmocka_unit_test(test_every_name_is_remembered),
         cmocka_unit_test(test_inval_teardown),
-        cmocka_unit_test(test_inval_conn_of_mountinfo),
+        cmocka_unit_test(test_mnt_conn_of_mountinfo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
