@@ -1713,6 +1713,9 @@ def main():
                     help="repetitions of the 32-at-once runs (default 5; row 6 at most 6)")
     ap.add_argument("--tls-reps", type=int, default=21,
                     help="repetitions of row 7b's cold reads over HTTPS (default 21)")
+    ap.add_argument("--hit-reps", type=int, default=41,
+                    help="repetitions of row 7h's shared-cache hits (default 41, at most 49: "
+                         "floorfs's f1..f49)")
     ap.add_argument("--par32-reps", type=int, default=15,
                     help="repetitions of row 7d's 32 reads at once (default 15, at most 23)")
     ap.add_argument("--batches", type=int, default=7,
@@ -1735,6 +1738,7 @@ def main():
     args.reps = max(3, min(args.reps, 16))
     args.par_reps = max(1, min(args.par_reps, 40))
     args.tls_reps = max(3, min(args.tls_reps, 101))
+    args.hit_reps = max(3, min(args.hit_reps, 49))
     args.par32_reps = max(1, min(args.par32_reps, 23))   # sets 0..N: widgets 40-63
 
     def on_term(signum, frame):
@@ -1815,7 +1819,7 @@ def main():
                 log("rows 7b, 7c FAILED: %s" % e)
         log("rows 7g, 7h: %s; %s" % (nxt["g"].what, nxt["h"].what))
         try:
-            rows7gh_fleet(bench, nxt["g"], nxt["h"], args.reps)
+            rows7gh_fleet(bench, nxt["g"], nxt["h"], args.hit_reps)
         except BenchError as e:
             for r in (nxt["g"], nxt["h"]):
                 if r.status in ("not measured", "met", "MISSED"):
