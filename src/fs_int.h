@@ -8,6 +8,7 @@
  *   fs_ra.c     readahead of listings
  *   fs_gen.c    configuration generations, the tree, SIGHUP reload
  *   fs_inval.c  the invalidation thread
+ *   fs_mnt.c    which mount is ours; aborting and detaching it when teardown is stuck
  *   fs_mount.c  the mount: build the root context, mount, serve, tear down
  *   fs_pages.c  the pages of pages = true (index.html)
  *
@@ -306,6 +307,12 @@ void fs_drain_dropped(struct fs *fs);
 /* fs_mount.c: start the engine, invalidation and reload threads and the housekeeping
  * (the session's .init, after daemonizing). */
 void fs_threads_start(struct fs *fs);
+
+/* fs_mount.c, at teardown, once every kept request is answered: join the invalidation
+ * thread; if it is still in a notify stuck_ms later (behind a LOOKUP nobody will read),
+ * log a warn line, abort m's connection (fs_mnt_abort), which ends the notify, and join
+ * for good. Returns what the abort did (FS_NOT_ABORTED when none was needed). */
+enum fs_abort fs_inval_end(struct fs_inval *q, const struct fs_mnt *m, int stuck_ms);
 
 /* fs_mount.c. The filesystem's state for cfg (taken, on failure too), with no mount and
  * no thread started: fs_run's first step, and what tests/unit/test_fs.c drives its

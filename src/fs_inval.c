@@ -36,12 +36,10 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "insightfs/log.h"
 #include "insightfs/slab.h"

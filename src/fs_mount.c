@@ -62,23 +62,26 @@ void fs_threads_start(struct fs *fs)
     fs_gen_unref(g);
 }
 
+enum fs_abort fs_inval_end(struct fs_inval *q, const struct fs_mnt *m, int stuck_ms)
+{
+    if (fs_inval_join(q, stuck_ms) == 0)
+        return FS_NOT_ABORTED;
+    log_warn("a notification waits for a request nobody will answer: aborting the FUSE "
+             "connection");
+    enum fs_abort aborted = fs_mnt_abort(m);
+    fs_inval_join(q, -1); /* not aborted: waits for the kernel, as logged */
+    return aborted;
+}
+
 /* After the session loop: every kept request answered, every thread of ours joined.
- * A notify still waiting INVAL_STUCK_MS after every kept request was answered waits for
- * a LOOKUP nobody will read (fs_inval.c): the connection is aborted so that it ends
- * (fs_mnt.c). Returns whether it was. */
+ * Returns whether the connection had to be aborted (fs_inval_end). */
 static enum fs_abort fs_threads_stop(struct fs *fs)
 {
     fs_inval_close(fs->inval); /* first: no new notify once nobody reads /dev/fuse */
     fs_wait_stop(fs);          /* kept LOOKUPs answered: a notify behind one goes on */
     fs_reload_stop(fs);
     fs_drain_dropped(fs);
-    if (fs_inval_join(fs->inval, INVAL_STUCK_MS) == 0)
-        return FS_NOT_ABORTED;
-    log_warn("a notification waits for a request nobody will answer: aborting the FUSE "
-             "connection");
-    enum fs_abort aborted = fs_mnt_abort(&fs->mnt);
-    fs_inval_join(fs->inval, -1); /* not aborted: waits for the kernel, as logged */
-    return aborted;
+    return fs_inval_end(fs->inval, &fs->mnt, INVAL_STUCK_MS);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */

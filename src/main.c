@@ -104,7 +104,7 @@ static int load_config(const char *path, enum cfg_mode mode, const struct cfg_en
 }
 
 /* INSIGHTFS_TEST_STUCK_NOTIFY=1: at teardown the invalidation thread waits on the mount
- * as a stuck notify would, so that tests reach the connection abort (fs_inval.c). */
+ * as a stuck notify would, so that tests reach the connection abort (fs_mnt.c). */
 static int test_stuck_notify(void)
 {
     const char *s = getenv("INSIGHTFS_TEST_STUCK_NOTIFY");

@@ -47,9 +47,9 @@
  * and every other write passes byte for byte.
  *
  * The invalidation thread's teardown (src/fs_inval.c): closed, it notifies nothing more;
- * a notify stuck behind a LOOKUP nobody reads makes its join time out, and aborting the
- * connection (src/fs_mnt.c) ends it (seams: fuse_lowlevel_notify_inval_entry and
- * umount2); the fusectl connection number of a mount is read from mountinfo's text. A kept request
+ * a notify stuck behind a LOOKUP nobody reads makes fs_inval_end abort the connection
+ * (src/fs_mnt.c), which ends it (seams: fuse_lowlevel_notify_inval_entry and umount2);
+ * the fusectl connection number of a mount is read from mountinfo's text. A kept request
  * whose fetch overruns is answered ETIMEDOUT by its deadline timer at D + 500 ms, once (seam:
  * engine_submit).
  *
@@ -1275,12 +1275,13 @@ static void wait_notify_count(int *counter, int n)
     assert_int_equal(got, n);
 }
 
-/* Teardown of the invalidation thread (fs_inval.c) and the abort (fs_mnt.c). Closed, the
- * thread notifies nothing more, of what was queued or what comes after, and its join
- * returns at once without touching the mount. A notify still waiting when the join's
- * second is up (behind a LOOKUP nobody will read) makes the join say so; the abort
- * (umount2 of the mount point with MNT_FORCE, the number being unknown) ends the notify,
- * and the thread then joins. An EBUSY from umount2 still means aborted. */
+/* Teardown of the invalidation thread (fs_inval.c), as fs_mount.c's fs_inval_end runs it.
+ * Closed, the thread notifies nothing more, of what was queued or what comes after, and
+ * the end joins at once without touching the mount. A notify still waiting a second after
+ * the end began (behind a LOOKUP nobody will read) makes it abort the connection
+ * (fs_mnt.c: umount2 of the mount point with MNT_FORCE, the number being unknown), after
+ * which the notify ends and the thread is joined. An EBUSY from umount2 still means
+ * aborted. */
 static void test_inval_teardown(void **state)
 {
     (void)state;
@@ -1299,7 +1300,8 @@ static void test_inval_teardown(void **state)
     fs_inval_close(q);
     fs_inval_name(q, FS_INO_ROOT, "db"); /* after the close: dropped */
     int64_t t0 = now_ms();
-    assert_int_equal(fs_inval_join(q, 1000), 0);
+    assert_int_equal(fs_inval_end(q, &(struct fs_mnt){.real = (char *)"/mnt/quiet"}, 1000),
+                     FS_NOT_ABORTED);
     assert_true(now_ms() - t0 < 500);
     pthread_mutex_lock(&notify_m);
     assert_int_equal(notifies, 1);
@@ -1317,14 +1319,9 @@ static void test_inval_teardown(void **state)
     fs_inval_name(q, FS_INO_ROOT, "web");
     wait_notify_count(&notifies, 2);
     t0 = now_ms();
-    assert_int_equal(fs_inval_join(q, 1000), -ETIMEDOUT);
+    assert_int_equal(fs_inval_end(q, &(struct fs_mnt){.real = (char *)"/mnt/stuck"}, 1000),
+                     FS_ABORTED_UNMOUNTED); /* returns: the abort ended the notify */
     int64_t took = now_ms() - t0;
-    pthread_mutex_lock(&notify_m);
-    assert_int_equal(umounts, 0);
-    pthread_mutex_unlock(&notify_m);
-    assert_int_equal(fs_mnt_abort(&(struct fs_mnt){.real = (char *)"/mnt/stuck"}),
-                     FS_ABORTED_UNMOUNTED);
-    assert_int_equal(fs_inval_join(q, -1), 0); /* the abort ended the notify */
     pthread_mutex_lock(&notify_m);
     assert_int_equal(umounts, 1);
     assert_int_equal(umount_flags, MNT_FORCE);
@@ -1345,9 +1342,8 @@ static void test_inval_teardown(void **state)
     assert_int_equal(fs_inval_start(q, se, NULL), 0);
     fs_inval_name(q, FS_INO_ROOT, "web");
     wait_notify_count(&notifies, 3);
-    assert_int_equal(fs_inval_join(q, 1000), -ETIMEDOUT);
-    assert_int_equal(fs_mnt_abort(&(struct fs_mnt){.real = (char *)"/mnt/busy"}), FS_ABORTED);
-    assert_int_equal(fs_inval_join(q, -1), 0);
+    assert_int_equal(fs_inval_end(q, &(struct fs_mnt){.real = (char *)"/mnt/busy"}, 1000),
+                     FS_ABORTED);
     pthread_mutex_lock(&notify_m);
     assert_int_equal(umounts, 2);
     assert_string_equal(umount_path, "/mnt/busy");
