@@ -166,7 +166,7 @@ void fs_inval_name(struct fs_inval *q, uint64_t parent, const char *name);
 /* As soon as the session loop has returned: drop what is queued and what is queued
  * from now on (nobody answers LOOKUPs any more). */
 void fs_inval_close(struct fs_inval *q);
-/* After fs_inval_close, once every kept request is answered: join the thread. 0 when it
+/* Once every kept request is answered: close (if not yet), then join the thread. 0 when it
  * ended (or never started); -ETIMEDOUT when it is still in a notify within_ms later,
  * which then waits for a LOOKUP nobody will read (the caller aborts the connection and
  * calls again). within_ms < 0: wait for good. */

@@ -176,6 +176,16 @@ int fs_mnt_conn_at(const char *real, unsigned long *conn)
     return rc;
 }
 
+/* Whether the mount on top at m->real is still ours (m->known): 0 yes, -ENOENT no
+ * (another mount was stacked there, or ours is gone), another negative errno when
+ * mountinfo cannot be read. */
+static int top_is_ours(const struct fs_mnt *m)
+{
+    unsigned long top;
+    int rc = fs_mnt_conn_at(m->real, &top);
+    return rc == 0 && top != m->conn ? -ENOENT : rc;
+}
+
 /* Write "1" to fusectl's abort file of connection conn. 0 or a negative errno. */
 static int abort_by_fusectl(unsigned long conn)
 {
@@ -199,8 +209,7 @@ enum fs_abort fs_mnt_abort(const struct fs_mnt *m)
                   "waiting for the kernel");
         return FS_NOT_ABORTED;
     }
-    unsigned long top;
-    if (m->known && (fs_mnt_conn_at(m->real, &top) != 0 || top != m->conn)) {
+    if (m->known && top_is_ours(m) != 0) {
         log_error("cannot abort the FUSE connection (/sys/fs/fuse/connections/%lu/abort: %s; "
                   "is fusectl mounted there?), and %s has another mount on top: waiting for "
                   "the kernel",
@@ -225,15 +234,12 @@ enum fs_abort fs_mnt_abort(const struct fs_mnt *m)
 
 void fs_mnt_detach(const struct fs_mnt *m)
 {
-    unsigned long now;
     if (!m->real) {
         log_error("cannot unmount the aborted mount: its mount point's path is unknown");
         return;
     }
     /* An unknown number (mountinfo unreadable at mount time): the path alone decides. */
-    int rc = m->known ? fs_mnt_conn_at(m->real, &now) : 0;
-    if (rc == 0 && m->known && now != m->conn)
-        rc = -ENOENT;
+    int rc = m->known ? top_is_ours(m) : 0;
     if (rc == -ENOENT) {
         log_error("the aborted mount at %s is not the mount on top there any more: left as "
                   "it is",
